@@ -1,0 +1,294 @@
+"""Dataset registry. Every entry has a local loader (files in the data directory, laid out like
+../shared/data) and a hub loader (public Hugging Face name), so offline machines and online users
+run the same code. Text corpora become fixed-length token contexts; labeled sets become
+(text, label) examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .settings import UserError, data_dir
+
+DEFAULT_CONTEXT = 128  # SAEBench's context length
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    text: str
+    label: str
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    kind: str  # "text" | "labeled" | "mmlu"
+    local_path: str  # relative to the data directory
+    hub_name: str
+    local_loader: Callable[[Path], Iterator]
+    hub_loader: Callable[[], Iterator]
+    description: str = ""
+    labels: list[str] = field(default_factory=list)
+
+
+REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register(entry: DatasetEntry) -> DatasetEntry:
+    if entry.name in REGISTRY:
+        raise ValueError(f"dataset {entry.name} registered twice")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> DatasetEntry:
+    if name not in REGISTRY:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def resolve_source(name: str, data_dir_override=None) -> tuple[DatasetEntry, Path | None]:
+    """The entry and its local file, or None when it will come from the hub."""
+    entry = get_entry(name)
+    root = data_dir(data_dir_override)
+    if root is not None:
+        path = root / entry.local_path
+        if not path.exists():
+            raise UserError(f"dataset {name}: {path} not found in the data directory (--data-dir / $SAEBENCH_DATA_DIR)")
+        return entry, path
+    return entry, None
+
+
+def iterate(name: str, data_dir_override=None) -> Iterator:
+    entry, path = resolve_source(name, data_dir_override)
+    if path is not None:
+        return entry.local_loader(path)
+    return _from_hub(entry)
+
+
+def _from_hub(entry: DatasetEntry) -> Iterator:
+    try:
+        yield from entry.hub_loader()
+    except Exception as err:  # network or hub errors: tell the user how to work offline
+        raise UserError(
+            f"dataset {entry.name}: could not load {entry.hub_name} from the hub ({type(err).__name__}); "
+            f"offline, point --data-dir or $SAEBENCH_DATA_DIR at a folder holding {entry.local_path}"
+        ) from err
+
+
+def dataset_id(name: str, data_dir_override=None) -> dict:
+    """Identity of a dataset for provenance and cache keys: name, source and a content hash."""
+    entry, path = resolve_source(name, data_dir_override)
+    if path is None:
+        return {"name": name, "source": f"hub:{entry.hub_name}", "sha256": None}
+    return {"name": name, "source": f"local:{entry.local_path}", "sha256": file_sha256(path)}
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def _hub(name: str, config: str | None = None, split: str = "train", streaming: bool = True):
+    from datasets import load_dataset
+
+    return load_dataset(name, config, split=split, streaming=streaming)
+
+
+# ---- text corpora -------------------------------------------------------------------------------
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+register(DatasetEntry(
+    name="wikipedia", kind="text", local_path="text/wikipedia_en_sample.jsonl",
+    hub_name="wikimedia/wikipedia:20231101.en",
+    local_loader=lambda p: (r["text"] for r in _jsonl(p)),
+    hub_loader=lambda: (r["text"] for r in _hub("wikimedia/wikipedia", "20231101.en")),
+    description="English Wikipedia articles (activation collection: training, density, CE)",
+))
+register(DatasetEntry(
+    name="openwebtext", kind="text", local_path="text/openwebtext.jsonl",
+    hub_name="Skylion007/openwebtext",
+    local_loader=lambda p: (r["text"] for r in _jsonl(p)),
+    hub_loader=lambda: (r["text"] for r in _hub("Skylion007/openwebtext")),
+    description="OpenWebText, SAEBench's corpus (hub only unless a local copy exists)",
+))
+
+
+def token_contexts(lm, corpus: str, n_contexts: int, ctx_len: int = DEFAULT_CONTEXT,
+                   data_dir_override=None, skip_contexts: int = 0) -> Iterator[torch.Tensor]:
+    """Yield [ctx_len] token tensors: BOS followed by ctx_len-1 tokens of one document, documents
+    packed in order (a long document gives several contexts, a short one's tail is dropped, as
+    SAELens' `prepend_bos` packing does per document). Deterministic for a given corpus file."""
+    body = ctx_len - 1
+    produced = 0
+    for text in iterate(corpus, data_dir_override):
+        ids = lm.tokenizer(text, add_special_tokens=False).input_ids
+        for start in range(0, len(ids) - body + 1, body):
+            if produced >= skip_contexts + n_contexts:
+                return
+            if produced >= skip_contexts:
+                yield torch.tensor([lm.bos_token_id] + ids[start:start + body], dtype=torch.long)
+            produced += 1
+    if produced < skip_contexts + n_contexts:
+        raise UserError(f"dataset {corpus} has only {produced} contexts of {ctx_len} tokens; asked for {skip_contexts + n_contexts}")
+
+
+# ---- labeled classification sets ----------------------------------------------------------------
+
+_AG_NEWS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def _ag_news_local(p: Path):
+    with open(p, encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            yield LabeledExample(f"{row['title']}. {row['description']}", _AG_NEWS[int(row["label"]) - 1])
+
+
+def _ag_news_hub():
+    for r in _hub("fancyzhx/ag_news", split="test"):
+        yield LabeledExample(r["text"], _AG_NEWS[int(r["label"])])
+
+
+register(DatasetEntry("ag_news", "labeled", "classification/ag_news/test.csv", "fancyzhx/ag_news",
+                      _ag_news_local, _ag_news_hub, "AG News topics (4 classes)", _AG_NEWS))
+
+
+def _amazon_local(field_name: str):
+    def load(p: Path):
+        for r in _jsonl(p):
+            yield LabeledExample(f"{r['title']}. {r['text']}", r[field_name])
+    return load
+
+
+def _amazon_hub(field_name: str):
+    def load():
+        # SAEBench's set: McAuley reviews with 1 and 5 stars; category <-> domain, rating <-> sentiment.
+        for r in _hub("canrager/amazon_reviews_mcauley_1and5"):
+            if field_name == "domain":
+                yield LabeledExample(r["text"], r["category"])
+            else:
+                yield LabeledExample(r["text"], "positive" if float(r["rating"]) >= 4 else "negative")
+    return load
+
+
+register(DatasetEntry("amazon_domain", "labeled", "classification/amazon_multidomain_sentiment/reviews.jsonl",
+                      "canrager/amazon_reviews_mcauley_1and5", _amazon_local("domain"), _amazon_hub("domain"),
+                      "Amazon review product domain (4 classes)"))
+register(DatasetEntry("amazon_sentiment", "labeled", "classification/amazon_multidomain_sentiment/reviews.jsonl",
+                      "canrager/amazon_reviews_mcauley_1and5", _amazon_local("sentiment"), _amazon_hub("sentiment"),
+                      "Amazon review sentiment (2 classes)"))
+
+
+def _bbc_local(p: Path):
+    for r in _jsonl(p):
+        yield LabeledExample(r["text"], r["label_name"])
+
+
+def _bbc_hub():
+    for r in _hub("SetFit/bbc-news"):
+        yield LabeledExample(r["text"], r["label_text"])
+
+
+register(DatasetEntry("bbc_news", "labeled", "classification/bbc_news/bbc.jsonl", "SetFit/bbc-news",
+                      _bbc_local, _bbc_hub, "BBC News topics (5 classes)"))
+
+EUROPARL_LANGS = ["en", "fr", "de", "es", "nl"]  # SAEBench's subset
+
+
+def _europarl_local(p: Path):
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            lang, _, sentence = line.rstrip("\n").partition("\t")
+            if lang in EUROPARL_LANGS and sentence:
+                yield LabeledExample(sentence, lang)
+
+
+def _europarl_hub():
+    for other in EUROPARL_LANGS[1:]:
+        pair = "-".join(sorted(["en", other]))
+        for i, r in enumerate(_hub("Helsinki-NLP/europarl", pair)):
+            if i >= 2000:
+                break
+            yield LabeledExample(r["translation"][other], other)
+            if other == "fr":
+                yield LabeledExample(r["translation"]["en"], "en")
+
+
+register(DatasetEntry("europarl", "labeled", "classification/europarl_langid/europarl.test.tsv",
+                      "Helsinki-NLP/europarl", _europarl_local, _europarl_hub,
+                      "Europarl language ID (en, fr, de, es, nl)", EUROPARL_LANGS))
+
+CODE_LANGS = ["Python", "Java", "JavaScript", "Go", "C", "Rust", "C++"]
+_CODE_CHUNK_LINES = 20
+
+
+def _code_chunks(text: str) -> Iterator[str]:
+    """Long source files are split into chunks of 20 lines so each language gives enough examples."""
+    lines = text.splitlines()
+    for i in range(0, len(lines), _CODE_CHUNK_LINES):
+        chunk = "\n".join(lines[i:i + _CODE_CHUNK_LINES]).strip()
+        if len(chunk) >= 80:
+            yield chunk
+
+
+def _code_local(p: Path):
+    for r in _jsonl(p):
+        if r["language"] in CODE_LANGS:
+            for chunk in _code_chunks(r["text"]):
+                yield LabeledExample(chunk, r["language"])
+
+
+def _code_hub():
+    for r in _hub("codeparrot/github-code"):
+        if r["language"] in CODE_LANGS:
+            for chunk in _code_chunks(r["code"]):
+                yield LabeledExample(chunk, r["language"])
+
+
+register(DatasetEntry("code_langid", "labeled", "classification/code_langid/code.jsonl", "codeparrot/github-code",
+                      _code_local, _code_hub, "Programming language of 20-line code chunks (7 classes)", CODE_LANGS))
+
+
+# ---- MMLU ---------------------------------------------------------------------------------------
+
+def _mmlu_local(p: Path):
+    yield from _jsonl(p)
+
+
+def _mmlu_hub():
+    for r in _hub("cais/mmlu", "all", split="test"):
+        yield {"subject": r["subject"], "question": r["question"], "choices": r["choices"], "answer": r["answer"]}
+
+
+register(DatasetEntry("mmlu", "mmlu", "mmlu/test.jsonl", "cais/mmlu", _mmlu_local, _mmlu_hub,
+                      "MMLU test questions with subjects (57 subjects)"))
+
+
+def labeled_examples(name: str, data_dir_override=None) -> list[LabeledExample]:
+    entry = get_entry(name)
+    if entry.kind != "labeled":
+        raise UserError(f"dataset {name} is not a labeled classification set")
+    return list(iterate(name, data_dir_override))

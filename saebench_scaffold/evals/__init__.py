@@ -1,0 +1,1 @@
+"""Tasks: the framework (`base`, `registry`) and the built-in task implementations."""

@@ -1,0 +1,114 @@
+"""What a task is, and what it gets to work with.
+
+A task is a class with a name, a version, a pydantic `Config` (its `eval_config`, defaults filled
+in) and `run(ctx, sae, config) -> TaskOutput`. `EvalContext` gives every task the same shared,
+cached resources — the model, activation caches, labeled datasets — so that running five tasks on
+ten checkpoints runs the language model once per token set, not fifty times.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from .. import data
+from ..activations import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
+from ..model import LanguageModel, ModelSpec, load_model
+from ..saes import SAE
+
+# Token sets drawn from the text corpus (context indices; the local Wikipedia sample has ~58,900).
+# Bundled baselines train on [0, 16384) and PCA is fitted there too; density/FVU read from 20,000 on
+# and CE from 50,000 on, so evaluation never overlaps training data.
+TRAIN_OFFSET_CONTEXTS = 0
+TRAIN_CACHE_DTYPE = "float16"
+EVAL_SHARD_CONTEXTS = 64  # small shards: a --limit smoke run computes little more than it asks for
+EVAL_OFFSET_CONTEXTS = 20_000
+CE_OFFSET_CONTEXTS = 50_000
+
+
+class TaskConfig(BaseModel):
+    """Base of every task's `eval_config`. Unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TaskOutput:
+    metrics: dict[str, dict[str, Any]]
+    """`eval_result_metrics`: metric name -> value, nested by category (SAEBench layout)."""
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """`eval_result_details`: per-latent or per-dataset rows."""
+    unstructured: Any = None
+    datasets: list[dict] = field(default_factory=list)
+    """Identity (name, source, sha256) of every dataset read, for provenance."""
+    token_counts: dict[str, int] = field(default_factory=dict)
+
+
+class Task:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+
+    def make_config(self, overrides: dict | None = None, limit: int | None = None) -> TaskConfig:
+        """Defaults, then task-file overrides, then `--limit` (each task says what it caps)."""
+        cfg = self.Config(**(overrides or {}))
+        return self.apply_limit(cfg, limit) if limit else cfg
+
+    def apply_limit(self, cfg: TaskConfig, limit: int) -> TaskConfig:
+        return cfg
+
+    def run(self, ctx: EvalContext, sae: SAE, cfg: TaskConfig) -> TaskOutput:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class EvalContext:
+    """Shared resources for one `eval` invocation (many checkpoints × many tasks)."""
+
+    model: ModelSpec
+    hook: str
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+    progress: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def lm(self) -> LanguageModel:
+        t = time.perf_counter()
+        lm = load_model(self.model, self.cache_dir)
+        self.timings["load_model_s"] = time.perf_counter() - t
+        return lm
+
+    def text_cache(self, n_contexts: int, offset: int = EVAL_OFFSET_CONTEXTS, dataset: str = "wikipedia",
+                   ctx_len: int = data.DEFAULT_CONTEXT, dtype: str = "float32",
+                   shard_contexts: int = EVAL_SHARD_CONTEXTS) -> ActivationCache:
+        """Hook activations of `n_contexts` corpus contexts starting at `offset` (built once, then reused)."""
+        spec = cache_spec(self.lm, self.hook, dataset, n_contexts, ctx_len, offset, dtype, self.data_dir, shard_contexts)
+        return get_cache(self.lm, spec, self.cache_dir, self.data_dir, progress=self.progress)
+
+    def train_cache(self, n_contexts: int, dataset: str = "wikipedia") -> ActivationCache:
+        """The training split (where the bundled baselines were trained): for fitting PCA and other
+        reference statistics without touching evaluation tokens."""
+        return self.text_cache(n_contexts, TRAIN_OFFSET_CONTEXTS, dataset, dtype=TRAIN_CACHE_DTYPE,
+                               shard_contexts=SHARD_CONTEXTS)
+
+    def dataset_id(self, name: str) -> dict:
+        return data.dataset_id(name, self.data_dir)
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+
+
+@torch.no_grad()
+def map_sae(sae: SAE, batches, fn):
+    """Apply `fn(x, f, sparse_part, scaffold_part)` to every [b, d] batch, in inference mode."""
+    for x in batches:
+        f, sparse, scaffold = sae.reconstruct_parts(x)
+        fn(x, f, sparse, scaffold)

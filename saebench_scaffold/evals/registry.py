@@ -1,0 +1,128 @@
+"""Task registry (lm-eval style): lazy, fed by task files and entry points.
+
+Sources, in order:
+  1. built-in task files in the repository's top-level `tasks/` folder;
+  2. `--include-path DIR` folders of user task files;
+  3. the entry-point group `saebench_scaffold.tasks` (value: "module:TaskClass").
+A task file is YAML:
+
+    task: my_task                 # unique name
+    class: my_pkg.mod:MyTask      # or  file.py:MyTask  relative to the task file
+    description: one line
+    version: 1
+    config: {key: value}          # overrides of the class's Config defaults
+
+Nothing is imported until a task is used; a name defined twice is an error naming both sources.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import yaml
+
+from ..settings import UserError
+from .base import Task
+
+ENTRY_POINT_GROUP = "saebench_scaffold.tasks"
+BUILTIN_TASK_DIR = Path(__file__).resolve().parents[2] / "tasks"
+BUILTIN_TASKS = ("core", "sparse_probing", "tpp", "ce_ablation", "mmlu_topic")
+
+
+@dataclass
+class TaskEntry:
+    name: str
+    target: str  # "module:Class" or "path/file.py:Class"
+    source: str  # where it was declared
+    description: str = ""
+    version: int | None = None
+    config: dict = field(default_factory=dict)
+    base_dir: Path | None = None
+    _cls: type[Task] | None = None
+
+    def load(self) -> type[Task]:
+        if self._cls is None:
+            self._cls = _import_target(self.target, self.base_dir, self.source)
+            if not (isinstance(self._cls, type) and issubclass(self._cls, Task)):
+                raise UserError(f"task {self.name} ({self.source}): {self.target} is not a saebench_scaffold Task class")
+            self.description = self.description or self._cls.description
+            self.version = self.version if self.version is not None else self._cls.version
+        return self._cls
+
+    def instantiate(self) -> Task:
+        task = self.load()()
+        return task
+
+
+class TaskRegistry:
+    def __init__(self, include_paths: list[str | Path] | None = None, use_entry_points: bool = True):
+        self._entries: dict[str, TaskEntry] = {}
+        if BUILTIN_TASK_DIR.is_dir():
+            self._add_dir(BUILTIN_TASK_DIR)
+        for path in include_paths or []:
+            p = Path(path)
+            if not p.is_dir():
+                raise UserError(f"--include-path {p} is not a folder")
+            self._add_dir(p)
+        if use_entry_points:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                self.add(TaskEntry(ep.name, ep.value, f"entry point {ep.name} ({ep.dist.name if ep.dist else '?'})"))
+
+    def add(self, entry: TaskEntry) -> None:
+        if entry.name in self._entries:
+            raise UserError(f"task {entry.name!r} is defined twice: in {self._entries[entry.name].source} and in {entry.source}")
+        self._entries[entry.name] = entry
+
+    def _add_dir(self, folder: Path) -> None:
+        for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+            try:
+                doc = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise UserError(f"task file {path} is not valid YAML: {err}") from err
+            unknown = set(doc) - {"task", "class", "description", "version", "config"}
+            if "task" not in doc or "class" not in doc or unknown:
+                raise UserError(f"task file {path} needs keys 'task' and 'class' (optional: description, version, config); "
+                                f"unknown keys: {sorted(unknown)}")
+            self.add(TaskEntry(doc["task"], doc["class"], str(path), doc.get("description", ""),
+                               doc.get("version"), doc.get("config") or {}, path.parent))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> TaskEntry:
+        if name not in self._entries:
+            raise UserError(f"unknown task {name!r}; available: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def resolve(self, spec: str) -> list[TaskEntry]:
+        """'core,tpp' or 'all' -> entries."""
+        names = self.names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+        if not names:
+            raise UserError("no task given (--tasks core,sparse_probing,...)")
+        return [self.get(n) for n in names]
+
+
+def _import_target(target: str, base_dir: Path | None, source: str):
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise UserError(f"{source}: class {target!r} must look like 'module:Class' or 'file.py:Class'")
+    try:
+        if module_name.endswith(".py"):
+            path = (base_dir or Path.cwd()) / module_name
+            if not path.exists():
+                raise UserError(f"{source}: task module {path} not found")
+            mod_id = f"saebench_scaffold_plugin_{path.stem}_{abs(hash(str(path)))}"
+            spec = importlib.util.spec_from_file_location(mod_id, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_id] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"{source}: cannot import {target} ({err})") from err

@@ -1,0 +1,98 @@
+"""Typed results: SAEBench's envelope (so SAEBench's tools read our files) plus provenance.
+
+One JSON per (checkpoint, task): `<output_dir>/<checkpoint name>/<task>.json`, written atomically.
+`result_json_schema()` is generated from these models (`saebench-scaffold schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .settings import UserError
+
+
+class Provenance(BaseModel):
+    package: str = "saebench-scaffold"
+    package_version: str = __version__
+    git_hash: str | None = None
+    model: dict[str, Any]
+    model_source: str
+    hook_name: str
+    checkpoint_path: str
+    checkpoint_format: str
+    checkpoint_sha256: str
+    datasets: list[dict[str, Any]] = Field(default_factory=list)
+    token_counts: dict[str, int] = Field(default_factory=dict)
+    seed: int
+    limit: int | None = None
+    wall_time_s: float
+    excluded_positions: str = "position 0 (BOS) and tokenizer special tokens are excluded from every metric"
+    task_version: int
+
+
+class EvalResult(BaseModel):
+    eval_type_id: str
+    eval_config: dict[str, Any]
+    eval_id: str
+    datetime_epoch_millis: int
+    eval_result_metrics: dict[str, dict[str, Any]]
+    eval_result_details: list[dict[str, Any]] = Field(default_factory=list)
+    eval_result_unstructured: Any = None
+    sae_bench_commit_hash: str | None = None
+    sae_lens_id: str | None = None
+    sae_lens_release_id: str | None = None
+    sae_lens_version: str | None = None
+    sae_cfg_dict: dict[str, Any]
+    provenance: Provenance
+
+
+def result_json_schema() -> dict:
+    return EvalResult.model_json_schema()
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def result_path(output_dir: Path, checkpoint_name: str, task: str) -> Path:
+    return output_dir / checkpoint_name / f"{task}.json"
+
+
+def write_result(result: EvalResult, path: Path) -> None:
+    """Atomic: a reader sees the old file or the whole new one, never a partial result."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(result.model_dump_json(indent=2))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"cannot write results to {path.parent} ({err.strerror}); choose another --output-dir") from err
+
+
+def read_result(path: Path) -> EvalResult:
+    try:
+        return EvalResult.model_validate(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable saebench-scaffold result ({err})") from err
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before any work if results could not be written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write_probe{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"output dir {output_dir} is not writable ({err.strerror}); choose another --output-dir") from err

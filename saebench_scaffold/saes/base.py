@@ -1,0 +1,243 @@
+"""The one SAE protocol every task uses, and our own checkpoint format (`cfg.json` + `sae.safetensors`).
+
+Every SAE here reconstructs   x̂ = decode(encode(x)) + scaffold(x)
+  - `encode(x)`   -> sparse latents f [..., d_sae]
+  - `decode(f)`   -> b_dec + f @ W_dec            (the sparse dictionary and decoder bias)
+  - `scaffold(x)` -> U Vᵀ (x − b_dec)             (the dense rank-r part; zero when r = 0)
+so tasks can always tell the dense scaffold apart from the sparse latents. Foreign checkpoints
+(SAELens, dictionary_learning, sparsify) load into these same classes (see `loaders.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..settings import UserError
+
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "cfg.json"
+
+
+@dataclass
+class SAEConfig:
+    architecture: str
+    """Key into the architecture registry (`saes.ARCHITECTURES`)."""
+    d_in: int
+    d_sae: int
+    model_name: str = ""
+    """Model the SAE was trained on (our names: `smollm2-135m`, or a Hugging Face id)."""
+    hook_name: str = ""
+    """SAELens-style hook point, e.g. `blocks.14.hook_resid_post`."""
+    scaffold_rank: int = 0
+    """Rank r of the dense linear bottleneck in parallel with the dictionary (0: ordinary SAE)."""
+    scaffold_mode: str = "parallel"
+    """`parallel`: the encoder reads x; `residual`: the encoder reads x minus the scaffold output."""
+    apply_b_dec_to_input: bool = True
+    """Subtract b_dec from x before the encoder (SAELens' flag; dictionary_learning and sparsify do)."""
+    k: int | None = None
+    """Latents per token for TopK-style architectures (BatchTopK: the training batch average)."""
+    dtype: str = "float32"
+    """Storage dtype of the weights file."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Architecture-specific settings (Matryoshka group sizes, training provenance, source format...)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SAEConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"cfg.json has unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class SAE(nn.Module):
+    """Base class: linear encoder, an activation function chosen by the subclass, linear decoder,
+    optional dense scaffold. Weights follow SAELens' orientation: W_enc [d_in, d_sae], W_dec [d_sae, d_in]."""
+
+    architecture: ClassVar[str] = ""
+    extra_params: ClassVar[tuple[str, ...]] = ()  # per-architecture tensors beyond the common ones
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        if cfg.scaffold_rank < 0 or cfg.scaffold_rank >= cfg.d_in and cfg.scaffold_rank != 0:
+            raise UserError(f"scaffold_rank must be in [0, d_in) (got {cfg.scaffold_rank}, d_in={cfg.d_in})")
+        self.cfg = cfg
+        d_in, d_sae, r = cfg.d_in, cfg.d_sae, cfg.scaffold_rank
+        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        # Scaffold: x -> U Vᵀ (x - b_dec). Stored even when r = 0 as empty tensors, to keep one code path.
+        self.scaffold_U = nn.Parameter(torch.zeros(d_in, r))
+        self.scaffold_V = nn.Parameter(torch.zeros(d_in, r))
+        self.init_weights()
+
+    # ---- initialisation ----
+    def init_weights(self) -> None:
+        with torch.no_grad():
+            w = torch.randn(self.cfg.d_sae, self.cfg.d_in)
+            w /= w.norm(dim=1, keepdim=True)
+            self.W_dec.copy_(w)
+            self.W_enc.copy_(w.T)
+            if self.cfg.scaffold_rank:
+                q, _ = torch.linalg.qr(torch.randn(self.cfg.d_in, self.cfg.scaffold_rank))
+                self.scaffold_U.copy_(q)
+                self.scaffold_V.copy_(q)
+
+    # ---- protocol ----
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def scaffold_rank(self) -> int:
+        return self.cfg.scaffold_rank
+
+    def scaffold(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense part of the reconstruction (zeros for an ordinary SAE)."""
+        if self.cfg.scaffold_rank == 0:
+            return torch.zeros_like(x)
+        return ((x - self.b_dec) @ self.scaffold_V) @ self.scaffold_U.T
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        z = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        if self.cfg.scaffold_rank and self.cfg.scaffold_mode == "residual":
+            z = z - self.scaffold(x)
+        return z
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder_input(x) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:  # overridden per architecture
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sparse latent activations (the scaffold is not a latent)."""
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Sparse part of the reconstruction plus the decoder bias (no scaffold)."""
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)) + self.scaffold(x)
+
+    def reconstruct_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents f, sparse part f @ W_dec, scaffold part) for one input batch."""
+        f = self.encode(x)
+        return f, f @ self.W_dec, self.scaffold(x)
+
+    @property
+    def decoder_directions(self) -> torch.Tensor:
+        """Unit-norm decoder rows [d_sae, d_in] (zero rows stay zero)."""
+        return self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def scaffold_basis(self) -> torch.Tensor:
+        """Orthonormal basis [d_in, r] of the scaffold's output subspace (empty when r = 0)."""
+        if self.cfg.scaffold_rank == 0:
+            return self.scaffold_U.new_zeros(self.cfg.d_in, 0)
+        q, _ = torch.linalg.qr(self.scaffold_U.detach().float())
+        return q
+
+    @property
+    def metadata(self) -> dict:
+        return {"architecture": self.cfg.architecture, "model_name": self.cfg.model_name,
+                "hook_name": self.cfg.hook_name, "d_in": self.d_in, "d_sae": self.d_sae,
+                "scaffold_rank": self.scaffold_rank}
+
+    # ---- checks ----
+    def check_finite(self, where: str) -> None:
+        for name, p in self.state_dict().items():
+            if p.is_floating_point() and not torch.isfinite(p).all():
+                raise UserError(f"{where}: weight {name} contains NaN or inf values")
+
+    def check_compatible(self, d_model: int, hook: str | None = None) -> None:
+        if self.d_in != d_model:
+            raise UserError(f"SAE d_in={self.d_in} does not match the model's hook width {d_model} "
+                            f"(is this SAE for another model or hook? --model / --hook)")
+
+    # ---- our own on-disk format ----
+    def save(self, folder: str | os.PathLike, dtype: str | None = None) -> Path:
+        """Write cfg.json + sae.safetensors atomically (into a temp folder, then renamed)."""
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg.to_dict()
+        if dtype:
+            cfg["dtype"] = dtype
+        tdtype = getattr(torch, cfg["dtype"])
+        tensors = {k: v.detach().to(tdtype).contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        if folder.exists():
+            old = folder.with_name(folder.name + f".old{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            _rmtree(old)
+        else:
+            os.replace(tmp, folder)
+        return folder
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise UserError(f"weights file {path} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise UserError(f"weights file {path} is corrupt or not safetensors ({type(err).__name__}: {err})") from err
+
+
+def read_json(path: Path) -> dict:
+    if not path.exists():
+        raise UserError(f"config file {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"config file {path} is not valid JSON ({err})") from err
+
+
+def assign_weights(sae: SAE, tensors: dict[str, torch.Tensor], where: str) -> SAE:
+    """Copy tensors into `sae`, with errors that name the file and the mismatching tensor."""
+    own = sae.state_dict()
+    missing = [k for k in own if k not in tensors]
+    if missing:
+        raise UserError(f"{where}: missing tensors {missing}")
+    for k, v in tensors.items():
+        if k not in own:
+            raise UserError(f"{where}: unexpected tensor {k!r}")
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise UserError(f"{where}: tensor {k} has shape {tuple(v.shape)}, config implies {tuple(own[k].shape)}")
+    sae.load_state_dict({k: v.float() for k, v in tensors.items()})
+    sae.check_finite(where)
+    return sae

@@ -1,0 +1,44 @@
+"""Shared fixtures. The embedded model is loaded once per session; tests that need the real data
+directory skip (with the reason) when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from saebench_scaffold.settings import DATA_DIR_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data directory: $SAEBENCH_DATA_DIR, else ../shared/data; skip when neither exists."""
+    value = os.environ.get(DATA_DIR_ENV) or (str(SHARED_DATA) if SHARED_DATA.is_dir() else "")
+    if not value or not Path(value).is_dir():
+        pytest.skip(f"real data directory not found (set ${DATA_DIR_ENV} or provide {SHARED_DATA})")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def lm():
+    """The embedded SmolLM2-135M (dequantized once into the cache dir)."""
+    from saebench_scaffold.model import ModelSpec, load_model
+
+    return load_model(ModelSpec())
+
+
+@pytest.fixture(scope="session")
+def hook() -> str:
+    from saebench_scaffold.model import DEFAULT_HOOK
+
+    return DEFAULT_HOOK
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

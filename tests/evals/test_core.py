@@ -1,0 +1,81 @@
+"""`core` metrics on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saebench_scaffold.evals.core import reconstruction_stats
+from saebench_scaffold.saes import SAEConfig, make_sae
+from saebench_scaffold.saes.pca import PCASAE, fit_pca
+
+D = 12
+
+
+def _data(n=4000, offset=5.0):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, D, generator=g) * torch.linspace(0.5, 2.0, D) + offset
+
+
+def _batches(x, size=512):
+    return [x[i:i + size] for i in range(0, len(x), size)]
+
+
+def test_perfect_reconstruction_has_zero_fvu():
+    x = _data()
+    sae = PCASAE.from_pca(fit_pca(_batches(x)))
+    s = reconstruction_stats(sae, _batches(x))
+    assert s["reconstruction_quality"]["fvu"] == pytest.approx(0.0, abs=1e-6)
+    assert s["reconstruction_quality"]["cossim"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fvu_is_taken_around_the_mean_not_zero():
+    """Predicting the mean explains no variance (FVU 1); the legacy from-zero figure calls it good."""
+    x = _data(offset=5.0)
+    sae = make_sae(SAEConfig("standard", D, 8))
+    with torch.no_grad():
+        sae.W_dec.zero_()
+        sae.b_dec.copy_(x.mean(0))
+    s = reconstruction_stats(sae, _batches(x))["reconstruction_quality"]
+    assert s["fvu"] == pytest.approx(1.0, abs=1e-6)
+    legacy = 1 - ((x - x.mean(0)) ** 2).sum() / (x ** 2).sum()
+    assert s["explained_variance_legacy_from_zero"] == pytest.approx(legacy.item(), abs=1e-5)
+    assert s["explained_variance_legacy_from_zero"] > 0.8
+
+
+def test_planted_always_on_latent_is_dense_and_others_dead():
+    x = _data()
+    sae = make_sae(SAEConfig("standard", D, 10))
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.b_enc.fill_(-1.0)
+        sae.b_enc[3] = 2.0  # fires on every token
+        sae.W_enc[0, 7] = 1.0  # fires when x_0 - b_dec_0 > 1: a fraction of tokens
+        sae.b_dec.copy_(x.mean(0))
+    s = reconstruction_stats(sae, _batches(x), dense_thresholds=(0.1, 0.01))
+    dens = torch.tensor(s["per_latent"]["density"])
+    assert dens[3] == 1.0
+    expected_7 = ((x[:, 0] - x[:, 0].mean()) > 1.0).double().mean().item()
+    assert dens[7].item() == pytest.approx(expected_7, abs=1e-9)
+    assert s["density"]["dense_count_gt_0.1"] == 1 + int(expected_7 > 0.1)
+    assert s["density"]["frac_dead"] == pytest.approx(8 / 10)
+    assert s["sparsity"]["l0"] == pytest.approx(1 + expected_7, abs=1e-9)
+
+
+def test_scaffold_share_and_l0_exclude_the_dense_part():
+    x = _data(offset=0.0)
+    pca = fit_pca(_batches(x))
+    sae = make_sae(SAEConfig("batchtopk", D, 16, k=2, scaffold_rank=3))
+    with torch.no_grad():
+        top = pca.top(3)
+        sae.scaffold_U.copy_(top)
+        sae.scaffold_V.copy_(top)
+        sae.b_dec.copy_(pca.mean)
+        sae.W_enc.zero_()
+        sae.b_enc.fill_(-1.0)  # no sparse latent ever fires
+        sae.threshold.fill_(0.0)
+    s = reconstruction_stats(sae, _batches(x))
+    assert s["sparsity"]["l0"] == 0.0  # the scaffold is never counted as latents
+    assert s["scaffold"]["scaffold_variance_share"] == pytest.approx(1.0, abs=1e-6)
+    top3 = pca.variances[:3].sum() / pca.variances.sum()
+    assert s["reconstruction_quality"]["fvu"] == pytest.approx(1 - top3.item(), abs=1e-4)
