@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .settings import UserError
+from .training.cli import train_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate sparse autoencoders, telling the dense scaffold apart from sparse latents.")
@@ -47,6 +48,9 @@ def eval_command(
     except UserError as err:
         _fail(err)
     typer.echo(summary_table(rows))
+
+
+app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)
 
 
 @app.command("tasks")
@@ -122,18 +126,6 @@ def leaderboard_build(folder: Optional[Path] = _LB_DIR):
         typer.echo(f"wrote {lb.build(folder or lb.DEFAULT_DIR)}")
     except UserError as err:
         _fail(err)
-
-
-def _register_optional() -> None:
-    """Commands whose modules arrive with later parts of the package."""
-    try:
-        from .training.cli import train_command
-    except ImportError:
-        return
-    app.command("train")(train_command)
-
-
-_register_optional()
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,302 @@
+"""`mmlu_topic`: is the topic of an MMLU question linearly readable from the residual stream, and
+does it survive removing the scaffold, the top-r PCs, the topic-aligned sparse latents or a random
+subspace? (arXiv 2606.14040, Gemma-2-2B: 98.7% clean, chance without the scaffold, unchanged after
+ablating 2,048 topic-aligned sparse latents.)
+
+Procedure
+  - sample: balanced and seeded. Label set `category` (lm-eval's 4 MMLU categories, `mmlu_categories`):
+    `per_category` questions each, drawn round-robin over the category's subjects so no single large
+    subject (professional_law) dominates; label set `subject`: `per_subject` questions of each
+    configured subject. Text = the question (optionally followed by its choices).
+  - token activations at the hook via `get_example_cache` (built once per model/hook/text set and
+    reused by every checkpoint); each condition (`ablations.py`) edits every real token, then the
+    tokens are mean-pooled per question (SAEBench's probing input);
+  - probe: standardised features + sklearn LogisticRegression (L2, C = 1), trained and tested on
+    disjoint questions (stratified split, `test_fraction`), repeated over `n_resplits` seeded
+    resplits: mean accuracy, std and a t-interval over resplits. Per condition the probe is
+    retrained on ablated features, and the clean probe is also applied to ablated test features;
+  - topic latents: the N latents with the largest max-over-classes |mean_c − mean_rest| of their
+    mean-pooled activation (N = `n_topic_latents`, default d_sae // 8, the paper's 2,048 of a 16k
+    dictionary). They are chosen on all sampled questions of the label set, test questions included:
+    this can only make their removal more damaging, so "unchanged" is a conservative finding.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from .. import data
+from ..activations import get_example_cache, texts_sha256
+from ..settings import UserError
+from . import ablations as ab
+from .base import EvalContext, Task, TaskConfig, TaskOutput
+from .mmlu_categories import CATEGORIES, subject_categories
+
+DEFAULT_SUBJECTS = ["high_school_mathematics", "high_school_us_history", "clinical_knowledge",
+                    "world_religions", "marketing", "astronomy"]
+
+
+class MMLUTopicConfig(TaskConfig):
+    label_sets: list[str] = Field(["category", "subject"], description="'category' (4 MMLU categories) and/or 'subject'")
+    per_category: int = Field(300, gt=1, description="questions per category (balanced)")
+    subjects: list[str] = Field(DEFAULT_SUBJECTS, min_length=2, description="distinct subjects for the 'subject' label set")
+    per_subject: int = Field(150, gt=1, description="questions per subject (capped by the smallest subject)")
+    include_choices: bool = Field(False, description="append the four answer choices to the question text")
+    ctx_len: int = Field(128, gt=1)
+    n_resplits: int = Field(5, ge=3)
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    probe_C: float = Field(1.0, gt=0)
+    probe_max_iter: int = Field(2000, gt=0)
+    probe_solver: str = Field("newton-cg", description="sklearn LogisticRegression solver (newton-cg: same optimum as lbfgs, far fewer passes here)")
+    standardize: bool = True
+    pca_rank: int | None = Field(None, description="r of the PCA/random subspaces; default: the scaffold rank, or 24")
+    pca_fit_tokens: int = Field(200_000, gt=0)
+    n_topic_latents: int | None = Field(None, ge=0, description="N topic-aligned latents to ablate; default d_sae // 8")
+    text_dataset: str = Field("wikipedia", description="corpus of the training split the PCA is fitted on")
+    ci_level: float = Field(0.95, gt=0, lt=1)
+
+
+class MMLUTopicTask(Task):
+    name = "mmlu_topic"
+    description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
+    version = 1
+    Config = MMLUTopicConfig
+    summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
+                       ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
+
+    def apply_limit(self, cfg: MMLUTopicConfig, limit: int) -> MMLUTopicConfig:
+        # --limit caps the questions in total: split evenly over the label sets, then over their classes.
+        per_set = limit // max(1, len(cfg.label_sets))
+        return cfg.model_copy(update={"per_category": max(2, min(cfg.per_category, per_set // len(CATEGORIES))),
+                                      "per_subject": max(2, min(cfg.per_subject, per_set // len(cfg.subjects))),
+                                      "pca_fit_tokens": min(cfg.pca_fit_tokens, max(limit, 8_192))})
+
+    def run(self, ctx: EvalContext, sae, cfg: MMLUTopicConfig) -> TaskOutput:
+        unknown = set(cfg.label_sets) - {"category", "subject"}
+        if unknown or not cfg.label_sets:
+            raise UserError(f"mmlu_topic.label_sets: unknown {sorted(unknown)}; use 'category' and/or 'subject'")
+        rows = list(data.iterate("mmlu", ctx.data_dir))
+        sets, texts = sample_questions(rows, cfg, ctx.seed)
+        tokens = example_tokens(ctx, texts, cfg)
+
+        r = ab.subspace_rank(sae, cfg.pca_rank)
+        pca = ab.reference_pca(ctx, cfg.pca_fit_tokens, cfg.text_dataset)
+        shared = [ab.Condition("clean", ab.identity, "unedited activations")]
+        shared += ab.subspace_conditions(sae, pca, r, ctx.generator(salt=4141))
+        clean_pooled, pooled_latents = tokens.pool(ab.identity, sae)
+        pooled = {"clean": clean_pooled}
+        for c in shared[1:]:
+            if c.applicable:
+                pooled[c.name] = tokens.pool(c.fn)[0]
+
+        n_topic = cfg.n_topic_latents if cfg.n_topic_latents is not None else max(1, sae.d_sae // 8)
+        metrics: dict[str, dict] = {}
+        details: list[dict] = []
+        for set_name in cfg.label_sets:
+            idx, labels, classes = sets[set_name]
+            scores = ab.topic_scores(pooled_latents[idx], torch.as_tensor(labels))
+            topic = ab.top_latents(scores, n_topic)
+            topic_cond = ab.Condition("topic_latents_removed", ab.remove_latents(sae, topic),
+                                      f"x - sum f_i W_dec[i] over the {len(topic)} latents with the largest topic mean difference",
+                                      {"n_latents": len(topic)})
+            feats = {name: p[idx].numpy() for name, p in pooled.items()}
+            feats[topic_cond.name] = tokens.pool(topic_cond.fn)[0][idx].numpy()
+            result = probe_conditions(feats, np.asarray(labels), cfg, ctx.seed)
+            m = {"n_classes": len(classes), "n_examples": len(idx), "chance": 1.0 / len(classes),
+                 "classes": ", ".join(classes), "n_topic_latents": len(topic)}
+            for cond in shared + [topic_cond]:
+                if not cond.applicable:
+                    m[f"{cond.name}_acc"] = None
+                    m[f"{cond.name}_status"] = cond.status
+                    details.append({"label_set": set_name, "condition": cond.name, "status": cond.status})
+                    continue
+                res = result[cond.name]
+                m[f"{cond.name}_acc"] = res["acc"]
+                m[f"{cond.name}_acc_ci_low"], m[f"{cond.name}_acc_ci_high"] = res["acc_ci"]
+                if cond.name != "clean":
+                    m[f"{cond.name}_clean_probe_acc"] = res["clean_probe_acc"]
+                details.append({"label_set": set_name, "condition": cond.name, "status": "ok",
+                                "description": cond.description, **cond.info, **res})
+            metrics[set_name] = m
+        metrics["setup"] = {"subspace_rank": r, "pca_fit_tokens": pca.n_tokens, "n_resplits": cfg.n_resplits,
+                            "n_questions": len(texts), "n_tokens": tokens.n_tokens,
+                            "category_mapping_source": subject_categories()[1]}
+        return TaskOutput(metrics=metrics, details=details,
+                          unstructured={"subjects_per_label_set": {k: v[2] for k, v in sets.items()}},
+                          datasets=[ctx.dataset_id("mmlu"), ctx.dataset_id(cfg.text_dataset)],
+                          token_counts={"mmlu_tokens": tokens.n_tokens, "pca_fit_tokens": pca.n_tokens})
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+def question_text(row: dict, include_choices: bool) -> str:
+    text = row["question"].strip()
+    if include_choices:
+        text += "\n" + "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(row["choices"]))
+    return text
+
+
+def sample_questions(rows: list[dict], cfg: MMLUTopicConfig, seed: int):
+    """Balanced, seeded samples for each label set. Returns ({set: (example indices into texts,
+    labels, class names)}, texts) where texts is the deduplicated union (one activation cache)."""
+    mapping, _ = subject_categories()
+    by_subject: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_subject[r["subject"]].append(i)
+    rng = random.Random(seed)
+    for s in sorted(by_subject):
+        rng.shuffle(by_subject[s])
+    picks: dict[str, tuple[list[int], list[int], list[str]]] = {}
+    if "category" in cfg.label_sets:
+        per_cat = {}
+        for c in CATEGORIES:
+            subjects = sorted(s for s in by_subject if mapping.get(s) == c)
+            queues = [list(by_subject[s]) for s in subjects]
+            got: list[int] = []
+            while len(got) < cfg.per_category and any(queues):
+                for q in queues:  # round-robin over the category's subjects
+                    if q and len(got) < cfg.per_category:
+                        got.append(q.pop())
+            per_cat[c] = got
+        n = min(len(v) for v in per_cat.values())
+        rows_idx = [i for c in CATEGORIES for i in per_cat[c][:n]]
+        picks["category"] = (rows_idx, [CATEGORIES.index(c) for c in CATEGORIES for _ in range(n)], list(CATEGORIES))
+    if "subject" in cfg.label_sets:
+        missing = [s for s in cfg.subjects if s not in by_subject]
+        if missing:
+            raise UserError(f"mmlu_topic.subjects: unknown MMLU subjects {missing}; known: {', '.join(sorted(by_subject))}")
+        if len(set(cfg.subjects)) != len(cfg.subjects):
+            raise UserError("mmlu_topic.subjects: a subject is listed twice")
+        n = min([cfg.per_subject] + [len(by_subject[s]) for s in cfg.subjects])
+        rows_idx = [i for s in cfg.subjects for i in by_subject[s][:n]]
+        picks["subject"] = (rows_idx, [k for k in range(len(cfg.subjects)) for _ in range(n)], list(cfg.subjects))
+    order: dict[int, int] = {}
+    for rows_idx, _, _ in picks.values():
+        for i in rows_idx:
+            order.setdefault(i, len(order))
+    texts = [question_text(rows[i], cfg.include_choices) for i in order]
+    sets = {k: ([order[i] for i in rows_idx], labels, classes) for k, (rows_idx, labels, classes) in picks.items()}
+    return sets, texts
+
+
+# ---- token activations and pooling --------------------------------------------------------------
+
+class TokenSet:
+    """All real (non-special) token activations of a list of examples, flattened, with the example
+    each belongs to; `pool(fn)` edits every token with fn and mean-pools per example."""
+
+    def __init__(self, acts: torch.Tensor, example: torch.Tensor, n_examples: int, chunk: int = 4096):
+        self.acts, self.example, self.n_examples, self.chunk = acts, example, n_examples, chunk
+        self.counts = torch.bincount(example, minlength=n_examples).clamp_min(1).unsqueeze(1).float()
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.acts.shape[0])
+
+    @classmethod
+    def from_cache(cls, cache) -> TokenSet:
+        acts, ex, base = [], [], 0
+        for a, m in cache.iter_batches(256):
+            acts.append(a[m].half())
+            ex.append(m.nonzero()[:, 0] + base)
+            base += a.shape[0]
+        return cls(torch.cat(acts), torch.cat(ex), base)
+
+    @torch.no_grad()
+    def pool(self, fn: ab.Edit, sae=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([n_examples, d] mean-pooled edited activations, [n_examples, d_sae] mean-pooled SAE
+        latents of the unedited tokens when `sae` is given)."""
+        d = self.acts.shape[1]
+        out = torch.zeros(self.n_examples, d)
+        lat = torch.zeros(self.n_examples, sae.d_sae) if sae is not None else None
+        for s in range(0, self.n_tokens, self.chunk):
+            x = self.acts[s:s + self.chunk].float()
+            ex = self.example[s:s + self.chunk]
+            if sae is not None:
+                x = x.to(sae.W_enc.device)
+                lat.index_add_(0, ex, sae.encode(x.to(sae.W_enc.dtype)).float().cpu())
+            out.index_add_(0, ex, fn(x).float().cpu())
+        return out / self.counts, (lat / self.counts if lat is not None else None)
+
+
+def example_tokens(ctx: EvalContext, texts: list[str], cfg: MMLUTopicConfig) -> TokenSet:
+    """Token activations of the question texts (cache built once; loaded once per eval context)."""
+    key = ("mmlu_tokens", texts_sha256(texts), cfg.ctx_len)
+    memo = ctx.__dict__.setdefault("_ablation_memo", {})
+    if key not in memo:
+        cache = get_example_cache(ctx.lm, ctx.hook, "mmlu_topic", texts, cfg.ctx_len,
+                                  cache_root=ctx.cache_dir, progress=ctx.progress)
+        memo[key] = TokenSet.from_cache(cache)
+    return memo[key]
+
+
+# ---- probing ------------------------------------------------------------------------------------
+
+def _probe(cfg: MMLUTopicConfig, init=None):
+    """Standardiser + L2 logistic regression. `init`: a fitted probe whose weights start the solver
+    (warm start: same objective and optimum, reached in fewer iterations when features change little)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lr = LogisticRegression(C=cfg.probe_C, max_iter=cfg.probe_max_iter, solver=cfg.probe_solver, warm_start=init is not None)
+    if init is not None:
+        src = init[-1] if hasattr(init, "steps") else init
+        lr.coef_, lr.intercept_ = src.coef_.copy(), src.intercept_.copy()
+    return make_pipeline(StandardScaler(), lr) if cfg.standardize else lr
+
+
+def splits(labels: np.ndarray, n_resplits: int, test_fraction: float, seed: int):
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    n_classes = len(np.unique(labels))
+    n_test = max(n_classes, int(round(test_fraction * len(labels))))
+    if len(labels) - n_test < n_classes:
+        raise UserError(f"mmlu_topic: {len(labels)} questions are too few for a train/test split of {n_classes} classes (raise --limit)")
+    return list(StratifiedShuffleSplit(n_resplits, test_size=n_test, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def mean_ci(values: list[float], level: float) -> tuple[float, float]:
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float(v.mean())
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def probe_conditions(feats: dict[str, np.ndarray], labels: np.ndarray, cfg: MMLUTopicConfig, seed: int) -> dict[str, dict]:
+    """For every condition: accuracy of a probe retrained on its features and of the clean probe
+    applied to its test features, per resplit, with mean / std / CI. `feats` must hold 'clean'."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    per = {name: {"acc": [], "clean_probe_acc": []} for name in feats}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in splits(labels, cfg.n_resplits, cfg.test_fraction, seed):
+            clean_probe = _probe(cfg).fit(feats["clean"][train], labels[train])
+            for name, X in feats.items():
+                if name == "clean":
+                    acc = float(clean_probe.score(X[test], labels[test]))
+                    per[name]["acc"].append(acc)
+                    per[name]["clean_probe_acc"].append(acc)
+                    continue
+                probe = _probe(cfg, init=clean_probe).fit(X[train], labels[train])
+                per[name]["acc"].append(float(probe.score(X[test], labels[test])))
+                per[name]["clean_probe_acc"].append(float(clean_probe.score(X[test], labels[test])))
+    out = {}
+    for name, v in per.items():
+        out[name] = {"acc": float(np.mean(v["acc"])), "acc_std": float(np.std(v["acc"], ddof=1)),
+                     "acc_ci": list(mean_ci(v["acc"], cfg.ci_level)), "acc_per_split": v["acc"],
+                     "clean_probe_acc": float(np.mean(v["clean_probe_acc"])),
+                     "clean_probe_acc_ci": list(mean_ci(v["clean_probe_acc"], cfg.ci_level))}
+    return out

@@ -1,0 +1,129 @@
+"""The loop: resume equivalence, checkpoints that take raw activations, threshold inference, errors."""
+
+import json
+
+import pytest
+import torch
+
+from saebench_scaffold.saes.batchtopk import batch_topk
+from saebench_scaffold.saes.loaders import load_sae
+from saebench_scaffold.settings import UserError
+from saebench_scaffold.training.checkpoint import STATE_FILE
+from saebench_scaffold.training.data import cache_source, tensor_source
+from saebench_scaffold.training.recipe import TrainRecipe
+from saebench_scaffold.training.trainer import Trainer, train
+
+from .conftest import synthetic_acts, write_cache
+
+
+def recipe(tmp_path, name, **kw):
+    base = dict(d_sae=64, k=4, batch_size=64, total_tokens=64 * 30, warmup_steps=3, threshold_start_step=5,
+                dead_tokens=64 * 5, checkpoint_every=4, log_every=1, output_dir=str(tmp_path / name))
+    return TrainRecipe(**{**base, **kw}).validate()
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAt:
+    """A source that dies (like a kill) when asked for batch `stop`."""
+
+    def __init__(self, source, stop):
+        self.source, self.stop, self.d_in = source, stop, source.d_in
+
+    def batch(self, step, batch_size):
+        if step == self.stop:
+            raise Interrupt
+        return self.source.batch(step, batch_size)
+
+
+@pytest.mark.parametrize("arch, r", [("batchtopk", 0), ("matryoshka_batchtopk", 3)])
+def test_resume_ends_at_the_same_weights(tmp_path, arch, r):
+    cache = write_cache(tmp_path / "cache", synthetic_acts(64 * 40))
+    kw = dict(architecture=arch, scaffold_rank=r, cache_path=str(cache), shuffle_buffer_shards=2,
+              group_sizes=[8, 16, 40] if r else None)
+    full = load_sae(train(recipe(tmp_path, "full", **kw), progress=False))
+    rec = recipe(tmp_path, "killed", **kw)
+    with pytest.raises(Interrupt):  # killed mid-way between checkpoints (last one at step 8)
+        Trainer(rec, source=StopAt(cache_source(cache, 0, 2), 10), progress=False).run()
+    assert torch.load(tmp_path / "killed" / STATE_FILE, weights_only=False)["step"] == 8
+    resumed = load_sae(train(rec, progress=False))
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    log = [json.loads(line) for line in (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == list(range(1, 31))  # no duplicated records after resume
+
+
+def test_saved_sae_takes_raw_activations_and_threshold_matches_batch_topk(tmp_path):
+    acts = synthetic_acts(64 * 260, seed=0)
+    rec = recipe(tmp_path, "run", total_tokens=64 * 250, scaffold_rank=2, batch_size=64, dead_tokens=64 * 50,
+                 threshold_start_step=50, checkpoint_every=1000, lr=3e-3)
+    trainer = Trainer(rec, source=tensor_source(acts, seed=1), progress=False)
+    sae = load_sae(trainer.run())
+    held_out = synthetic_acts(2048, seed=99)  # raw scale (mean squared norm far from 1)
+    with torch.no_grad():
+        # the folded checkpoint on raw x == the training-space model on scaled x, divided by the scale
+        s = trainer.scale
+        torch.testing.assert_close(sae(held_out), trainer.sae.cpu()(held_out * s) / s, rtol=1e-4, atol=1e-4)
+        f_thr = sae.encode(held_out)
+        f_btk = batch_topk(sae.pre_acts(held_out), rec.k)
+        l0 = (f_thr > 0).float().sum(1).mean()
+        var = (held_out - held_out.mean(0)).pow(2).sum()
+        fvu_thr = (held_out - sae(held_out)).pow(2).sum() / var
+        fvu_btk = (held_out - (sae.decode(f_btk) + sae.scaffold(held_out))).pow(2).sum() / var
+    assert 0.6 * rec.k <= float(l0) <= 1.5 * rec.k
+    assert float(fvu_thr) < 0.5 and abs(float(fvu_thr - fvu_btk)) < 0.1
+    assert sae.cfg.extra["training"]["tokens"] == 64 * 250 and sae.cfg.scaffold_rank == 2
+
+
+def test_nan_loss_names_the_step_and_keeps_last_checkpoint(tmp_path):
+    class NaNAt:
+        def __init__(self, source):
+            self.source, self.d_in = source, source.d_in
+
+        def batch(self, step, batch_size):
+            x = self.source.batch(step, batch_size)
+            return x * float("nan") if step == 6 else x
+
+    rec = recipe(tmp_path, "nan")
+    with pytest.raises(UserError, match=r"at step 6.*last good checkpoint \(step 4\)"):
+        train(rec, source=NaNAt(tensor_source(synthetic_acts(2048))), progress=False)
+    assert torch.load(tmp_path / "nan" / STATE_FILE, weights_only=False)["step"] == 4
+    assert load_sae(tmp_path / "nan" / "sae").cfg.extra["training"]["steps"] == 4
+
+
+def test_cache_of_the_wrong_width(tmp_path):
+    rec = recipe(tmp_path, "w", total_tokens=64 * 4)
+    train(rec, source=tensor_source(synthetic_acts(1024, d=16)), progress=False)
+    with pytest.raises(UserError, match="width 16.*width 24"):
+        train(rec, source=tensor_source(synthetic_acts(1024, d=24)), progress=False)
+    bad = write_cache(tmp_path / "bad", synthetic_acts(1024, d=16))
+    meta = json.loads((bad / "spec.json").read_text())
+    (bad / "spec.json").write_text(json.dumps({**meta, "d_in": 24}))  # spec disagrees with the shards
+    with pytest.raises(UserError, match="expected width d_in=24"):
+        train(recipe(tmp_path, "w2", cache_path=str(bad)), progress=False)
+
+
+def test_changed_recipe_is_not_resumed(tmp_path):
+    train(recipe(tmp_path, "c", total_tokens=64 * 4), source=tensor_source(synthetic_acts(1024)), progress=False)
+    with pytest.raises(UserError, match="k changed"):
+        train(recipe(tmp_path, "c", total_tokens=64 * 4, k=5), source=tensor_source(synthetic_acts(1024)), progress=False)
+
+
+def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    rec = recipe(tmp_path, "disk", total_tokens=64 * 8)
+    trainer = Trainer(rec, source=tensor_source(synthetic_acts(1024)), progress=False)
+    trainer.run()
+    before = (tmp_path / "disk" / STATE_FILE).read_bytes()
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    trainer.step += 1
+    with pytest.raises(UserError, match="previous checkpoint is intact"):
+        trainer.checkpoint()
+    assert (tmp_path / "disk" / STATE_FILE).read_bytes() == before
+    assert not list((tmp_path / "disk").glob("*.tmp*"))
+    load_sae(tmp_path / "disk" / "sae")
