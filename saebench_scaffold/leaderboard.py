@@ -42,10 +42,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("probe top-1", "sparse_probing", "sae", "sae_top_1_test_accuracy", True),
     Column("probe top-5", "sparse_probing", "sae", "sae_top_5_test_accuracy", True),
     Column("TPP@20", "tpp", "tpp_metrics", "tpp_threshold_20_total_metric", True),
-    Column("CE× no scaffold", "ce_ablation", "ce_ratio", "scaffold_removed", None),
-    Column("CE× no top-r PCs", "ce_ablation", "ce_ratio", "pca_removed", None),
-    Column("MMLU topic clean", "mmlu_topic", "category", "clean", None),
-    Column("MMLU topic no scaffold", "mmlu_topic", "category", "scaffold_removed", None),
+    Column("CE× no scaffold", "ce_ablation", "summary", "scaffold_ce_ratio", None),
+    Column("CE× no top-r PCs", "ce_ablation", "summary", "pca_ce_ratio", None),
+    Column("MMLU topic clean", "mmlu_topic", "category", "clean_acc", None),
+    Column("MMLU topic no scaffold", "mmlu_topic", "category", "scaffold_removed_acc", None),
 )
 
 

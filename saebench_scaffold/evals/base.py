@@ -37,6 +37,13 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def sorted_positive_ints(values: list[int], name: str) -> list[int]:
+    """Validator body for list-of-sizes settings (k values, ablation counts): sorted, unique, >= 1."""
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of positive integers")
+    return sorted(set(values))
+
+
 @dataclass
 class TaskOutput:
     metrics: dict[str, dict[str, Any]]

@@ -23,7 +23,7 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from .base import EvalContext, Task, TaskOutput
+from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
 from .probing_data import (ProbingConfigBase, average_datasets, fit_probe, load_probing_set, mean_diff_order, memo_key,
                            memoised_json, one_vs_rest, pooled_scaffold, probed_classes, resplit, resplit_seeds,
                            sae_pooled_cached, small_ops, with_std)
@@ -41,9 +41,7 @@ class SparseProbingConfig(ProbingConfigBase):
     @field_validator("k_values")
     @classmethod
     def _k_positive(cls, v):
-        if not v or any(k < 1 for k in v):
-            raise ValueError("k_values must be a non-empty list of positive integers")
-        return sorted(set(v))
+        return sorted_positive_ints(v, "k_values")
 
 
 @small_ops()

@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 
 from ..activations import masked_mean
 from ..settings import UserError
-from .base import EvalContext, Task, TaskOutput
+from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
 from .probing_data import (LinearProbe, ProbingConfigBase, average_datasets, compare_noise, fit_probe, load_probing_set,
                            memo_key, memoised_json, one_vs_rest, resplit, resplit_seeds, sae_pooled_cached, small_ops,
                            with_std)
@@ -49,9 +49,7 @@ class TPPConfig(ProbingConfigBase):
     @field_validator("n_values")
     @classmethod
     def _n_positive(cls, v):
-        if not v or any(n < 1 for n in v):
-            raise ValueError("n_values must be a non-empty list of positive integers")
-        return sorted(set(v))
+        return sorted_positive_ints(v, "n_values")
 
 
 def decoder_matrix(sae) -> torch.Tensor:

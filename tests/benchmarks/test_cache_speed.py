@@ -24,13 +24,12 @@ from saebench_scaffold.model import parse_hook
 pytestmark = pytest.mark.slow
 
 
-def _sizes(request):
-    enabled = not request.config.getoption("benchmark_disable")
-    return (64, 128) if enabled else (4, 32)  # (contexts, context length)
+def _sizes(benchmark):
+    return (4, 32) if benchmark.disabled else (64, 128)  # (contexts, context length)
 
 
 def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, data_dir, tmp_path):
-    n_ctx, ctx_len = _sizes(request)
+    n_ctx, ctx_len = _sizes(benchmark)
     spec = CacheSpec(lm.source_id, hook, "wikipedia", dataset_id("wikipedia", data_dir)["sha256"], ctx_len, n_ctx,
                      dtype="float16", shard_contexts=n_ctx)
     tokens = torch.stack(list(token_contexts(lm, "wikipedia", n_ctx, ctx_len, data_dir)))
@@ -79,7 +78,7 @@ def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, data
     from saebench_scaffold.model import ModelSpec
     from saebench_scaffold.saes import SAEConfig, make_sae
 
-    enabled = not request.config.getoption("benchmark_disable")
+    enabled = not benchmark.disabled
     task = CoreTask()
     cfg = task.make_config({"n_density_tokens": 16_384 if enabled else 256, "n_ce_tokens": 1024 if enabled else 64})
     ctx = EvalContext(ModelSpec(), hook, str(data_dir), str(tmp_path / "cache"), progress=False)
