@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from saebench_scaffold.evals import probing_data as pd
-from saebench_scaffold.evals.probing_testing import FakeLM, fake_context, random_sae, write_labeled_data
+from probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
 from saebench_scaffold.evals.sparse_probing import SparseProbingTask
 from saebench_scaffold.evals.tpp import TPPTask
 

@@ -11,7 +11,7 @@ import torch
 from saebench_scaffold.activations import masked_mean
 from saebench_scaffold.data import LabeledExample
 from saebench_scaffold.evals import probing_data as pd
-from saebench_scaffold.evals.probing_testing import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.sparse_probing import SparseProbingConfig, SparseProbingTask, probe_feature_sets
 from saebench_scaffold.settings import UserError

@@ -11,7 +11,7 @@ import torch
 from saebench_scaffold.activations import masked_mean
 from saebench_scaffold.evals import probing_data as pd
 from saebench_scaffold.evals.base import TaskOutput
-from saebench_scaffold.evals.probing_testing import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.tpp import (TPPConfig, TPPTask, ablate_pooled, ablate_tokens, compare_noise, decoder_matrix,
                                          select_top_n, tpp_latent_scores, tpp_resplit)

@@ -1,4 +1,4 @@
-"""Test doubles for the probing tasks (used by tests and the speed benchmark, not by any task):
+"""Test doubles for the probing tasks (shared by their tests and the speed benchmark):
 
   - `FakeLM`: a tiny deterministic stand-in for `LanguageModel` (word-hash tokenizer, random
     embeddings mixed causally), enough for `get_example_cache` and the tasks to run end to end in
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ..saes import SAEConfig, make_sae
+from saebench_scaffold.saes import SAEConfig, make_sae
 
 
 class _HashTokenizer:
@@ -102,8 +102,8 @@ def write_labeled_data(root: str | Path, per_class: int = 30, seed: int = 0, bbc
 
 def fake_context(data_dir, cache_dir, d_model: int = 32, seed: int = 0, lm: FakeLM | None = None):
     """An EvalContext whose language model is a FakeLM."""
-    from ..model import DEFAULT_HOOK, ModelSpec
-    from .base import EvalContext
+    from saebench_scaffold.model import DEFAULT_HOOK, ModelSpec
+    from saebench_scaffold.evals.base import EvalContext
 
     ctx = EvalContext(ModelSpec(), DEFAULT_HOOK, str(data_dir), str(cache_dir), seed, progress=False)
     ctx.__dict__["lm"] = lm or FakeLM(d_model)
