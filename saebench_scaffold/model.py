@@ -9,7 +9,6 @@ running "from the hook" skips the layers before it instead of recomputing them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import re
@@ -258,7 +257,3 @@ def load_model(spec: ModelSpec = ModelSpec(), cache_root: str | None = None) -> 
         raise UserError(f"cannot load model {spec.name!r} (offline and not in the HF cache?): {str(err).splitlines()[0]}") from err
     hf.to(spec.resolved_device())
     return LanguageModel(spec, hf, tok, source)
-
-
-def spec_dict(spec: ModelSpec) -> dict:
-    return dataclasses.asdict(spec)

@@ -8,7 +8,6 @@ ten checkpoints runs the language model once per token set, not fifty times.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -84,14 +83,10 @@ class EvalContext:
     cache_dir: str | None = None
     seed: int = 0
     progress: bool = True
-    timings: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def lm(self) -> LanguageModel:
-        t = time.perf_counter()
-        lm = load_model(self.model, self.cache_dir)
-        self.timings["load_model_s"] = time.perf_counter() - t
-        return lm
+        return load_model(self.model, self.cache_dir)
 
     def text_cache(self, n_contexts: int, offset: int = EVAL_OFFSET_CONTEXTS, dataset: str = "wikipedia",
                    ctx_len: int = data.DEFAULT_CONTEXT, dtype: str = "float32",
@@ -111,11 +106,3 @@ class EvalContext:
 
     def generator(self, salt: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
-
-
-@torch.no_grad()
-def map_sae(sae: SAE, batches, fn):
-    """Apply `fn(x, f, sparse_part, scaffold_part)` to every [b, d] batch, in inference mode."""
-    for x in batches:
-        f, sparse, scaffold = sae.reconstruct_parts(x)
-        fn(x, f, sparse, scaffold)

@@ -69,7 +69,7 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01)) -> dict:
     act_sum = torch.zeros(d_sae, dtype=torch.float64)
     n = 0
     l0 = l1 = sse = ss0 = cos = l2_ratio = 0.0
-    x_sum = x_sq = None
+    x_sum = None
     parts = {name: [None, 0.0] for name in ("recon", "sparse", "scaffold")}  # [sum vector, sum of squares]
     for x in batches:
         x = x.to(sae.W_enc.device, sae.W_enc.dtype)

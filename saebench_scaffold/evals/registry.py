@@ -55,8 +55,7 @@ class TaskEntry:
         return self._cls
 
     def instantiate(self) -> Task:
-        task = self.load()()
-        return task
+        return self.load()()
 
 
 class TaskRegistry:

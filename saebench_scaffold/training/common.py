@@ -23,6 +23,10 @@ class Comm:
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)

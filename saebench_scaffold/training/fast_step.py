@@ -34,7 +34,7 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     """Forward + hand-written backward for this rank's rows; gradients accumulate into .grad."""
     comm = ctx.comm or Comm()
     B = ctx.global_batch
-    n, d = sae.cfg.d_sae, sae.cfg.d_in
+    n = sae.cfg.d_sae
     c, p, s, z = scaffold_terms(sae, x)
     if x.is_cuda:  # bf16 only for the one big matmul; everything downstream stays fp32
         with torch.autocast("cuda", dtype=torch.bfloat16):

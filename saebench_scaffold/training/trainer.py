@@ -275,6 +275,9 @@ class Trainer:
         bar.close()
         if self.comm.rank == 0 and not (self.out / SAE_DIR).exists():
             self.checkpoint()
+        # Every rank leaves together: a rank that tears its process group down while rank 0 is still
+        # saving makes gloo abort the others ("terminate called without an active exception").
+        self.comm.barrier()
         return self.out / SAE_DIR
 
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from saebench_scaffold import data
-from saebench_scaffold.evals import ablations as ab
 from saebench_scaffold.evals.ce_ablation import CEAblationConfig, build_conditions, per_context_ce
 from saebench_scaffold.evals.core import masked_ce
 from saebench_scaffold.model import parse_hook
