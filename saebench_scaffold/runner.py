@@ -25,7 +25,7 @@ from .model import DEFAULT_HOOK, ModelSpec, parse_hook
 from .results import EvalResult, Provenance, check_output_dir, git_hash, result_path, write_result
 from .saes import SAE, load_sae
 from .saes.base import file_sha256
-from .saes.pca import PCASAE, fit_pca
+from .saes.pca import PCASAE
 from .settings import UserError
 
 PCA_CHECKPOINT = "pca"
@@ -157,9 +157,7 @@ def run_eval(req: EvalRequest) -> list[dict]:
 
 
 def _fit_pca_baseline(ctx: EvalContext) -> PCASAE:
-    cache = ctx.train_cache(n_contexts=-(-PCA_FIT_TOKENS // 127))
-    pca = fit_pca(cache.iter_token_batches(), limit=PCA_FIT_TOKENS)
-    return PCASAE.from_pca(pca, ctx.model.name, ctx.hook)
+    return PCASAE.from_pca(ctx.train_pca(PCA_FIT_TOKENS), ctx.model.name, ctx.hook)
 
 
 def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalContext, req: EvalRequest, wall: float) -> EvalResult:

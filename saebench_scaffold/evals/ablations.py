@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..saes.pca import ActivationPCA, fit_pca
+from ..saes.pca import ActivationPCA
 from ..settings import UserError
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -273,28 +273,13 @@ def pca_dim_variances(pca: ActivationPCA) -> torch.Tensor:
 
 # ---- reference statistics (fitted once per eval context) ------------------------------------------
 
-def _memo(ctx) -> dict:
-    return ctx.__dict__.setdefault("_ablation_memo", {})
-
-
-def reference_pca(ctx, n_tokens: int, dataset: str = "wikipedia") -> ActivationPCA:
-    """PCA of `n_tokens` training-split tokens (never evaluation tokens), fitted once per context."""
-    key = ("pca", n_tokens, dataset)
-    memo = _memo(ctx)
-    if key not in memo:
-        cache = ctx.train_cache(math.ceil(n_tokens / 127), dataset=dataset)
-        memo[key] = fit_pca(cache.iter_token_batches(), limit=n_tokens)
-    return memo[key]
-
-
 def reference_sample(ctx, n_tokens: int, dataset: str = "wikipedia") -> torch.Tensor:
     """The first `n_tokens` non-special training tokens [n, d] (for variance matching)."""
     key = ("sample", n_tokens, dataset)
-    memo = _memo(ctx)
-    if key not in memo:
+    if key not in ctx.memo:
         cache = ctx.train_cache(math.ceil(n_tokens / 127), dataset=dataset)
-        memo[key] = torch.cat(list(cache.iter_token_batches(limit=n_tokens)))
-    return memo[key]
+        ctx.memo[key] = torch.cat(list(cache.iter_token_batches(limit=n_tokens)))
+    return ctx.memo[key]
 
 
 def check_rank(r: int, d_in: int, what: str = "pca_rank") -> None:

@@ -8,6 +8,7 @@ ten checkpoints runs the language model once per token set, not fifty times.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from .. import data
 from ..activations import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
 from ..model import LanguageModel, ModelSpec, load_model
 from ..saes import SAE
+from ..saes.pca import ActivationPCA, fit_pca
 
 # Token sets drawn from the text corpus (context indices; the local Wikipedia sample has ~58,900).
 # Bundled baselines train on [0, 16384) and PCA is fitted there too; density/FVU read from 20,000 on
@@ -83,6 +85,8 @@ class EvalContext:
     cache_dir: str | None = None
     seed: int = 0
     progress: bool = True
+    memo: dict = field(default_factory=dict, repr=False)
+    """Checkpoint-independent results computed once per invocation (PCA fits, loaded token sets)."""
 
     @cached_property
     def lm(self) -> LanguageModel:
@@ -100,6 +104,14 @@ class EvalContext:
         reference statistics without touching evaluation tokens."""
         return self.text_cache(n_contexts, TRAIN_OFFSET_CONTEXTS, dataset, dtype=TRAIN_CACHE_DTYPE,
                                shard_contexts=SHARD_CONTEXTS)
+
+    def train_pca(self, n_tokens: int, dataset: str = "wikipedia") -> ActivationPCA:
+        """PCA of the first `n_tokens` training-split tokens (never evaluation tokens), fitted once."""
+        key = ("pca", n_tokens, dataset)
+        if key not in self.memo:
+            cache = self.train_cache(math.ceil(n_tokens / (data.DEFAULT_CONTEXT - 1)), dataset)
+            self.memo[key] = fit_pca(cache.iter_token_batches(), limit=n_tokens)
+        return self.memo[key]
 
     def dataset_id(self, name: str) -> dict:
         return data.dataset_id(name, self.data_dir)

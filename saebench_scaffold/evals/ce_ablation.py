@@ -66,7 +66,7 @@ class CEAblationTask(Task):
 
     def run(self, ctx: EvalContext, sae, cfg: CEAblationConfig) -> TaskOutput:
         r = ab.subspace_rank(sae, cfg.pca_rank)
-        pca = ab.reference_pca(ctx, cfg.pca_fit_tokens, cfg.dataset)
+        pca = ctx.train_pca(cfg.pca_fit_tokens, cfg.dataset)
         sample = ab.reference_sample(ctx, cfg.match_sample_tokens, cfg.dataset)
         conditions = build_conditions(sae, pca, r, sample, cfg, ctx.generator(salt=4141))
 

@@ -86,7 +86,7 @@ class MMLUTopicTask(Task):
         tokens = example_tokens(ctx, texts, cfg)
 
         r = ab.subspace_rank(sae, cfg.pca_rank)
-        pca = ab.reference_pca(ctx, cfg.pca_fit_tokens, cfg.text_dataset)
+        pca = ctx.train_pca(cfg.pca_fit_tokens, cfg.text_dataset)
         shared = [ab.Condition("clean", ab.identity, "unedited activations")]
         shared += ab.subspace_conditions(sae, pca, r, ctx.generator(salt=4141))
         clean_pooled, pooled_latents = tokens.pool(ab.identity, sae)
@@ -228,12 +228,11 @@ class TokenSet:
 def example_tokens(ctx: EvalContext, texts: list[str], cfg: MMLUTopicConfig) -> TokenSet:
     """Token activations of the question texts (cache built once; loaded once per eval context)."""
     key = ("mmlu_tokens", texts_sha256(texts), cfg.ctx_len)
-    memo = ctx.__dict__.setdefault("_ablation_memo", {})
-    if key not in memo:
+    if key not in ctx.memo:
         cache = get_example_cache(ctx.lm, ctx.hook, "mmlu_topic", texts, cfg.ctx_len,
                                   cache_root=ctx.cache_dir, progress=ctx.progress)
-        memo[key] = TokenSet.from_cache(cache)
-    return memo[key]
+        ctx.memo[key] = TokenSet.from_cache(cache)
+    return ctx.memo[key]
 
 
 # ---- probing ------------------------------------------------------------------------------------

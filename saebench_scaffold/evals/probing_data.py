@@ -348,13 +348,14 @@ class ProbingSet:
         return self.sample.name
 
 
-def load_probing_set(ctx, name: str, train_per_class: int, test_per_class: int, sample_seed: int = 0,
-                     max_per_dataset: int | None = None, min_per_class: int = 10,
-                     ctx_len: int = data.DEFAULT_CONTEXT) -> ProbingSet:
-    """Sample `name`, then build (or reuse) the cached token activations and pooled LLM activations."""
+def load_probing_set(ctx, name: str, cfg: ProbingConfigBase) -> ProbingSet:
+    """Sample `name` as `cfg` says, then build (or reuse) the cached token activations and pooled LLM
+    activations. Both tasks call this with their config, so equal budgets share one cache."""
     examples = data.labeled_examples(name, ctx.data_dir)
-    sample = sample_balanced(name, examples, train_per_class, test_per_class, sample_seed, max_per_dataset, min_per_class)
-    cache = get_example_cache(ctx.lm, ctx.hook, name, sample.texts, ctx_len, cache_root=ctx.cache_dir, progress=ctx.progress)
+    sample = sample_balanced(name, examples, cfg.train_per_class, cfg.test_per_class, cfg.sample_seed,
+                             cfg.max_examples_per_dataset, cfg.min_examples_per_class)
+    cache = get_example_cache(ctx.lm, ctx.hook, name, sample.texts, cfg.context_length, cache_root=ctx.cache_dir,
+                              progress=ctx.progress)
     return ProbingSet(sample, cache, cache.mean_pooled().float(), ctx.dataset_id(name))
 
 

@@ -168,8 +168,7 @@ class TPPTask(Task):
         nonzero = tokens = 0
         for name in cfg.datasets:
             t0 = time.perf_counter()
-            ps = load_probing_set(ctx, name, cfg.train_per_class, cfg.test_per_class, cfg.sample_seed,
-                                  cfg.max_examples_per_dataset, cfg.min_examples_per_class, cfg.context_length)
+            ps = load_probing_set(ctx, name, cfg)
             s = ps.sample
             t1 = time.perf_counter()
             probes = []

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from saebench_scaffold.evals import ablations as ab
+from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.ce_ablation import CEAblationConfig, CEAblationTask, bootstrap_ce, per_context_ce
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
@@ -106,8 +107,10 @@ class _LM:
 class FakeCtx:
     seed = 0
     hook = "blocks.0.hook_resid_post"
+    train_pca = EvalContext.train_pca  # the real PCA fit and memo, over the fake training cache
 
     def __init__(self):
+        self.memo = {}
         S, C, acts, tokens, special, run, _ = toy()
         self.S, self.lm = S, _LM(run)
         self.eval = _Cache(acts, tokens, special)

@@ -14,6 +14,7 @@ from saebench_scaffold import data
 from saebench_scaffold.activations import masked_mean
 from saebench_scaffold.evals import ablations as ab
 from saebench_scaffold.evals import mmlu_topic as mt
+from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.mmlu_categories import CATEGORIES, FALLBACK, lm_eval_mapping, subject_categories
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
@@ -132,6 +133,10 @@ def test_task_end_to_end_with_synthetic_activations(tmp_path, monkeypatch):
 
     class Ctx:
         seed, data_dir = 0, str(tmp_path)
+        train_pca = EvalContext.train_pca  # the real PCA fit and memo, over the fake training cache
+
+        def __init__(self):
+            self.memo = {}
         train = torch.randn(3000, R, generator=g) @ S.T * 3 + torch.randn(3000, D, generator=g) @ (C @ C.T) + 1.0
 
         def train_cache(self, n, dataset="wikipedia"):

@@ -180,7 +180,7 @@ def test_scaffold_features_are_reported_separately(synth):
     assert not any(k.startswith("scaffold") for k in out.metrics["sae"])
     assert out.unstructured["scaffold_rank"] == 4
     # the pooled scaffold output equals the per-token scaffold output, pooled
-    acts, mask = next(pd.load_probing_set(ctx, "ag_news", 12, 6).cache.iter_batches(8))
+    acts, mask = next(pd.load_probing_set(ctx, "ag_news", pd.ProbingConfigBase(train_per_class=12, test_per_class=6)).cache.iter_batches(8))
     with torch.no_grad():
         per_token = masked_mean(sae.scaffold(acts), mask)
     assert torch.allclose(pd.pooled_scaffold(sae, masked_mean(acts, mask)), per_token, atol=1e-4)
