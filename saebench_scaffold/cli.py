@@ -84,46 +84,107 @@ def schema_command(out: Optional[Path] = typer.Option(None, help="Write the JSON
         typer.echo(text)
 
 
-leaderboard_app = typer.Typer(no_args_is_help=True, help="Submit results to the leaderboard and look at it.")
+leaderboard_app = typer.Typer(no_args_is_help=True, help="Submit results to the leaderboard, check it, look at it.")
 app.add_typer(leaderboard_app, name="leaderboard")
-_LB_DIR = typer.Option(None, "--dir", help="Leaderboard folder (default: the repository's leaderboard/).")
+_LB_BOARD = typer.Option(None, "--board", "--dir", help="Leaderboard folder (default: ./leaderboard of the current directory).")
 
 
 @leaderboard_app.command("submit")
 def leaderboard_submit(results_dir: Path = typer.Argument(..., help="An eval --output-dir (<checkpoint>/<task>.json files)."),
-                       name: str = typer.Option(..., help="Submission name (a folder name)."),
-                       force: bool = typer.Option(False, help="Replace an existing submission of that name."),
-                       folder: Optional[Path] = _LB_DIR):
-    """Validate result files and add them as a submission; then rebuild the leaderboard."""
+                       name: str = typer.Option(..., help="Submission name (a plain folder name)."),
+                       replace: bool = typer.Option(False, "--replace", "--force", help="Replace a submission of that name."),
+                       include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                       board: Optional[Path] = _LB_BOARD):
+    """Validate result files and add them as a submission; then rebuild the board's pages."""
     from . import leaderboard as lb
 
     try:
-        dest = lb.submit(results_dir, name, folder or lb.DEFAULT_DIR, force)
-        page = lb.build(folder or lb.DEFAULT_DIR)
+        dest = lb.submit(results_dir, name, board, replace, include_path)
+        page = lb.build(board)
     except UserError as err:
         _fail(err)
-    typer.echo(f"submitted {dest}; rebuilt {page}")
+    typer.echo(f"submitted {dest}; rebuilt {page} and {page.parent / 'site' / 'index.html'}")
+
+
+@leaderboard_app.command("validate")
+def leaderboard_validate(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                         board: Optional[Path] = _LB_BOARD):
+    """Re-validate every file on the board (schema, task versions, ranges, recomputed aggregates)."""
+    from . import leaderboard as lb
+
+    try:
+        n = lb.validate(board, include_path)
+    except UserError as err:
+        _fail(err)
+    typer.echo(f"ok: {n} result files on {board or lb.default_board()} are valid")
+
+
+@leaderboard_app.command("verify")
+def leaderboard_verify(row: str = typer.Argument(..., help="SUBMISSION/CHECKPOINT"),
+                       tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks to re-run (default: all of the row's)."),
+                       checkpoint: Optional[str] = typer.Option(None, help="The checkpoint folder (default: the recorded path)."),
+                       tolerance: float = typer.Option(1e-3, help="Allowed |recorded - re-run| / max(1, |recorded|)."),
+                       data_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_DATA_DIR", help="Local data directory."),
+                       cache_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches."),
+                       include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                       device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+                       board: Optional[Path] = _LB_BOARD):
+    """Re-run a row's tasks with its recorded config, seed and limit; compare headline metrics."""
+    from tabulate import tabulate
+
+    from . import leaderboard as lb
+    from .leaderboard.verify import verify
+
+    try:
+        rows = verify(row, board or lb.default_board(), [t.strip() for t in tasks.split(",")] if tasks else None,
+                      checkpoint, tolerance, data_dir, cache_dir, include_path, device)
+    except UserError as err:
+        _fail(err)
+    typer.echo(tabulate([[c.task, c.metric, c.recorded, c.rerun, "ok" if c.ok else "MISMATCH"] for c in rows],
+                        headers=["task", "metric", "recorded", "re-run", f"within {tolerance:g}"], tablefmt="github"))
+    bad = [c for c in rows if not c.ok]
+    if bad:
+        typer.echo(f"error: {len(bad)} of {len(rows)} headline metrics of {row} do not reproduce", err=True)
+        raise typer.Exit(1)
 
 
 @leaderboard_app.command("show")
 def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to sort by (best first)."),
-                     folder: Optional[Path] = _LB_DIR):
-    """Print the leaderboard table."""
+                     reverse: bool = typer.Option(False, help="Reverse the sort order."),
+                     model: Optional[str] = typer.Option(None, help="Only this model."),
+                     hook: Optional[str] = typer.Option(None, help="Only this hook."),
+                     arch: Optional[str] = typer.Option(None, help="Only this architecture."),
+                     rank: Optional[int] = typer.Option(None, "--rank", help="Only this scaffold rank."),
+                     board: Optional[Path] = _LB_BOARD):
+    """Print the leaderboard table (mean ± std where a std exists)."""
     from . import leaderboard as lb
 
     try:
-        typer.echo(lb.show(folder or lb.DEFAULT_DIR, sort_by))
+        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank}, reverse))
     except UserError as err:
         _fail(err)
 
 
 @leaderboard_app.command("build")
-def leaderboard_build(folder: Optional[Path] = _LB_DIR):
-    """Regenerate LEADERBOARD.md and leaderboard.json from the submissions."""
+def leaderboard_build(board: Optional[Path] = _LB_BOARD):
+    """Validate the board, then write LEADERBOARD.md, leaderboard.json and the web page site/index.html."""
     from . import leaderboard as lb
 
     try:
-        typer.echo(f"wrote {lb.build(folder or lb.DEFAULT_DIR)}")
+        page = lb.build(board)
+    except UserError as err:
+        _fail(err)
+    typer.echo(f"wrote {page}, {page.parent / 'leaderboard.json'} and {page.parent / 'site' / 'index.html'}")
+
+
+@leaderboard_app.command("serve")
+def leaderboard_serve(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0: any free port)."),
+                      board: Optional[Path] = _LB_BOARD):
+    """Serve the built web page on 127.0.0.1 (run `leaderboard build` first)."""
+    from . import leaderboard as lb
+
+    try:
+        lb.serve(board, port)
     except UserError as err:
         _fail(err)
 

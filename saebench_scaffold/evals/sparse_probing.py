@@ -134,7 +134,8 @@ class SparseProbingTask(Task):
             nonzero, tokens = nonzero + pooled.nonzero, tokens + pooled.n_tokens
             details.append({"dataset_name": name, "n_classes": len(s.classes), "n_probes": len(probed_classes(len(s.classes))),
                             "n_train_per_class": s.n_train, "n_test_per_class": s.n_test, "budget_capped": s.capped,
-                            "l0": pooled.l0, "n_tokens": pooled.n_tokens, **with_std(runs)})
+                            "l0": pooled.l0, "n_tokens": pooled.n_tokens, **with_std(runs),
+                            **{f"{m}_per_split": v for m, v in runs.items()}})  # lets the leaderboard recheck mean ± std
             unstructured["per_class"][name] = {
                 m: {s.classes[int(c)]: sum(v) / len(v) for c, v in by_cls.items()}
                 for m, by_cls in {**llm["per_class"], **res["per_class"]}.items()}

@@ -195,7 +195,9 @@ class TPPTask(Task):
             per_dataset[name] = runs
             nonzero, tokens = nonzero + pooled.nonzero, tokens + pooled.n_tokens
             details.append({"dataset_name": name, "n_classes": len(s.classes), "n_train_per_class": s.n_train,
-                            "n_test_per_class": s.n_test, "budget_capped": s.capped, "l0": pooled.l0, **with_std(runs)})
+                            "n_test_per_class": s.n_test, "budget_capped": s.capped, "l0": pooled.l0,
+                            "n_tokens": pooled.n_tokens, **with_std(runs),
+                            **{f"{m}_per_split": v for m, v in runs.items()}})  # lets the leaderboard recheck mean ± std
             unstructured["per_class"][name] = {m: {c: sum(v) / len(v) for c, v in by_cls.items()}
                                                for m, by_cls in per_class.items()}
             unstructured["timings_s"][name] = {"llm_cache_and_pool": t1 - t0, "llm_probes": t2 - t1,

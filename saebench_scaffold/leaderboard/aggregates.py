@@ -1,0 +1,132 @@
+"""Headline metrics recomputed from what a result file itself holds (per-latent densities,
+per-dataset and per-split accuracies, the CE / KL parts of a score). A headline that disagrees with
+its own details beyond float tolerance was edited by hand or produced by broken code.
+
+Each check returns a list of (field, message) problems.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..evals.probing_data import average_datasets, mean_std
+from ..results import EvalResult
+
+REL_TOL, ABS_TOL = 1e-6, 1e-9  # float round-off of sums taken in another order; far below any real change
+
+
+def _close(a, b) -> bool:
+    return isinstance(a, (int, float)) and math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def _compare(problems: list, field: str, recorded, recomputed: float, source: str) -> None:
+    if recorded is None:
+        return
+    if not _close(recorded, recomputed):
+        problems.append((field, f"{recorded!r} disagrees with {recomputed!r} recomputed from {source}"))
+
+
+def _find(metrics: dict, key: str) -> tuple[str, object] | tuple[None, None]:
+    """(category, value) of the first category holding `key` (layouts move metrics between categories)."""
+    for category, values in metrics.items():
+        if isinstance(values, dict) and key in values:
+            return category, values[key]
+    return None, None
+
+
+def check_core(res: EvalResult) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    m = res.eval_result_metrics
+    d_sae = res.sae_cfg_dict.get("d_sae")
+    densities = [row.get("density") for row in res.eval_result_details]
+    if d_sae is not None and len(densities) != d_sae:
+        return [("eval_result_details", f"{len(densities)} per-latent rows for d_sae {d_sae}")]
+    if not densities or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in densities):
+        return [("eval_result_details[].density", "per-latent densities missing or not numbers")]
+    n = len(densities)
+    src = "the per-latent densities in eval_result_details"
+    density = m.get("density", {})
+    _compare(problems, "density.frac_dead", density.get("frac_dead"), sum(v == 0 for v in densities) / n, src)
+    _compare(problems, "density.frac_alive", density.get("frac_alive"), sum(v > 0 for v in densities) / n, src)
+    _compare(problems, "density.mean_density", density.get("mean_density"), math.fsum(densities) / n, src)
+    for key, value in density.items():
+        for prefix in ("dense_frac_gt_", "dense_count_gt_"):
+            if key.startswith(prefix):
+                count = sum(v > float(key[len(prefix):]) for v in densities)
+                _compare(problems, f"density.{key}", value, count / n if "frac" in prefix else count, src)
+    # L0 = Σ over latents of their firing rate (both count activations > 0 over the same tokens)
+    _compare(problems, "sparsity.l0", m.get("sparsity", {}).get("l0"), math.fsum(densities), src)
+    fvu = m.get("reconstruction_quality", {}).get("fvu")
+    if isinstance(fvu, (int, float)):
+        _compare(problems, "reconstruction_quality.explained_variance",
+                 m["reconstruction_quality"].get("explained_variance"), 1 - fvu, "reconstruction_quality.fvu")
+    _check_score(problems, m, "ce_loss_score", "ce_loss_with_ablation", "ce_loss_with_sae",
+                 ("ce_loss_without_sae", "ce_loss_clean"))
+    _check_score(problems, m, "kl_div_score", "kl_div_with_ablation", "kl_div_with_sae", None)
+    return problems
+
+
+def _check_score(problems, metrics, score_key, ablated_key, sae_key, clean_keys) -> None:
+    """score = (ablated − with SAE) / (ablated − clean), clean being 0 for KL."""
+    category, score = _find(metrics, score_key)
+    if category is None:
+        return
+    parts = metrics[category]
+    ablated, with_sae = parts.get(ablated_key), parts.get(sae_key)
+    clean = 0.0 if clean_keys is None else next((parts[k] for k in clean_keys if k in parts), None)
+    if not all(isinstance(v, (int, float)) for v in (ablated, with_sae, clean)) or ablated == clean:
+        return
+    _compare(problems, f"{category}.{score_key}", score, (ablated - with_sae) / (ablated - clean),
+             f"{category}.{ablated_key} and .{sae_key}")
+
+
+def check_per_dataset(res: EvalResult) -> list[tuple[str, str]]:
+    """sparse_probing / tpp: each dataset's mean ± std from its per-split values (when recorded);
+    the headline mean ± std from the per-split means over datasets; L0 weighted by tokens."""
+    problems: list[tuple[str, str]] = []
+    details = res.eval_result_details
+    if not details:
+        return [("eval_result_details", "per-dataset rows missing")]
+    per_dataset: dict[str, dict[str, list[float]]] = {}
+    for i, row in enumerate(details):
+        name = row.get("dataset_name", str(i))
+        for key, splits in row.items():
+            if key.endswith("_per_split") and isinstance(splits, list) and splits:
+                metric = key[: -len("_per_split")]
+                per_dataset.setdefault(name, {})[metric] = splits
+                mean, std = mean_std(splits)
+                src = f"eval_result_details[{i}].{key}"
+                _compare(problems, f"eval_result_details[{i}].{metric}", row.get(metric), mean, src)
+                _compare(problems, f"eval_result_details[{i}].{metric}_std", row.get(f"{metric}_std"), std, src)
+    metrics = res.eval_result_metrics
+    complete = len(per_dataset) == len(details)
+    averaged = average_datasets(per_dataset) if complete else {}
+    for category, values in metrics.items():
+        if category == "sparsity" or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if key.endswith("_std"):
+                if key[:-4] in averaged:
+                    _compare(problems, f"{category}.{key}", value, mean_std(averaged[key[:-4]])[1],
+                             "the per-split values in eval_result_details")
+            elif key in averaged:
+                _compare(problems, f"{category}.{key}", value, mean_std(averaged[key])[0],
+                         "the per-split values in eval_result_details")
+            elif all(isinstance(row.get(key), (int, float)) for row in details):
+                _compare(problems, f"{category}.{key}", value, math.fsum(row[key] for row in details) / len(details),
+                         "the per-dataset means in eval_result_details")
+    l0 = metrics.get("sparsity", {}).get("l0")
+    if all(isinstance(row.get("l0"), (int, float)) and isinstance(row.get("n_tokens"), int) for row in details):
+        tokens = sum(row["n_tokens"] for row in details)
+        if tokens:
+            _compare(problems, "sparsity.l0", l0, math.fsum(row["l0"] * row["n_tokens"] for row in details) / tokens,
+                     "the per-dataset L0 and token counts")
+    return problems
+
+
+CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset}
+
+
+def check_aggregates(res: EvalResult) -> list[tuple[str, str]]:
+    check = CHECKS.get(res.eval_type_id)
+    return check(res) if check else []

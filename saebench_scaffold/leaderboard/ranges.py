@@ -1,0 +1,103 @@
+"""Possible ranges of every metric, per task, as one readable table.
+
+A rule is (pattern, low, high). The pattern is matched (fnmatch) against `category.key` of
+`eval_result_metrics`, or `details.key` of a row of `eval_result_details`; the first matching rule
+wins, so specific rules come before general ones. `D_SAE` / `D_IN` stand for the checkpoint's own
+sizes (from `sae_cfg_dict`). A list value (per-split accuracies) is checked element by element.
+Metrics no rule matches are not range-checked. Matched values must be finite numbers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from functools import lru_cache
+
+INF = math.inf
+D_SAE, D_IN = "d_sae", "d_in"
+
+COMMON = [
+    ("*_std", 0, INF),  # a spread is never negative
+    ("*.n_tokens", 0, INF),
+]
+
+RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
+    "core": [
+        ("sparsity.l0", 0, D_SAE),
+        ("sparsity.l1", 0, INF),
+        ("density.dense_count_gt_*", 0, D_SAE),
+        ("density.*", 0, 1),                     # frac_alive, frac_dead, dense_frac_gt_*, mean_density
+        ("*.scaffold_fvu_alone", -INF, 1),
+        ("*.fvu", 0, INF),                       # all-token and typical-token FVU
+        ("*explained_variance*", -INF, 1),       # ours (= 1 - fvu) and SAEBench's own figures
+        ("*.mse", 0, INF),
+        ("*.cossim", -1, 1),
+        ("*.l2_ratio", 0, INF),
+        ("scaffold.scaffold_rank", 0, D_IN),
+        ("*variance_share", 0, INF),             # can exceed 1 when scaffold and sparse parts anti-correlate
+        ("typical_tokens.massive_token_frac", 0, 1),
+        ("typical_tokens.massive_*", 0, INF),
+        ("*.ce_loss_score", -INF, INF),          # finite; beyond [0, 1] when the SAE is worse than ablation
+        ("*.ce_loss_*", 0, INF),                 # CE with / without SAE, with ablation (nats)
+        ("*.kl_div_score", -INF, 1),
+        ("*.kl_div_*", 0, INF),
+        ("details.density", 0, 1),
+        ("details.mean_activation_when_firing", 0, INF),
+    ],
+    "sparse_probing": [
+        ("sparsity.l0", 0, D_SAE),
+        ("details.l0", 0, D_SAE),
+        ("*_test_accuracy*", 0, 1),              # means and per-split values
+    ],
+    "tpp": [
+        ("sparsity.l0", 0, D_SAE),
+        ("details.l0", 0, D_SAE),
+        ("*.llm_test_accuracy*", 0, 1),
+        ("*.tpp_threshold_*", -1, 1),            # differences of accuracies
+    ],
+    "ce_ablation": [
+        ("*.ce_increase", -INF, INF),
+        ("*.ce_ratio*", 0, INF),
+        ("*.ce", 0, INF),
+        ("*.ce_ci_*", 0, INF),
+        ("*.ci_level", 0, 1),
+        ("summary.*_ce_ratio", 0, INF),
+        ("subspaces.principal_angle_*_deg", 0, 90),
+        ("*outlier_mass*", 0, 1),
+        ("*.variance_removed_frac", 0, INF),
+        ("*.rank", 0, D_IN),
+    ],
+    "mmlu_topic": [
+        ("*.chance", 0, 1),
+        ("*acc*", 0, 1),                         # accuracies, their CIs and per-split values
+        ("*.n_examples", 0, INF),
+        ("*.n_classes", 2, INF),
+    ],
+}
+
+
+@lru_cache(maxsize=None)
+def rule_for(task: str, field: str) -> tuple[float | str, float | str] | None:
+    for pattern, low, high in COMMON + RANGES.get(task, []):
+        if fnmatch.fnmatchcase(field, pattern):
+            return low, high
+    return None
+
+
+def out_of_range(task: str, field: str, value, sizes: dict[str, int]) -> str | None:
+    """Why `value` cannot be right for `field`, or None when it can (or no rule applies)."""
+    rule = rule_for(task, field)
+    if rule is None or isinstance(value, (bool, str)) or value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    low, high = (sizes.get(b, INF) if isinstance(b, str) else b for b in rule)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"{v!r} is not a number"
+        if not math.isfinite(v):
+            return f"{v} is not finite"
+        if not low <= v <= high:
+            names = [f"{b} ({sizes[b]})" if isinstance(b, str) and b in sizes else f"{b:g}" if not isinstance(b, str) else b
+                     for b in rule]
+            return f"{v:g} is outside its possible range [{names[0]}, {names[1]}]"
+    return None
