@@ -62,13 +62,18 @@ def tasks_command(include_path: list[str] = typer.Option([], help="Extra folder 
 
     try:
         reg = TaskRegistry(include_path)
-        rows = []
-        for name in reg.names():
-            e = reg.get(name)
-            e.load()
-            rows.append([name, e.version, e.description, e.source])
     except UserError as err:
         _fail(err)
+    rows = []
+    for name in reg.names():
+        e = reg.get(name)
+        try:
+            e.load()
+        except UserError as err:  # a broken plugin is reported; the other tasks stay listed and usable
+            typer.echo(f"error: {err}", err=True)
+            rows.append([name, "?", "(cannot be loaded: see the error above)", e.source])
+            continue
+        rows.append([name, e.version, e.description, e.source])
     typer.echo(tabulate(rows, headers=["task", "version", "description", "source"], tablefmt="github"))
 
 

@@ -36,6 +36,7 @@ class DatasetEntry:
     hub_loader: Callable[[], Iterator]
     description: str = ""
     labels: list[str] = field(default_factory=list)
+    path: Path | None = None  # a file outside the data directory (a user's labeled file): always local
 
 
 REGISTRY: dict[str, DatasetEntry] = {}
@@ -57,6 +58,10 @@ def get_entry(name: str) -> DatasetEntry:
 def resolve_source(name: str, data_dir_override=None) -> tuple[DatasetEntry, Path | None]:
     """The entry and its local file, or None when it will come from the hub."""
     entry = get_entry(name)
+    if entry.path is not None:
+        if not entry.path.is_file():
+            raise UserError(f"dataset {name}: {entry.path} not found")
+        return entry, entry.path
     root = data_dir(data_dir_override)
     if root is not None:
         path = root / entry.local_path
@@ -88,7 +93,8 @@ def dataset_id(name: str, data_dir_override=None) -> dict:
     entry, path = resolve_source(name, data_dir_override)
     if path is None:
         return {"name": name, "source": f"hub:{entry.hub_name}", "sha256": None}
-    return {"name": name, "source": f"local:{entry.local_path}", "sha256": file_sha256(path)}
+    source = f"file:{entry.path}" if entry.path is not None else f"local:{entry.local_path}"
+    return {"name": name, "source": source, "sha256": file_sha256(path)}
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -285,6 +291,56 @@ def _mmlu_hub():
 
 register(DatasetEntry("mmlu", "mmlu", "mmlu/test.jsonl", "cais/mmlu", _mmlu_local, _mmlu_hub,
                       "MMLU test questions with subjects (57 subjects)"))
+
+
+# ---- a user's labeled file (no code needed: declared in a task file, see evals/registry.py) -------
+
+LABELED_FILE_SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+def _labeled_file_loader(text_field: str, label_field: str):
+    def load(p: Path):
+        with open(p, encoding="utf-8", newline="") as f:
+            if p.suffix == ".jsonl":
+                rows = ((i, line) for i, line in enumerate(f, 1) if line.strip())
+            else:
+                rows = enumerate(csv.DictReader(f, delimiter="\t" if p.suffix == ".tsv" else ","), 2)
+            for line, r in rows:
+                try:
+                    r = json.loads(r) if isinstance(r, str) else r
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{p}, line {line}: not JSON ({err.msg})") from err
+                if not isinstance(r, dict) or r.get(text_field) is None or r.get(label_field) is None:
+                    raise UserError(f"{p}, line {line}: needs fields {text_field!r} and {label_field!r}")
+                yield LabeledExample(str(r[text_field]), str(r[label_field]))
+    return load
+
+
+def _no_hub():
+    raise UserError("a local labeled file has no hub copy")
+    yield  # pragma: no cover - makes this a generator like the other hub loaders
+
+
+def register_labeled_file(name: str, path: str | Path, text_field: str = "text", label_field: str = "label",
+                          declared_in: str = "") -> DatasetEntry:
+    """Register a labeled probing set read from a local JSONL (one object per line), CSV or TSV file
+    (a header row) with a text and a label field. Registering the same file under the same name
+    again is a no-op; any other reuse of a name is an error naming both places."""
+    path = Path(path).expanduser().resolve()
+    where = f" (declared in {declared_in})" if declared_in else ""
+    if path.suffix not in LABELED_FILE_SUFFIXES:
+        raise UserError(f"dataset {name}{where}: {path.name} must end in {', '.join(LABELED_FILE_SUFFIXES)}")
+    if not path.is_file():
+        raise UserError(f"dataset {name}{where}: {path} not found")
+    signature = f"labeled file {path} (text: {text_field}, label: {label_field})"
+    description = signature + where
+    existing = REGISTRY.get(name)
+    if existing is not None:
+        if existing.path == path and existing.description.startswith(signature):
+            return existing
+        raise UserError(f"dataset {name!r}{where} is already defined: {existing.description or 'built-in'}")
+    return register(DatasetEntry(name, "labeled", str(path), "", _labeled_file_loader(text_field, label_field), _no_hub,
+                                 description, path=path))
 
 
 def labeled_examples(name: str, data_dir_override=None) -> list[LabeledExample]:

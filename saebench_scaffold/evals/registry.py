@@ -11,6 +11,8 @@ A task file is YAML:
     description: one line
     version: 1
     config: {key: value}          # overrides of the class's Config defaults
+    datasets:                     # optional: labeled probing sets from local files (no code needed)
+      - {name: my_set, path: my_set.jsonl, text_field: text, label_field: label}   # path relative to the task file
 
 Nothing is imported until a task is used; a name defined twice is an error naming both sources.
 """
@@ -55,7 +57,10 @@ class TaskEntry:
         return self._cls
 
     def instantiate(self) -> Task:
-        return self.load()()
+        task = self.load()()
+        # a task file may reuse a class under its own name (and version): results are filed under it
+        task.name, task.version = self.name, self.version
+        return task
 
 
 class TaskRegistry:
@@ -83,10 +88,11 @@ class TaskRegistry:
                 doc = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as err:
                 raise UserError(f"task file {path} is not valid YAML: {err}") from err
-            unknown = set(doc) - {"task", "class", "description", "version", "config"}
+            unknown = set(doc) - {"task", "class", "description", "version", "config", "datasets"}
             if "task" not in doc or "class" not in doc or unknown:
-                raise UserError(f"task file {path} needs keys 'task' and 'class' (optional: description, version, config); "
-                                f"unknown keys: {sorted(unknown)}")
+                raise UserError(f"task file {path} needs keys 'task' and 'class' (optional: description, version, config, "
+                                f"datasets); unknown keys: {sorted(unknown)}")
+            _register_datasets(doc.get("datasets") or [], path)
             self.add(TaskEntry(doc["task"], doc["class"], str(path), doc.get("description", ""),
                                doc.get("version"), doc.get("config") or {}, path.parent))
 
@@ -106,6 +112,18 @@ class TaskRegistry:
         return [self.get(n) for n in names]
 
 
+def _register_datasets(specs: list, task_file: Path) -> None:
+    """Labeled files a task file declares: {name, path, text_field?, label_field?}, path relative to it."""
+    from ..data import register_labeled_file
+
+    for spec in specs:
+        if not isinstance(spec, dict) or not {"name", "path"} <= set(spec) or set(spec) - {"name", "path", "text_field", "label_field"}:
+            raise UserError(f"task file {task_file}: each of 'datasets' needs 'name' and 'path' "
+                            f"(optional: text_field, label_field); got {spec!r}")
+        register_labeled_file(spec["name"], task_file.parent / spec["path"], spec.get("text_field", "text"),
+                              spec.get("label_field", "label"), declared_in=str(task_file))
+
+
 def _import_target(target: str, base_dir: Path | None, source: str):
     module_name, _, attr = target.partition(":")
     if not attr:
@@ -123,5 +141,7 @@ def _import_target(target: str, base_dir: Path | None, source: str):
         else:
             module = importlib.import_module(module_name)
         return getattr(module, attr)
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"{source}: cannot import {target} ({err})") from err
+    except UserError:
+        raise
+    except Exception as err:  # a plugin may raise anything on import; name it, leave the other tasks usable
+        raise UserError(f"{source}: cannot import {target} ({type(err).__name__}: {err})") from err

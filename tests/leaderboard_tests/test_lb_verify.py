@@ -1,0 +1,37 @@
+"""`leaderboard verify`: a row re-run from its provenance reproduces its headline metrics; a tampered
+row does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lb_helpers import edit_json
+
+from saebench_scaffold import leaderboard as lb
+from saebench_scaffold.leaderboard.verify import verify
+from saebench_scaffold.settings import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+
+
+def test_core_row_verifies_and_tampered_row_fails(results_copy, tmp_path, data_dir):
+    board = tmp_path / "board"
+    lb.submit(results_copy, "bundled", board)
+    good = verify("bundled/batchtopk_r24", board, ["core"], data_dir=str(data_dir))
+    assert good and all(c.ok for c in good), good
+    assert {c.metric for c in good} >= {"sparsity.l0", "reconstruction_quality.fvu"}
+
+    def tamper(d):  # consistent within the file (so it passes validation), but not what the checkpoint gives
+        rq = d["eval_result_metrics"]["reconstruction_quality"]
+        rq["fvu"] += 0.01
+        rq["explained_variance"] = 1 - rq["fvu"]
+    edit_json(board / "submissions" / "bundled" / "batchtopk_r24" / "core.json", tamper)
+    lb.validate(board)
+    bad = verify("bundled/batchtopk_r24", board, ["core"], data_dir=str(data_dir))
+    assert [c.metric for c in bad if not c.ok] == ["reconstruction_quality.fvu"]
+
+    with pytest.raises(UserError, match="sha256"):  # another checkpoint than the recorded one
+        verify("bundled/batchtopk_r24", board, ["core"], checkpoint=str(REPO / "baselines" / "batchtopk_r0"), data_dir=str(data_dir))

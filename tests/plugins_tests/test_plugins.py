@@ -1,0 +1,130 @@
+"""Third-party tasks: an installed plugin package runs through `eval`; a task file adds a probing
+dataset from a local file without code; a plugin that fails to import is named and leaves the other
+tasks usable; two plugins with one task name are refused naming both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from plugin_helpers import EXAMPLE_PLUGIN, fake_plugin, install_plugin
+
+from saebench_scaffold import data
+from saebench_scaffold.evals.registry import TaskRegistry
+from saebench_scaffold.settings import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()"]
+BROKEN = "raise RuntimeError('this plugin is broken on purpose')\n"
+
+
+def _env(site: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch) -> Path:
+    """An empty plugin folder on sys.path (in-process) — subprocesses get it through `_env`."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_plugin_package_runs_through_eval(site, tmp_path, data_dir):
+    install_plugin(site, EXAMPLE_PLUGIN)
+    listed = subprocess.run(CLI + ["tasks"], env=_env(site), capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "decoder_norms" in listed.stdout and "entry point decoder_norms (saebench-example-plugin)" in listed.stdout
+    out = tmp_path / "out"
+    run = subprocess.run(CLI + ["eval", str(REPO / "baselines" / "batchtopk_r0"), "--tasks", "decoder_norms", "--limit", "128",
+                                "--output-dir", str(out), "--quiet"], env=_env(site), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    result = json.loads((out / "batchtopk_r0" / "decoder_norms.json").read_text())
+    assert result["eval_type_id"] == "decoder_norms" and result["provenance"]["task_version"] == 1
+    assert 0 < result["eval_result_metrics"]["firing"]["frac_fired"] <= 1
+    assert len(result["eval_result_details"]) == result["sae_cfg_dict"]["d_sae"]
+
+
+def test_broken_plugin_is_named_and_other_tasks_stay_usable(site):
+    install_plugin(site, EXAMPLE_PLUGIN)
+    fake_plugin(site, "saebench-broken-plugin", "saebench_broken_plugin", BROKEN,
+                {"broken_task": "saebench_broken_plugin:Task"})
+    registry = TaskRegistry()
+    assert {"core", "decoder_norms", "broken_task"} <= set(registry.names())
+    registry.get("core").load()
+    registry.get("decoder_norms").load()
+    with pytest.raises(UserError, match=r"entry point broken_task \(saebench-broken-plugin\).*RuntimeError: this plugin is broken"):
+        registry.get("broken_task").load()
+    listed = subprocess.run(CLI + ["tasks"], env=_env(site), capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0
+    assert "core" in listed.stdout and "decoder_norms" in listed.stdout
+    assert "error: entry point broken_task (saebench-broken-plugin): cannot import" in listed.stderr
+
+
+def test_two_plugins_with_one_name_are_refused_naming_both(site):
+    source = "from saebench_scaffold.evals.base import Task\n\nclass T(Task):\n    name = 'twin'\n"
+    fake_plugin(site, "plugin-one", "plugin_one", source, {"twin": "plugin_one:T"})
+    fake_plugin(site, "plugin-two", "plugin_two", source, {"twin": "plugin_two:T"})
+    with pytest.raises(UserError, match=r"task 'twin' is defined twice: in entry point twin \(plugin-(one|two)\) "
+                                        r"and in entry point twin \(plugin-(one|two)\)") as err:
+        TaskRegistry()
+    assert "plugin-one" in str(err.value) and "plugin-two" in str(err.value)
+
+
+@pytest.fixture
+def local_datasets():
+    before = set(data.REGISTRY)
+    yield
+    for name in set(data.REGISTRY) - before:
+        del data.REGISTRY[name]
+
+
+def _write_toy_sets(folder: Path) -> None:
+    """Two tiny labeled sets a probe separates easily: a JSONL file and a CSV file."""
+    topics = {"sport": ["The striker scored twice in the final match.", "The team won the league title on Sunday."],
+              "cooking": ["Stir the sauce and add a pinch of salt.", "Bake the bread for forty minutes at high heat."]}
+    with open(folder / "topics.jsonl", "w") as f:
+        for label, texts in topics.items():
+            for i in range(12):
+                f.write(json.dumps({"sentence": f"{texts[i % 2]} Example {i}.", "topic": label}) + "\n")
+    rows = ["text,label"] + [f'"{t} Note {i}.",{lab}' for lab, ts in {"en": ["The weather is nice today."],
+                             "fr": ["Il fait beau aujourd'hui."]}.items() for t in ts for i in range(12)]
+    (folder / "langs.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datasets):
+    from saebench_scaffold.runner import EvalRequest, run_eval
+
+    tasks = tmp_path / "my_tasks"
+    tasks.mkdir()
+    _write_toy_sets(tasks)
+    (tasks / "probe_toys.yaml").write_text(
+        "task: probe_toys\n"
+        "class: saebench_scaffold.evals.sparse_probing:SparseProbingTask\n"
+        "description: sparse probing on two local labeled files\n"
+        "datasets:\n"
+        "  - {name: toy_topics, path: topics.jsonl, text_field: sentence, label_field: topic}\n"
+        "  - {name: toy_langs, path: langs.csv}\n"
+        "config: {datasets: [toy_topics, toy_langs], k_values: [1, 5], train_per_class: 8, test_per_class: 4,\n"
+        "         n_resplits: 2, min_examples_per_class: 10}\n")
+    out = tmp_path / "out"
+    run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r0")], "probe_toys", output_dir=str(out),
+                         include_paths=[str(tasks)], progress=False))
+    result = json.loads((out / "batchtopk_r0" / "probe_toys.json").read_text())
+    assert result["eval_type_id"] == "probe_toys"
+    assert [d["dataset_name"] for d in result["eval_result_details"]] == ["toy_topics", "toy_langs"]
+    sources = {d["name"]: d for d in result["provenance"]["datasets"]}
+    assert sources["toy_langs"]["source"] == f"file:{(tasks / 'langs.csv').resolve()}"
+    assert sources["toy_topics"]["sha256"] == data.file_sha256(tasks / "topics.jsonl")
+    assert result["eval_result_metrics"]["llm"]["llm_test_accuracy"] >= 0.75  # easy sets: the LLM separates them
+
+    (tasks / "bad.yaml").write_text("task: bad\nclass: x:Y\ndatasets:\n  - {name: toy_topics, path: langs.csv}\n")
+    with pytest.raises(UserError, match=r"dataset 'toy_topics' \(declared in .*bad.yaml\) is already defined: labeled file"):
+        TaskRegistry([tasks])
