@@ -114,7 +114,7 @@ def ce_figure(recs: list[dict], results: dict):
             continue
         ratio = [m[k]["ce_ratio"] for k, _ in conds]
         fig.add_trace(go.Bar(
-            x=[label for _, label in conds], y=ratio, name=f"{_name(rec)} (r = {rec['r']})",
+            x=[label for _, label in conds], y=ratio, name=f"{_name(rec)} (r = {rec['r']})", showlegend=True,
             marker=dict(pattern=dict(shape="/" if rec["r"] else "")),
             error_y=dict(type="data", symmetric=False,
                          array=[m[k].get("ce_ratio_ci_high", v) - v for (k, _), v in zip(conds, ratio)],

@@ -57,7 +57,7 @@ def test_page_in_headless_chromium(built_board, tmp_path):
         assert rows.count() == 2
         for plot in ("dense", "fvu", "probe", "tpp", "ce"):
             n_points = page.locator(f"#plot-{plot} .point").count()
-            assert n_points >= 2, f"plot {plot} drew {n_points} points"
+            assert n_points >= (1 if plot == "ce" else 2), f"plot {plot} drew {n_points} points"
         assert page.evaluate("window.__pwned") is None  # the submitted script never ran
         assert PAYLOAD in page.locator("#board tbody").inner_text()  # it shows as text
         header = page.locator("#board thead th", has_text="FVU").first

@@ -33,9 +33,9 @@ def _board_with_r24(results_copy, tmp_path):
 def test_eval_results_submit_validate_show_build(results_copy, tmp_path):
     board = tmp_path / "board"
     dest = lb.submit(results_copy, "team_a", board)
-    assert sorted(p.name for p in (dest / "batchtopk_r0").iterdir()) == ["ce_ablation.json", "core.json",
-                                                                          "sparse_probing.json", "tpp.json"]
-    assert lb.validate(board) == 8
+    assert sorted(p.name for p in (dest / "batchtopk_r24").iterdir()) == ["ce_ablation.json", "core.json",
+                                                                           "sparse_probing.json", "tpp.json"]
+    assert lb.validate(board) == 7
     page = lb.build(board)
     assert "team_a" in page.read_text() and (board / "site" / "index.html").exists()
     records = json.loads((board / "leaderboard.json").read_text())
@@ -130,7 +130,7 @@ def test_validate_catches_hand_edit_on_the_board_and_cli_reports_it(results_copy
     cli = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()", "leaderboard", "validate"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     ok = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)  # default board: ./leaderboard
-    assert ok.returncode == 0 and "8 result files" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "7 result files" in ok.stdout, ok.stderr
     edit_json(board / "submissions" / "team_a" / "batchtopk_r24" / "sparse_probing.json",
               _set("sae", "sae_top_1_test_accuracy", 0.99))
     bad = subprocess.run(cli + ["--board", str(board)], env=env, capture_output=True, text=True)
