@@ -105,7 +105,7 @@ def leaderboard_submit(results_dir: Path = typer.Argument(..., help="An eval --o
 
     try:
         dest = lb.submit(results_dir, name, board, replace, include_path)
-        page = lb.build(board)
+        page = lb.build(board, include_path)
     except UserError as err:
         _fail(err)
     typer.echo(f"submitted {dest}; rebuilt {page} and {page.parent / 'site' / 'index.html'}")
@@ -160,23 +160,25 @@ def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to
                      hook: Optional[str] = typer.Option(None, help="Only this hook."),
                      arch: Optional[str] = typer.Option(None, help="Only this architecture."),
                      rank: Optional[int] = typer.Option(None, "--rank", help="Only this scaffold rank."),
+                     include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
                      board: Optional[Path] = _LB_BOARD):
     """Print the leaderboard table (mean ± std where a std exists)."""
     from . import leaderboard as lb
 
     try:
-        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank}, reverse))
+        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank}, reverse, include_path))
     except UserError as err:
         _fail(err)
 
 
 @leaderboard_app.command("build")
-def leaderboard_build(board: Optional[Path] = _LB_BOARD):
+def leaderboard_build(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                      board: Optional[Path] = _LB_BOARD):
     """Validate the board, then write LEADERBOARD.md, leaderboard.json and the web page site/index.html."""
     from . import leaderboard as lb
 
     try:
-        page = lb.build(board)
+        page = lb.build(board, include_path)
     except UserError as err:
         _fail(err)
     typer.echo(f"wrote {page}, {page.parent / 'leaderboard.json'} and {page.parent / 'site' / 'index.html'}")

@@ -159,9 +159,8 @@ def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalRe
             if why:
                 problems.append((label, f"eval_result_details[{i}].{key}", why))
                 break  # one problem per row is enough to point at it
-    if not problems:
-        problems += [(label, f"eval_result_metrics.{fld}" if not fld.startswith("eval_") else fld, msg)
-                     for fld, msg in check_aggregates(res)]
+    problems += [(label, f"eval_result_metrics.{fld}" if not fld.startswith("eval_") else fld, msg)
+                 for fld, msg in check_aggregates(res)]
     return res, problems
 
 

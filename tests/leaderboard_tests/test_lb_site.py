@@ -78,3 +78,22 @@ def test_page_in_headless_chromium(built_board, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.access("/tmp", os.W_OK):
         shutil.copyfile(shot, LEAD_COPY)
+
+
+def test_serve_serves_the_page_and_the_result_files(built_board):
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    cmd = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()", "leaderboard", "serve", "--port", "0",
+           "--board", str(built_board)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/site/index\.html", proc.stdout.readline()).group(0)
+        assert b"saebench-scaffold leaderboard" in urllib.request.urlopen(url, timeout=30).read()
+        core = url.replace("site/index.html", "submissions/team_a/batchtopk_r0/core.json")
+        assert b'"eval_type_id": "core"' in urllib.request.urlopen(core, timeout=30).read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -22,8 +22,11 @@ CLI = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()"]
 BROKEN = "raise RuntimeError('this plugin is broken on purpose')\n"
 
 
-def _env(site: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+def _env(site: Path | None) -> dict:
+    """The environment of a subprocess that sees this process's packages, plus `site` when given (the
+    fixture also put `site` on this process's sys.path; that copy is left out)."""
+    paths = [p for p in sys.path if not p.endswith(os.sep + "site")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(([str(site)] if site else []) + paths)}
 
 
 @pytest.fixture
@@ -49,6 +52,13 @@ def test_plugin_package_runs_through_eval(site, tmp_path, data_dir):
     assert result["eval_type_id"] == "decoder_norms" and result["provenance"]["task_version"] == 1
     assert 0 < result["eval_result_metrics"]["firing"]["frac_fired"] <= 1
     assert len(result["eval_result_details"]) == result["sae_cfg_dict"]["d_sae"]
+    # the leaderboard knows the task (and its version) only where the plugin is installed
+    submit = CLI + ["leaderboard", "submit", str(out), "--name", "plugin_run", "--board", str(tmp_path / "board")]
+    without = subprocess.run(submit, env=_env(None), capture_output=True, text=True, timeout=300)
+    assert without.returncode == 2 and "unknown task 'decoder_norms'" in without.stderr, without.stderr
+    assert not (tmp_path / "board" / "submissions" / "plugin_run").exists()
+    with_plugin = subprocess.run(submit, env=_env(site), capture_output=True, text=True, timeout=300)
+    assert with_plugin.returncode == 0, with_plugin.stderr
 
 
 def test_broken_plugin_is_named_and_other_tasks_stay_usable(site):
