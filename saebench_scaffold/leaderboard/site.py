@@ -1,11 +1,12 @@
 """The static web page: `BOARD/site/index.html` plus `assets/plotly.min.js`, no server or internet
 needed to open it.
 
-Plots use plotly: its figures are interactive (hover names the checkpoint, legend toggles the
-scaffold-rank groups, zoom to a region of L0), the Python package is already a dependency of the
-tooling around SAEs, and it ships its whole JavaScript bundle (`plotly.min.js`) inside the Python
-package, so the page works offline without vendoring files into the repository. (Altair needs three
-separate Vega bundles and a renderer; matplotlib gives static images without hover.)
+Plots use plotly (a well-kept library): its figures are interactive (hover names the checkpoint,
+the legend toggles scaffold-rank groups, zoom into a range of L0), they are built in Python with
+validated properties, and the Python package ships the whole JavaScript bundle (`plotly.min.js`),
+so `build` copies it next to the page and the page works offline without vendoring files into the
+repository. (Altair needs three separate Vega bundles fetched or vendored; matplotlib gives static
+images without hover.)
 
 Escaping: every string from a submission goes through `html.escape` in the table, and through
 `html.escape` and then a JSON string with `<`, `>`, `&` as \\u escapes in the embedded figure data,
