@@ -1,5 +1,5 @@
 """Headline metrics recomputed from what a result file itself holds (per-latent densities,
-per-dataset and per-split accuracies, the CE / KL parts of a score). A headline that disagrees with
+per-dataset and per-split accuracies, the CE / KL parts of a score, CE ratios from CEs). A headline that disagrees with
 its own details beyond float tolerance was edited by hand or produced by broken code.
 
 Each check returns a list of (field, message) problems.
@@ -124,7 +124,50 @@ def check_per_dataset(res: EvalResult) -> list[tuple[str, str]]:
     return problems
 
 
-CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset}
+def check_mmlu_topic(res: EvalResult) -> list[tuple[str, str]]:
+    """Each condition's accuracy mean ± std from its per-split accuracies; the headline
+    `<label set>.<condition>_acc` equal to its detail row's."""
+    problems: list[tuple[str, str]] = []
+    for i, row in enumerate(res.eval_result_details):
+        splits = row.get("acc_per_split")
+        if not isinstance(splits, list) or not splits:
+            continue
+        mean, std = mean_std(splits)
+        src = f"eval_result_details[{i}].acc_per_split"
+        _compare(problems, f"eval_result_details[{i}].acc", row.get("acc"), mean, src)
+        _compare(problems, f"eval_result_details[{i}].acc_std", row.get("acc_std"), std, src)
+        label_set, condition = row.get("label_set"), row.get("condition")
+        recorded = res.eval_result_metrics.get(label_set, {}).get(f"{condition}_acc")
+        _compare(problems, f"{label_set}.{condition}_acc", recorded, mean, src)
+    return problems
+
+
+def check_ce_ablation(res: EvalResult) -> list[tuple[str, str]]:
+    """Each condition's CE ratio and increase from its CE and the clean CE; the summary ratios equal
+    to their conditions'."""
+    from ..evals.ce_ablation import SUMMARY
+
+    problems: list[tuple[str, str]] = []
+    m = res.eval_result_metrics
+    clean = m.get("clean", {}).get("ce")
+    if not isinstance(clean, (int, float)) or clean <= 0:
+        return [("clean.ce", "the clean CE is missing")]
+    for name, values in m.items():
+        ce = values.get("ce") if isinstance(values, dict) else None
+        if name == "clean" or not isinstance(ce, (int, float)):
+            continue
+        _compare(problems, f"{name}.ce_ratio", values.get("ce_ratio"), ce / clean, f"{name}.ce and clean.ce")
+        _compare(problems, f"{name}.ce_increase", values.get("ce_increase"), ce - clean, f"{name}.ce and clean.ce")
+    for short, name in SUMMARY.items():
+        ratio = m.get(name, {}).get("ce_ratio")
+        if isinstance(ratio, (int, float)):
+            _compare(problems, f"summary.{short}_ce_ratio", m.get("summary", {}).get(f"{short}_ce_ratio"), ratio,
+                     f"{name}.ce_ratio")
+    return problems
+
+
+CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset,
+          "mmlu_topic": check_mmlu_topic, "ce_ablation": check_ce_ablation}
 
 
 def check_aggregates(res: EvalResult) -> list[tuple[str, str]]:

@@ -85,3 +85,23 @@ def test_probing_means_and_stds_recomputed_from_per_split_values():
     metrics["sparsity"]["l0"] = 12.0
     bad = dict(check_per_dataset(_result("sparse_probing", metrics, details)))
     assert set(bad) == {"sae.sae_top_1_test_accuracy_std", "eval_result_details[1].sae_top_1_test_accuracy", "sparsity.l0"}
+
+
+def test_mmlu_and_ce_ablation_headlines_recomputed():
+    from saebench_scaffold.leaderboard.aggregates import check_ce_ablation, check_mmlu_topic
+
+    splits = [0.6, 0.7, 0.65]
+    row = {"label_set": "category", "condition": "clean", "acc": 0.65, "acc_std": with_std({"a": splits})["a_std"],
+           "acc_per_split": splits}
+    mmlu = _result("mmlu_topic", {"category": {"clean_acc": 0.65}}, [row])
+    assert check_mmlu_topic(mmlu) == []
+    mmlu.eval_result_metrics["category"]["clean_acc"] = 0.7
+    assert [f for f, _ in check_mmlu_topic(mmlu)] == ["category.clean_acc"]
+    metrics = {"clean": {"ce": 2.0, "ce_ratio": 1.0, "ce_increase": 0.0},
+               "scaffold_removed": {"ce": 3.0, "ce_ratio": 1.5, "ce_increase": 1.0},
+               "summary": {"scaffold_ce_ratio": 1.5}}
+    ce = _result("ce_ablation", metrics, [])
+    assert check_ce_ablation(ce) == []
+    ce.eval_result_metrics["summary"]["scaffold_ce_ratio"] = 1.2
+    ce.eval_result_metrics["scaffold_removed"]["ce_increase"] = 0.5
+    assert sorted(f for f, _ in check_ce_ablation(ce)) == ["scaffold_removed.ce_increase", "summary.scaffold_ce_ratio"]
