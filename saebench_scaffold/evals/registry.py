@@ -57,9 +57,11 @@ class TaskEntry:
         return self._cls
 
     def instantiate(self) -> Task:
-        task = self.load()()
-        # a task file may reuse a class under its own name (and version): results are filed under it
-        task.name, task.version = self.name, self.version
+        cls = self.load()
+        task = cls()
+        if self.name != cls.name:
+            # a task file reusing a class under its own name (and version): results are filed under it
+            task.name, task.version = self.name, self.version
         return task
 
 

@@ -116,10 +116,8 @@ class TaskVersions:
         if task not in self._versions:
             if task not in self._registry.names():
                 self._versions[task] = None
-            else:
-                entry = self._registry.get(task)
-                entry.load()
-                self._versions[task] = entry.version
+            else:  # the version `eval` records for this task today
+                self._versions[task] = self._registry.get(task).instantiate().version
         return self._versions[task]
 
     def known(self) -> list[str]:

@@ -56,11 +56,10 @@ def verify(row: str, board: Path, tasks: list[str] | None = None, checkpoint: st
         raise UserError(f"checkpoint {path} has sha256 {sha[:12]}…, the row records {first.provenance.checkpoint_sha256[:12]}…")
     registry = TaskRegistry(include_paths)
     for task, res in recorded.items():  # another version's numbers are not expected to reproduce
-        entry = registry.get(task)
-        entry.load()
-        if entry.version != res.provenance.task_version:
+        version = registry.get(task).instantiate().version
+        if version != res.provenance.task_version:
             raise UserError(f"{files[task]} was made by {task} version {res.provenance.task_version}; this package runs "
-                            f"version {entry.version}, whose numbers need not match")
+                            f"version {version}, whose numbers need not match")
     out: list[Comparison] = []
     for task, res in recorded.items():
         prov = res.provenance
