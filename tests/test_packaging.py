@@ -72,4 +72,9 @@ def test_wheel_installs_and_finds_its_tasks(tmp_path):
     assert sorted(row.split("|")[1].strip() for row in rows) == sorted(BUILTIN_TASKS), listing
     assert all(str(target / "saebench_scaffold" / "builtin_tasks") in row for row in rows), listing
     assert "--limit" in _run([cli, "eval", "--help"], elsewhere, run_env)
+    offline_env = {k: v for k, v in run_env.items() if k != "SAEBENCH_DATA_DIR"}
+    embedded = _run([sys.executable, "-c", "from saebench_scaffold import data; "
+                     "print(data.embedded_path('wikipedia_en_small.jsonl.xz')); print(len(next(data.iterate('wikipedia'))))"],
+                    elsewhere, {**offline_env, "HF_HUB_OFFLINE": "1"}).split()
+    assert embedded[0].startswith(str(target)) and int(embedded[1]) > 200  # the sample is read from the wheel
     assert _package_files(target / "saebench_scaffold") == before  # nothing written inside the package
