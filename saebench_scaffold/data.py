@@ -2,22 +2,55 @@
 ../shared/data) and a hub loader (public Hugging Face name), so offline machines and online users
 run the same code. Text corpora become fixed-length token contexts; labeled sets become
 (text, label) examples.
+
+Where a dataset comes from: the data directory when one is set; else the hub; else — offline with no
+data directory — a small sample shipped inside the package (`embedded_data/`, English Wikipedia)
+for the datasets that have one, with a one-line notice. Any other dataset fails at once then.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.resources
 import json
+import lzma
+import os
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .settings import UserError, data_dir
+from .settings import DATA_DIR_ENV, UserError, data_dir
 
 DEFAULT_CONTEXT = 128  # SAEBench's context length
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class CorpusLayout:
+    """Where the disjoint token sets of a text corpus start, in contexts: training (the bundled
+    baselines and PCA fits), density/FVU, and CE. Each set must end before the next one starts."""
+
+    train: int
+    eval: int
+    ce: int
+
+    def starts(self) -> tuple[int, int, int]:
+        return self.train, self.eval, self.ce
+
+
+# The full corpora (the local Wikipedia sample holds ~58,900 contexts; the hub's far more).
+FULL_LAYOUT = CorpusLayout(train=0, eval=20_000, ce=50_000)
+# The embedded sample holds ~5,900 contexts (SmolLM2 tokenizer): room for a 200k-token PCA fit,
+# 2,048 density contexts (260k tokens; `core` reads 131k by default) and ~1,800 CE contexts.
+EMBEDDED_LAYOUT = CorpusLayout(train=0, eval=2_048, ce=4_096)
+_REGION_NAMES = ("training", "density/FVU", "CE")
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,16 @@ class DatasetEntry:
     description: str = ""
     labels: list[str] = field(default_factory=list)
     path: Path | None = None  # a file outside the data directory (a user's labeled file): always local
+    embedded_file: str = ""
+    """File in the package's `embedded_data/` used offline when there is no data directory."""
+    embedded_note: str = ""
+    """What the embedded file is (corpus, size, licence): for the notice and provenance."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    kind: str  # "local" (data directory) | "file" (a user's file) | "hub" | "embedded" (shipped in the package)
+    path: Path | None = None
 
 
 REGISTRY: dict[str, DatasetEntry] = {}
@@ -55,27 +98,96 @@ def get_entry(name: str) -> DatasetEntry:
     return REGISTRY[name]
 
 
-def resolve_source(name: str, data_dir_override=None) -> tuple[DatasetEntry, Path | None]:
-    """The entry and its local file, or None when it will come from the hub."""
+def resolve_source(name: str, data_dir_override=None) -> tuple[DatasetEntry, DataSource]:
+    """The entry and where its data comes from: the data directory, else the hub, else (offline)
+    the embedded sample; offline without either, a one-line error at once."""
     entry = get_entry(name)
     if entry.path is not None:
         if not entry.path.is_file():
             raise UserError(f"dataset {name}: {entry.path} not found")
-        return entry, entry.path
+        return entry, DataSource("file", entry.path)
     root = data_dir(data_dir_override)
     if root is not None:
         path = root / entry.local_path
         if not path.exists():
             raise UserError(f"dataset {name}: {path} not found in the data directory (--data-dir / $SAEBENCH_DATA_DIR)")
-        return entry, path
-    return entry, None
+        return entry, DataSource("local", path)
+    offline = hub_offline_reason()
+    if offline is None:
+        return entry, DataSource("hub")
+    if entry.embedded_file:
+        _notice_embedded(entry, offline)
+        return entry, DataSource("embedded", embedded_path(entry.embedded_file))
+    raise UserError(f"dataset {name}: no data directory and {offline}; point --data-dir or ${DATA_DIR_ENV} "
+                    f"at a folder holding {entry.local_path}")
 
 
 def iterate(name: str, data_dir_override=None) -> Iterator:
-    entry, path = resolve_source(name, data_dir_override)
-    if path is not None:
-        return entry.local_loader(path)
+    entry, source = resolve_source(name, data_dir_override)
+    if source.path is not None:
+        return entry.local_loader(source.path)
     return _from_hub(entry)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline_reason() -> str | None:
+    """None when the Hugging Face hub can be used; else why not, for messages. Honours
+    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, then asks the hub once per process with a short timeout
+    (the hub clients themselves retry for ~30 s before giving up)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if _env_true(var):
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return _probe_hub(endpoint)
+
+
+@lru_cache(maxsize=None)
+def _probe_hub(endpoint: str) -> str | None:
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None  # the hub answered (any status): it is reachable
+    except (OSError, ValueError) as err:  # URLError, timeouts, refused connections, bad HF_ENDPOINT
+        reason = getattr(err, "reason", err)
+        return f"the Hugging Face hub ({endpoint}) is unreachable ({reason})"
+    return None
+
+
+def embedded_path(file_name: str) -> Path:
+    return Path(str(importlib.resources.files("saebench_scaffold") / "embedded_data" / file_name))
+
+
+_NOTICED: set[str] = set()
+
+
+def _notice_embedded(entry: DatasetEntry, why: str) -> None:
+    if entry.name not in _NOTICED:
+        _NOTICED.add(entry.name)
+        print(f"note: {why} and no data directory: dataset {entry.name} uses the embedded {entry.embedded_note}",
+              file=sys.stderr)
+
+
+def corpus_layout(name: str, data_dir_override=None) -> CorpusLayout:
+    _, source = resolve_source(name, data_dir_override)
+    return EMBEDDED_LAYOUT if source.kind == "embedded" else FULL_LAYOUT
+
+
+def place_token_set(name: str, offset: int, n_contexts: int, data_dir_override=None) -> int:
+    """Start, in the corpus actually read, of a token set given by its `offset` in FULL_LAYOUT
+    (`region start + k` means k contexts into that region in every layout). Refuses a set that would
+    run into the next region, so density, CE and training tokens never overlap."""
+    full, actual = FULL_LAYOUT.starts(), corpus_layout(name, data_dir_override).starts()
+    region = max(i for i, start in enumerate(full) if start <= offset)
+    start = actual[region] + offset - full[region]
+    end = actual[region + 1] if region + 1 < len(actual) else None
+    if end is not None and start + n_contexts > end:
+        raise UserError(f"dataset {name}: {n_contexts} contexts from context {start} run past the {_REGION_NAMES[region]} "
+                        f"token set's end at {end} ({(end - actual[region]) * (DEFAULT_CONTEXT - 1):,} tokens there); "
+                        f"ask for fewer tokens or point --data-dir at a larger corpus")
+    return start
 
 
 def _from_hub(entry: DatasetEntry) -> Iterator:
@@ -89,12 +201,16 @@ def _from_hub(entry: DatasetEntry) -> Iterator:
 
 
 def dataset_id(name: str, data_dir_override=None) -> dict:
-    """Identity of a dataset for provenance and cache keys: name, source and a content hash."""
-    entry, path = resolve_source(name, data_dir_override)
-    if path is None:
+    """Identity of a dataset for provenance and cache keys: name, source and a content hash (the
+    embedded sample also says what it is and where its token sets start)."""
+    entry, source = resolve_source(name, data_dir_override)
+    if source.kind == "hub":
         return {"name": name, "source": f"hub:{entry.hub_name}", "sha256": None}
-    source = f"file:{entry.path}" if entry.path is not None else f"local:{entry.local_path}"
-    return {"name": name, "source": source, "sha256": file_sha256(path)}
+    if source.kind == "embedded":
+        return {"name": name, "source": f"embedded:{entry.embedded_file}", "sha256": file_sha256(source.path),
+                "description": entry.embedded_note, "context_offsets": asdict(EMBEDDED_LAYOUT)}
+    where = f"file:{entry.path}" if source.kind == "file" else f"local:{entry.local_path}"
+    return {"name": name, "source": where, "sha256": file_sha256(source.path)}
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -121,7 +237,7 @@ def _hub(name: str, config: str | None = None, split: str = "train", streaming: 
 # ---- text corpora -------------------------------------------------------------------------------
 
 def _jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+    with (lzma.open if path.suffix == ".xz" else open)(path, "rt", encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 yield json.loads(line)
@@ -133,6 +249,8 @@ register(DatasetEntry(
     local_loader=lambda p: (r["text"] for r in _jsonl(p)),
     hub_loader=lambda: (r["text"] for r in _hub("wikimedia/wikipedia", "20231101.en")),
     description="English Wikipedia articles (activation collection: training, density, CE)",
+    embedded_file="wikipedia_en_small.jsonl.xz",
+    embedded_note="English Wikipedia sample (1,700 articles, CC BY-SA; see embedded_data/DATA_LICENSE.md)",
 ))
 register(DatasetEntry(
     name="openwebtext", kind="text", local_path="text/openwebtext.jsonl",

@@ -19,14 +19,14 @@ import yaml
 from pydantic import ValidationError
 from tabulate import tabulate
 
-from .evals.base import EvalContext, Task, TaskOutput
+from .evals.base import EvalContext, Task, TaskOutput, check_headline_finite
 from .evals.registry import TaskRegistry
 from .model import DEFAULT_HOOK, ModelSpec, parse_hook
 from .results import EvalResult, Provenance, check_output_dir, git_hash, result_path, write_result
 from .saes import SAE, load_sae
 from .saes.base import file_sha256
 from .saes.pca import PCASAE
-from .settings import UserError
+from .settings import UserError, check_device
 
 PCA_CHECKPOINT = "pca"
 PCA_FIT_TOKENS = 200_000  # from the training split, where the bundled baselines' cache already is
@@ -104,6 +104,7 @@ def load_checkpoint(spec: str) -> LoadedCheckpoint:
 def run_eval(req: EvalRequest) -> list[dict]:
     if req.preset not in PRESETS:
         raise UserError(f"unknown preset {req.preset!r}; known: {', '.join(PRESETS)}")
+    check_device(req.device)
     registry = TaskRegistry(req.include_paths)
     entries = registry.resolve(req.tasks)
     overrides = parse_overrides(req.overrides)
@@ -148,6 +149,7 @@ def run_eval(req: EvalRequest) -> list[dict]:
             torch.manual_seed(req.seed)
             t0 = time.perf_counter()
             out = task.run(ctx, c.sae, cfg)
+            check_headline_finite(task, out)
             wall = time.perf_counter() - t0
             result = _envelope(task, cfg, out, c, ctx, req, wall)
             write_result(result, path)

@@ -31,3 +31,29 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     path = Path(value).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_device(device: str) -> str:
+    """`auto`, `cpu`, `cuda`, `cuda:N` or `mps`, present on this machine; anything else is a
+    UserError here rather than an AssertionError from deep inside torch later."""
+    import torch
+
+    if device == "auto":
+        return device
+    usage = "use auto, cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"--device {device!r} is not a device name; {usage}") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"--device {device}: Apple MPS is not available here; use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {device}: device type {dev.type!r} is not supported; {usage}")
+    return device

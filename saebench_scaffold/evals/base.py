@@ -9,6 +9,7 @@ ten checkpoints runs the language model once per token set, not fifty times.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -21,15 +22,18 @@ from ..activations import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
 from ..model import LanguageModel, ModelSpec, load_model
 from ..saes import SAE
 from ..saes.pca import ActivationPCA, fit_pca
+from ..settings import UserError
 
 # Token sets drawn from the text corpus (context indices; the local Wikipedia sample has ~58,900).
 # Bundled baselines train on [0, 16384) and PCA is fitted there too; density/FVU read from 20,000 on
-# and CE from 50,000 on, so evaluation never overlaps training data.
-TRAIN_OFFSET_CONTEXTS = 0
+# and CE from 50,000 on, so evaluation never overlaps training data. These offsets are in the full
+# corpora's layout; `text_cache` maps them onto the corpus read (the small embedded sample has its own
+# starts, data.EMBEDDED_LAYOUT) and refuses a set that would run into the next one.
+TRAIN_OFFSET_CONTEXTS = data.FULL_LAYOUT.train
 TRAIN_CACHE_DTYPE = "float16"
 EVAL_SHARD_CONTEXTS = 64  # small shards: a --limit smoke run computes little more than it asks for
-EVAL_OFFSET_CONTEXTS = 20_000
-CE_OFFSET_CONTEXTS = 50_000
+EVAL_OFFSET_CONTEXTS = data.FULL_LAYOUT.eval
+CE_OFFSET_CONTEXTS = data.FULL_LAYOUT.ce
 
 
 class TaskConfig(BaseModel):
@@ -65,6 +69,8 @@ class Task:
 
     def make_config(self, overrides: dict | None = None, limit: int | None = None) -> TaskConfig:
         """Defaults, then task-file overrides, then `--limit` (each task says what it caps)."""
+        if limit is not None and limit < 1:
+            raise UserError(f"--limit must be a positive number of tokens or examples (got {limit})")
         cfg = self.Config(**(overrides or {}))
         return self.apply_limit(cfg, limit) if limit else cfg
 
@@ -73,6 +79,19 @@ class Task:
 
     def run(self, ctx: EvalContext, sae: SAE, cfg: TaskConfig) -> TaskOutput:  # pragma: no cover
         raise NotImplementedError
+
+
+def check_headline_finite(task: Task, out: TaskOutput) -> None:
+    """A headline metric (the task's `summary_metrics`) that is NaN or infinite means broken inputs —
+    a diverged or damaged checkpoint, bad activations — so the task fails instead of reporting `ok`."""
+    bad = []
+    for category, key in getattr(task, "summary_metrics", ()):
+        value = out.metrics.get(category, {}).get(key)
+        if isinstance(value, numbers.Real) and not math.isfinite(value):
+            bad.append(f"{category}.{key} = {value}")
+    if bad:
+        raise UserError(f"task {task.name}: headline metric {', '.join(bad)} is not finite; no result written "
+                        "(check the checkpoint's weights for NaN/inf)")
 
 
 @dataclass
@@ -96,6 +115,7 @@ class EvalContext:
                    ctx_len: int = data.DEFAULT_CONTEXT, dtype: str = "float32",
                    shard_contexts: int = EVAL_SHARD_CONTEXTS) -> ActivationCache:
         """Hook activations of `n_contexts` corpus contexts starting at `offset` (built once, then reused)."""
+        offset = data.place_token_set(dataset, offset, -(-n_contexts // shard_contexts) * shard_contexts, self.data_dir)
         spec = cache_spec(self.lm, self.hook, dataset, n_contexts, ctx_len, offset, dtype, self.data_dir, shard_contexts)
         return get_cache(self.lm, spec, self.cache_dir, self.data_dir, progress=self.progress)
 

@@ -1,7 +1,8 @@
 """Task registry (lm-eval style): lazy, fed by task files and entry points.
 
 Sources, in order:
-  1. built-in task files in the repository's top-level `tasks/` folder;
+  1. built-in task files in the repository's top-level `tasks/` folder, which pyproject.toml installs
+     as the package `saebench_scaffold.builtin_tasks` (so an installed wheel reads the same files);
   2. `--include-path DIR` folders of user task files;
   3. the entry-point group `saebench_scaffold.tasks` (value: "module:TaskClass").
 A task file is YAML:
@@ -20,6 +21,7 @@ Nothing is imported until a task is used; a name defined twice is an error namin
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -32,8 +34,18 @@ from ..settings import UserError
 from .base import Task
 
 ENTRY_POINT_GROUP = "saebench_scaffold.tasks"
-BUILTIN_TASK_DIR = Path(__file__).resolve().parents[2] / "tasks"
+BUILTIN_TASK_PACKAGE = "saebench_scaffold.builtin_tasks"
 BUILTIN_TASKS = ("core", "sparse_probing", "tpp", "ce_ablation", "mmlu_topic")
+
+
+def builtin_task_dir() -> Path:
+    """The folder of built-in task files: the installed package `saebench_scaffold.builtin_tasks`
+    (a wheel, or an editable install, where it maps onto the repository's `tasks/`), else — a source
+    checkout put on sys.path without installing — the checkout's own `tasks/` folder. Read only."""
+    try:
+        return Path(str(importlib.resources.files(BUILTIN_TASK_PACKAGE)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "tasks"
 
 
 @dataclass
@@ -68,8 +80,9 @@ class TaskEntry:
 class TaskRegistry:
     def __init__(self, include_paths: list[str | Path] | None = None, use_entry_points: bool = True):
         self._entries: dict[str, TaskEntry] = {}
-        if BUILTIN_TASK_DIR.is_dir():
-            self._add_dir(BUILTIN_TASK_DIR)
+        builtin = builtin_task_dir()
+        if builtin.is_dir():
+            self._add_dir(builtin)
         for path in include_paths or []:
             p = Path(path)
             if not p.is_dir():

@@ -4,6 +4,8 @@
 space, Adam moments, the step counter (which fixes the data position, see data.py), dead-latent
 counters, threshold, input scale, elapsed time and RNG states. It is written to a temporary file and
 renamed over the old one, so a kill or a full disk at any moment leaves the previous complete state.
+It holds only tensors and plain values and is read with `weights_only=True`: a state file from a
+shared run folder cannot run code on resume (a full unpickler would call whatever the file names).
 `sae/` is the usable checkpoint (cfg.json + sae.safetensors, raw-activation space), written by
 SAE.save, which is atomic in the same way.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -38,7 +42,13 @@ def load_state(out: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any object that is not a tensor or plain value (e.g. a pickled callable).
+        named = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"a reference to {named.group(1)}" if named else "an object"
+        raise UserError(f"training state {path} holds {what}, not only tensors and plain values; not loaded, "
+                        "as it could run code. Delete it to start over") from err
     except Exception as err:
         raise UserError(f"training state {path} is unreadable ({err}); delete it to start over") from err
 
