@@ -23,7 +23,7 @@ def _fail(err: Exception) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify) or 'pca' for the PCA baseline."),
+    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify), sae_lens:RELEASE/SAE_ID, hf:ORG/REPO[/SUBFOLDER], or 'pca' for the PCA baseline."),
     tasks: str = typer.Option("core", "--tasks", "-t", help="Comma-separated task names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Model: smollm2-135m (embedded, default) or a Hugging Face id."),
     hook: Optional[str] = typer.Option(None, help="Hook point (default: the checkpoint's own, else blocks.14.hook_resid_post)."),

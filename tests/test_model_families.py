@@ -195,3 +195,52 @@ def test_core_runs_on_each_family(family_lm, tiny_corpus, tmp_path):
     behaviour = out.metrics["model_behavior_preservation"]
     for value in (out.metrics["reconstruction_quality"]["fvu"], behaviour["ce_loss_clean"], behaviour["ce_loss_score"]):
         assert torch.isfinite(torch.tensor(value))
+
+
+# ---- model dtype ----------------------------------------------------------------------------------
+
+def test_dtype_loads_the_weights_in_it_and_names_the_source(tmp_path):
+    from saebench_scaffold.activations import CacheSpec
+
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").hf.save_pretrained(folder)
+    TOKENIZER.save_pretrained(folder)
+    f32 = load_model(ModelSpec(name=str(folder), device="cpu"))
+    bf16 = load_model(ModelSpec(name=str(folder), dtype="bfloat16", device="cpu"))
+    assert next(bf16.hf.parameters()).dtype == torch.bfloat16
+    # float32 keeps the source id (and so every existing activation-cache key); other dtypes get their own.
+    assert f32.source_id == str(folder) and bf16.source_id == f"{folder}@bfloat16"
+    key = lambda lm: CacheSpec(lm.source_id, "blocks.1.hook_resid_post", "wikipedia", "x", 128, 64).key
+    assert key(f32) == CacheSpec(str(folder), "blocks.1.hook_resid_post", "wikipedia", "x", 128, 64).key != key(bf16)
+    tokens, hook = _tokens(), "blocks.1.hook_resid_post"
+    acts = bf16.hook_activations(tokens, hook)
+    assert acts.dtype == torch.float32  # what SAEs are handed
+    torch.testing.assert_close(acts, f32.hook_activations(tokens, hook), rtol=0.05, atol=0.05)
+    spliced = bf16.logits_from_hook(tokens, hook, acts)
+    assert spliced.dtype == torch.float32
+    torch.testing.assert_close(spliced, bf16.logits(tokens), rtol=0, atol=1e-6)
+
+
+def test_unknown_dtype_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from saebench_scaffold.cli import app
+
+    with pytest.raises(UserError, match="unknown model dtype 'float64'"):
+        ModelSpec(dtype="float64")
+    sae = make_sae(SAEConfig("topk", 576, 32, k=2)).save(tmp_path / "ckpt")
+    result = CliRunner().invoke(app, ["eval", str(sae), "--dtype", "float64", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("error: unknown model dtype")
+
+
+@pytest.mark.slow
+def test_embedded_model_in_bfloat16_tracks_float32(lm, hook):
+    from saebench_scaffold.model import _GGUF_FILE, DEFAULT_MODEL
+
+    assert lm.source_id == f"{DEFAULT_MODEL}:{_GGUF_FILE}"  # the float32 cache keys everyone has built
+    bf16 = load_model(ModelSpec(dtype="bfloat16"))
+    assert bf16.source_id == f"{DEFAULT_MODEL}:{_GGUF_FILE}@bfloat16"
+    tokens = torch.tensor([[lm.bos_token_id] + lm.tokenizer("The river runs past seven blue stones.").input_ids])
+    a32, a16 = lm.hook_activations(tokens, hook)[:, 1:], bf16.hook_activations(tokens, hook)[:, 1:]
+    rel = ((a16 - a32).norm(dim=-1) / a32.norm(dim=-1)).max().item()
+    assert rel < 0.1, rel
