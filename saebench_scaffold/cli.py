@@ -66,6 +66,20 @@ def export_saebench_command(results_dir: Path = typer.Argument(..., help="Result
     typer.echo(f"wrote {len(paths)} SAEBench result files under {out_dir}")
 
 
+@app.command("claims")
+def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Results dir or leaderboard folder."),
+                   output_dir: Path = typer.Option(Path("claims"), help="Where claims.md and claims.json go.")):
+    """The paper's claims vs our results: mean ± std over training seeds, a paired interval, a verdict."""
+    from .claims import run_claims
+
+    try:
+        text, paths = run_claims(source, output_dir)
+    except UserError as err:
+        _fail(err)
+    typer.echo(text)
+    typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
 @app.command("tasks")
 def tasks_command(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable).")):
     """List the available tasks: name, version, description, source."""
