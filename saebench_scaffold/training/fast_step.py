@@ -8,7 +8,8 @@ weight gradient — although only k·B ≈ 3% of the pre-activations receive any
   * decoding = embedding_bag over the kept entries;
   * d(loss)/d(kept activation) = SDDMM of the upstream gradient with the decoder rows;
   * encoder and decoder weight gradients = transposed-CSR × dense products with k·B nonzeros;
-  * the aux-k loss works on the dense [B, n_dead] sub-block (dead latents are few).
+  * the aux-k loss keeps the positive top-k_aux entries of the dead latents' pre-activations and
+    reuses the same sparse kernels (sparse_ops.relu_topk_entries).
 The only dense O(B·d_sae·d_in) work left is the encoder forward (the floor every SAE pays).
 
 Manual backward, derived from the objective in naive_step.py (H = d loss / d reconstruction):
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .common import Comm, StepContext, StepResult, scaffold_terms
-from .sparse_ops import Entries, candidate_batch_topk, decode, row_dots, scatter_rows
+from .sparse_ops import Entries, candidate_batch_topk, decode, relu_topk_entries, row_dots, scatter_rows
 
 
 @torch.no_grad()
@@ -79,8 +80,9 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
         dW_dec[st:en] = scatter_rows(groups[g], H[g], n, st, en)
 
     # ---- aux-k loss on dead latents (reconstructs the detached residual) ----
-    # Dead latents are few and each row keeps k_aux = d_in/2 of them, so the [B, n_dead] block is
-    # dense-ish: plain matmuls on that sub-block beat sparse kernels on B·k_aux entries.
+    # Only the dead latents' pre-activations are read, and only their positive top-k_aux entries
+    # matter (ReLU): a dead latent's pre-activation is rarely positive, so these entries are far
+    # fewer than B·n_dead and the aux loss runs on the same sparse kernels as the main loss.
     resid = -errs[-1]
     aux = x.new_zeros(())
     dpre = dpre_parts[0] if len(dpre_parts) == 1 else Entries.cat(dpre_parts)
@@ -90,21 +92,17 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     dz = decode(dpre, W_enc_t)  # dpre @ W_encᵀ
     if ctx.dead is not None and ctx.auxk_alpha > 0 and bool(ctx.dead.any()):
         dead_idx = ctx.dead.nonzero().squeeze(1)
-        k_aux = min(ctx.k_aux, dead_idx.numel())
-        pre_dead = pre.index_select(1, dead_idx)
-        vals, j = pre_dead.topk(k_aux, dim=1)
-        A = torch.zeros_like(pre_dead).scatter_(1, j, vals.clamp_min(0))  # relu of the kept ones
+        A = relu_topk_entries(pre.index_select(1, dead_idx), min(ctx.k_aux, dead_idx.numel()), dead_idx)
         stats = comm.sum(torch.cat([resid.sum(0), resid.pow(2).sum().reshape(1)]))
         denom = (stats[-1] / B - (stats[:-1] / B).pow(2).sum()).clamp_min(1e-12)
-        W_dead = sae.W_dec.index_select(0, dead_idx)
-        e_aux = A @ W_dead - resid
+        e_aux = decode(A, sae.W_dec) - resid
         aux = e_aux.pow(2).sum() / B / denom
         H_aux = e_aux * (ctx.auxk_alpha * 2.0 / (B * denom))
-        dA = (H_aux @ W_dead.T) * (A > 0)
-        dW_dec.index_add_(0, dead_idx, A.T @ H_aux)
-        dW_enc_t.index_add_(0, dead_idx, dA.T @ z)
-        db_enc.index_add_(0, dead_idx, dA.sum(0))
-        dz += dA @ W_enc_t.index_select(0, dead_idx)
+        dA = A.with_vals(row_dots(A, H_aux, sae.W_dec))  # only kept positive entries get a gradient
+        dW_dec += scatter_rows(A, H_aux, n)
+        dW_enc_t += scatter_rows(dA, z, n)
+        db_enc.index_add_(0, dA.cols, dA.vals)
+        dz += decode(dA, W_enc_t)
 
     # ---- scaffold and decoder bias ----
     H0 = H[0]

@@ -99,6 +99,19 @@ def scatter_rows(e: Entries, H: torch.Tensor, n: int, col_start: int = 0, col_en
     return torch.sparse.mm(t.csr(e.n_rows), H)
 
 
+def relu_topk_entries(block: torch.Tensor, k: int, col_ids: torch.Tensor) -> Entries:
+    """Entries of relu(top-k per row of `block`) that are > 0, with columns mapped through `col_ids`
+    (block column c is latent col_ids[c]). A row with at most k positive values keeps all of them
+    — the same set as its top-k after the ReLU — so top-k runs only on rows with more than k."""
+    pos = block > 0
+    over = (pos.sum(1) > k).nonzero().squeeze(1)
+    if over.numel():
+        top = torch.zeros_like(pos[over]).scatter_(1, block[over].topk(k, dim=1).indices, True)
+        pos[over] = top & pos[over]
+    rows, cols = pos.nonzero(as_tuple=True)  # row-major: sorted by row, as Entries needs
+    return Entries(rows, col_ids[cols], block[rows, cols], block.shape[0])
+
+
 def row_topk(pre: torch.Tensor, m: int, block: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-row top-m (unsorted) in two cheap passes instead of one top-k over every column.
     A block holding one of a row's top-m values has its maximum ≥ the m-th value, and at most m
