@@ -105,10 +105,14 @@ def test_scaffold_and_sparse_parts_add_up(mode):
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka_batchtopk"])
 @pytest.mark.parametrize("k_aux, shift", [(8, 0.0), (3, 0.5), (8, -0.6), (40, 0.0)])
-def test_aux_k_on_dead_latents_matches_naive(arch, k_aux, shift):
+@pytest.mark.parametrize("kernels", ["sparse", "dense"])
+def test_aux_k_on_dead_latents_matches_naive(arch, k_aux, shift, kernels, monkeypatch):
     """Aux-k with many dead latents: rows with more than k_aux positive dead pre-activations (top-k
     path), rows with fewer (all positives kept), k_aux above the dead count, and shifted biases that
-    make positives common or rare. fp64 gradients equal the dense reference's."""
+    make positives common or rare; both the sparse and the dense-block kernels. fp64 gradients equal
+    the dense reference's."""
+    import saebench_scaffold.training.fast_step as fs
+    monkeypatch.setattr(fs, "AUX_DENSE_RATIO", 0 if kernels == "sparse" else 10**9)
     sae = make(arch, 3, "parallel")
     with torch.no_grad():
         sae.b_enc += shift
