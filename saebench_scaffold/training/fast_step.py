@@ -66,7 +66,7 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
         group_of = None
     else:
         group_of = torch.bucketize(kept.cols, torch.tensor(ends, device=x.device), right=True)
-        groups = [kept.subset(group_of == g) for g in range(len(ends))]
+        groups = kept.split_by(group_of, len(ends))
     # [B, d_in] passes are a large share of the step once the matmul is the only dense product
     # left: errors are built incrementally and squared sums taken as dot products (no temporaries)
     err = base - x
