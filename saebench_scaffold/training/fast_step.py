@@ -83,11 +83,11 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     H[G - 1] = errs[G - 1] * scale
     for g in reversed(range(G - 1)):  # H_g = Σ_{g' ≥ g} 2 e_g' / (G·B)
         H[g] = torch.add(H[g + 1], errs[g], alpha=scale)
-    dW_dec = torch.empty_like(sae.W_dec)
-    dpre_parts = []
-    for g, (st, en) in enumerate(zip(starts, ends)):
-        dpre_parts.append(groups[g].with_vals(row_dots(groups[g], H[g], sae.W_dec)))
-        dW_dec[st:en] = scatter_rows(groups[g], H[g], n, st, en)
+    dpre_parts = [g_.with_vals(row_dots(g_, H[g], sae.W_dec)) for g, g_ in enumerate(groups)]
+    if G == 1:  # used as it comes: no [d_sae, d_in] copy into a preallocated gradient
+        dW_dec = scatter_rows(groups[0], H[0], n)
+    else:
+        dW_dec = torch.cat([scatter_rows(groups[g], H[g], n, st, en) for g, (st, en) in enumerate(zip(starts, ends))])
 
     # ---- aux-k loss on dead latents (reconstructs the detached residual) ----
     # Only the dead latents' pre-activations are read, and only their positive top-k_aux entries
