@@ -54,6 +54,33 @@ def eval_command(
 app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)
 
 
+@app.command("export-saebench")
+def export_saebench_command(results_dir: Path = typer.Argument(..., help="Results dir or leaderboard folder (<checkpoint>/<task>.json files)."),
+                            out_dir: Path = typer.Argument(..., help="Where SAEBench's layout goes: OUT_DIR/<eval>/<release>_<sae_id>_eval_results.json.")):
+    """Write core / sparse_probing / tpp results in SAEBench's file layout and names (its readers read them)."""
+    from .saebench_export import export
+
+    try:
+        paths = export(results_dir, out_dir)
+    except UserError as err:
+        _fail(err)
+    typer.echo(f"wrote {len(paths)} SAEBench result files under {out_dir}")
+
+
+@app.command("claims")
+def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Results dir or leaderboard folder."),
+                   output_dir: Path = typer.Option(Path("claims"), help="Where claims.md and claims.json go.")):
+    """The paper's claims vs our results: mean ± std over training seeds, a paired interval, a verdict."""
+    from .claims import run_claims
+
+    try:
+        text, paths = run_claims(source, output_dir)
+    except UserError as err:
+        _fail(err)
+    typer.echo(text)
+    typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
 @app.command("tasks")
 def tasks_command(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable).")):
     """List the available tasks: name, version, description, source."""

@@ -189,7 +189,8 @@ def _headline(task: Task, out: TaskOutput) -> dict:
     for category, key in getattr(task, "summary_metrics", ()):
         value = out.metrics.get(category, {}).get(key)
         if value is not None:
-            got[key] = round(value, 4) if isinstance(value, float) else value
+            name = key if key not in got else f"{category}.{key}"  # e.g. core's fvu and typical_tokens.fvu
+            got[name] = round(value, 4) if isinstance(value, float) else value
     return got
 
 

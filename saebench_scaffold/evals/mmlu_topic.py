@@ -13,8 +13,13 @@ Procedure
     tokens are mean-pooled per question (SAEBench's probing input);
   - probe: standardised features + sklearn LogisticRegression (L2, C = 1), trained and tested on
     disjoint questions (stratified split, `test_fraction`), repeated over `n_resplits` seeded
-    resplits: mean accuracy, std and a t-interval over resplits. Per condition the probe is
-    retrained on ablated features, and the clean probe is also applied to ablated test features;
+    resplits: mean accuracy and std over resplits. Per condition the probe is retrained on ablated
+    features, and the clean probe is also applied to ablated test features; both accuracies get an
+    interval;
+  - intervals: Wilson score intervals for a proportion (so they stay inside [0, 1], also at
+    accuracies near 1 where a normal/t interval overshoots), taking the mean accuracy over resplits
+    as the proportion and one resplit's test-question count as n. Averaging over resplits only
+    removes split noise, so this is conservative; it is the sampling error of one test set;
   - topic latents: the N latents with the largest max-over-classes |mean_c − mean_rest| of their
     mean-pooled activation (N = `n_topic_latents`, default d_sae // 8, the paper's 2,048 of a 16k
     dictionary). They are chosen on all sampled questions of the label set, test questions included:
@@ -65,7 +70,7 @@ class MMLUTopicConfig(TaskConfig):
 class MMLUTopicTask(Task):
     name = "mmlu_topic"
     description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
-    version = 1
+    version = 2
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
@@ -121,6 +126,7 @@ class MMLUTopicTask(Task):
                 m[f"{cond.name}_acc_ci_low"], m[f"{cond.name}_acc_ci_high"] = res["acc_ci"]
                 if cond.name != "clean":
                     m[f"{cond.name}_clean_probe_acc"] = res["clean_probe_acc"]
+                    m[f"{cond.name}_clean_probe_acc_ci_low"], m[f"{cond.name}_clean_probe_acc_ci_high"] = res["clean_probe_acc_ci"]
                 details.append({"label_set": set_name, "condition": cond.name, "status": "ok",
                                 "description": cond.description, **cond.info, **res})
             metrics[set_name] = m
@@ -261,14 +267,17 @@ def splits(labels: np.ndarray, n_resplits: int, test_fraction: float, seed: int)
     return list(StratifiedShuffleSplit(n_resplits, test_size=n_test, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
-def mean_ci(values: list[float], level: float) -> tuple[float, float]:
+def wilson_interval(p: float, n: int, level: float) -> tuple[float, float]:
+    """Wilson score interval for a proportion p observed on n trials (inside [0, 1] by construction)."""
     from scipy import stats
 
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float(v.mean())
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
+    if n <= 0:
+        return 0.0, 1.0
+    z = stats.norm.ppf(0.5 + level / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+    # the bounds bracket p exactly; clamping only absorbs rounding (1 − 1e-16 at p = 1)
+    return float(max(0.0, min(centre - half, p))), float(min(1.0, max(centre + half, p)))
 
 
 def probe_conditions(feats: dict[str, np.ndarray], labels: np.ndarray, cfg: MMLUTopicConfig, seed: int) -> dict[str, dict]:
@@ -279,9 +288,11 @@ def probe_conditions(feats: dict[str, np.ndarray], labels: np.ndarray, cfg: MMLU
     from sklearn.exceptions import ConvergenceWarning
 
     per = {name: {"acc": [], "clean_probe_acc": []} for name in feats}
+    n_test = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for train, test in splits(labels, cfg.n_resplits, cfg.test_fraction, seed):
+            n_test = len(test)
             clean_probe = _probe(cfg).fit(feats["clean"][train], labels[train])
             for name, X in feats.items():
                 if name == "clean":
@@ -294,8 +305,10 @@ def probe_conditions(feats: dict[str, np.ndarray], labels: np.ndarray, cfg: MMLU
                 per[name]["clean_probe_acc"].append(float(clean_probe.score(X[test], labels[test])))
     out = {}
     for name, v in per.items():
-        out[name] = {"acc": float(np.mean(v["acc"])), "acc_std": float(np.std(v["acc"], ddof=1)),
-                     "acc_ci": list(mean_ci(v["acc"], cfg.ci_level)), "acc_per_split": v["acc"],
-                     "clean_probe_acc": float(np.mean(v["clean_probe_acc"])),
-                     "clean_probe_acc_ci": list(mean_ci(v["clean_probe_acc"], cfg.ci_level))}
+        acc, clean_acc = float(np.mean(v["acc"])), float(np.mean(v["clean_probe_acc"]))
+        out[name] = {"acc": acc, "acc_std": float(np.std(v["acc"], ddof=1)) if len(v["acc"]) > 1 else 0.0,
+                     "acc_ci": list(wilson_interval(acc, n_test, cfg.ci_level)), "acc_per_split": v["acc"],
+                     "clean_probe_acc": clean_acc,
+                     "clean_probe_acc_ci": list(wilson_interval(clean_acc, n_test, cfg.ci_level)),
+                     "n_test_per_split": n_test, "ci_method": "wilson"}
     return out

@@ -8,7 +8,8 @@ weight gradient — although only k·B ≈ 3% of the pre-activations receive any
   * decoding = embedding_bag over the kept entries;
   * d(loss)/d(kept activation) = SDDMM of the upstream gradient with the decoder rows;
   * encoder and decoder weight gradients = transposed-CSR × dense products with k·B nonzeros;
-  * the aux-k loss works on the dense [B, n_dead] sub-block (dead latents are few).
+  * the aux-k loss keeps the positive top-k_aux entries of the dead latents' pre-activations and
+    reuses the same sparse kernels (sparse_ops.relu_topk_entries).
 The only dense O(B·d_sae·d_in) work left is the encoder forward (the floor every SAE pays).
 
 Manual backward, derived from the objective in naive_step.py (H = d loss / d reconstruction):
@@ -26,7 +27,16 @@ from __future__ import annotations
 import torch
 
 from .common import Comm, StepContext, StepResult, scaffold_terms
-from .sparse_ops import Entries, candidate_batch_topk, decode, row_dots, scatter_rows
+from .sparse_ops import Entries, candidate_batch_topk, decode, relu_topk_entries, row_dots, scatter_rows
+
+
+def _sq(t: torch.Tensor) -> torch.Tensor:
+    """Σ t² in one pass without a squared temporary."""
+    v = t.reshape(-1)
+    return torch.dot(v, v)
+
+
+AUX_DENSE_RATIO = 16  # measured on CPU (d_in 576, B 4096): sparse wins below ~1/16 fill of the dead block
 
 
 @torch.no_grad()
@@ -56,32 +66,36 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
         group_of = None
     else:
         group_of = torch.bucketize(kept.cols, torch.tensor(ends, device=x.device), right=True)
-        groups = [kept.subset(group_of == g) for g in range(len(ends))]
-    x_hat = base
-    errs, main = [], x.new_zeros(())
+        groups = kept.split_by(group_of, len(ends))
+    # [B, d_in] passes are a large share of the step once the matmul is the only dense product
+    # left: errors are built incrementally and squared sums taken as dot products (no temporaries)
+    err = base - x
+    errs, sq_err = [], []
     for g in groups:
-        x_hat = x_hat + decode(g, sae.W_dec)
-        err = x_hat - x
+        err = decode(g, sae.W_dec).add_(err)  # e_g = e_{g-1} + this prefix's decoded latents
         errs.append(err)
-        main += err.pow(2).sum() / B
+        sq_err.append(_sq(err))
     G = len(ends)
-    main /= G
+    main = torch.stack(sq_err).sum() / (G * B)
 
     # ---- backward of the main loss ----
-    H, acc = [None] * G, torch.zeros_like(x)
-    for g in reversed(range(G)):  # H_g = Σ_{g' ≥ g} 2 e_g' / (G·B)
-        acc = acc + errs[g]
-        H[g] = acc * (2.0 / (G * B))
-    dW_dec = torch.empty_like(sae.W_dec)
-    dpre_parts = []
-    for g, (st, en) in enumerate(zip(starts, ends)):
-        dpre_parts.append(groups[g].with_vals(row_dots(groups[g], H[g], sae.W_dec)))
-        dW_dec[st:en] = scatter_rows(groups[g], H[g], n, st, en)
+    H, scale = [None] * G, 2.0 / (G * B)
+    H[G - 1] = errs[G - 1] * scale
+    for g in reversed(range(G - 1)):  # H_g = Σ_{g' ≥ g} 2 e_g' / (G·B)
+        H[g] = torch.add(H[g + 1], errs[g], alpha=scale)
+    dpre_parts = [g_.with_vals(row_dots(g_, H[g], sae.W_dec)) for g, g_ in enumerate(groups)]
+    if G == 1:  # used as it comes: no [d_sae, d_in] copy into a preallocated gradient
+        dW_dec = scatter_rows(groups[0], H[0], n)
+    else:
+        dW_dec = torch.cat([scatter_rows(groups[g], H[g], n, st, en) for g, (st, en) in enumerate(zip(starts, ends))])
 
     # ---- aux-k loss on dead latents (reconstructs the detached residual) ----
-    # Dead latents are few and each row keeps k_aux = d_in/2 of them, so the [B, n_dead] block is
-    # dense-ish: plain matmuls on that sub-block beat sparse kernels on B·k_aux entries.
-    resid = -errs[-1]
+    # Only the dead latents' pre-activations are read, and only their positive top-k_aux entries
+    # matter (ReLU): a dead latent's pre-activation is rarely positive, so these entries are far
+    # fewer than B·n_dead and the aux loss runs on the same sparse kernels as the main loss. When they
+    # are not few (early in training, or many dead latents firing weakly), dense matmuls on the
+    # [B, n_dead] sub-block are faster: per entry, the sparse kernels cost ~AUX_DENSE_RATIO× a GEMM's.
+    e_last = errs[-1]  # = −(the residual the aux-k latents reconstruct)
     aux = x.new_zeros(())
     dpre = dpre_parts[0] if len(dpre_parts) == 1 else Entries.cat(dpre_parts)
     dW_enc_t = scatter_rows(dpre, z, n)  # [n, d] = dpreᵀ z
@@ -90,21 +104,32 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     dz = decode(dpre, W_enc_t)  # dpre @ W_encᵀ
     if ctx.dead is not None and ctx.auxk_alpha > 0 and bool(ctx.dead.any()):
         dead_idx = ctx.dead.nonzero().squeeze(1)
-        k_aux = min(ctx.k_aux, dead_idx.numel())
-        pre_dead = pre.index_select(1, dead_idx)
-        vals, j = pre_dead.topk(k_aux, dim=1)
-        A = torch.zeros_like(pre_dead).scatter_(1, j, vals.clamp_min(0))  # relu of the kept ones
-        stats = comm.sum(torch.cat([resid.sum(0), resid.pow(2).sum().reshape(1)]))
+        A = relu_topk_entries(pre.index_select(1, dead_idx), min(ctx.k_aux, dead_idx.numel()), dead_idx)
+        stats = comm.sum(torch.cat([e_last.sum(0), sq_err[-1].reshape(1)]))
         denom = (stats[-1] / B - (stats[:-1] / B).pow(2).sum()).clamp_min(1e-12)
-        W_dead = sae.W_dec.index_select(0, dead_idx)
-        e_aux = A @ W_dead - resid
-        aux = e_aux.pow(2).sum() / B / denom
-        H_aux = e_aux * (ctx.auxk_alpha * 2.0 / (B * denom))
-        dA = (H_aux @ W_dead.T) * (A > 0)
-        dW_dec.index_add_(0, dead_idx, A.T @ H_aux)
-        dW_enc_t.index_add_(0, dead_idx, dA.T @ z)
-        db_enc.index_add_(0, dead_idx, dA.sum(0))
-        dz += dA @ W_enc_t.index_select(0, dead_idx)
+        scale = ctx.auxk_alpha * 2.0 / (B * denom)
+        if A.vals.numel() * AUX_DENSE_RATIO < B * dead_idx.numel():  # few entries: sparse kernels
+            e_aux = decode(A, sae.W_dec).add_(e_last)
+            H_aux = e_aux * scale
+            dA = A.with_vals(row_dots(A, H_aux, sae.W_dec))  # only kept positive entries get a gradient
+            dW_dec += scatter_rows(A, H_aux, n)
+            dW_enc_t += scatter_rows(dA, z, n)
+            db_enc.index_add_(0, dA.cols, dA.vals)
+            dz += decode(dA, W_enc_t)
+        else:  # dense-ish: plain matmuls on the [B, n_dead] sub-block
+            local = torch.empty(n, dtype=torch.long, device=x.device)
+            local[dead_idx] = torch.arange(dead_idx.numel(), device=x.device)
+            A_d = x.new_zeros(x.shape[0], dead_idx.numel())
+            A_d[A.rows, local[A.cols]] = A.vals
+            W_dead = sae.W_dec.index_select(0, dead_idx)
+            e_aux = torch.addmm(e_last, A_d, W_dead)
+            H_aux = e_aux * scale
+            dA_d = (H_aux @ W_dead.T) * (A_d > 0)
+            dW_dec.index_add_(0, dead_idx, A_d.T @ H_aux)
+            dW_enc_t.index_add_(0, dead_idx, dA_d.T @ z)
+            db_enc.index_add_(0, dead_idx, dA_d.sum(0))
+            dz += dA_d @ W_enc_t.index_select(0, dead_idx)
+        aux = _sq(e_aux) / B / denom
 
     # ---- scaffold and decoder bias ----
     H0 = H[0]
@@ -114,17 +139,17 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
         dp = gs @ sae.scaffold_U
         grads["scaffold_U"] = gs.T @ p
         grads["scaffold_V"] = c.T @ dp
-        dc = dz + dp @ sae.scaffold_V.T
+        dc = torch.addmm(dz, dp, sae.scaffold_V.T)
     else:
         dc = dz
-    grads["b_dec"] = (H0 - dc).sum(0)
+    grads["b_dec"] = H0.sum(0) - dc.sum(0)
     for name, g in grads.items():
         param = getattr(sae, name)
         param.grad = g.contiguous() if param.grad is None else param.grad + g
 
     # ---- statistics (global over ranks) ----
-    stats = comm.sum(torch.stack([resid.pow(2).sum(), x.new_tensor(float(kept.vals.numel())), main, aux]))
-    xs = comm.sum(torch.cat([x.sum(0), x.pow(2).sum().reshape(1)]))
+    stats = comm.sum(torch.stack([sq_err[-1], x.new_tensor(float(kept.vals.numel())), main, aux]))
+    xs = comm.sum(torch.cat([x.sum(0), _sq(x).reshape(1)]))
     var = xs[-1] - xs[:-1].pow(2).sum() / B
     fired = torch.zeros(n, dtype=torch.uint8, device=x.device)
     fired[kept.cols] = 1

@@ -41,7 +41,25 @@ class Entries:
     n_rows: int
 
     def subset(self, mask: torch.Tensor) -> Entries:
-        return Entries(self.rows[mask], self.cols[mask], self.vals[mask], self.n_rows)
+        return self.take(mask.nonzero().squeeze(1))
+
+    def take(self, idx: torch.Tensor) -> Entries:
+        """Entries at positions `idx` (increasing positions keep the row order)."""
+        return Entries(self.rows.index_select(0, idx), self.cols.index_select(0, idx), self.vals.index_select(0, idx),
+                       self.n_rows)
+
+    def split_by(self, group: torch.Tensor, n_groups: int) -> list[Entries]:
+        """One Entries per group id in [0, n_groups), each still sorted by row: one stable sort by group
+        instead of a boolean mask (and its nonzero) per group and array."""
+        order = stable_argsort(group)
+        ordered = self.take(order)
+        sizes = counts(group, n_groups).tolist()
+        parts, start = [], 0
+        for size in sizes:
+            parts.append(Entries(ordered.rows[start:start + size], ordered.cols[start:start + size],
+                                 ordered.vals[start:start + size], self.n_rows))
+            start += size
+        return parts
 
     def with_vals(self, vals: torch.Tensor) -> Entries:
         e = Entries(self.rows, self.cols, vals, self.n_rows)
@@ -99,6 +117,19 @@ def scatter_rows(e: Entries, H: torch.Tensor, n: int, col_start: int = 0, col_en
     return torch.sparse.mm(t.csr(e.n_rows), H)
 
 
+def relu_topk_entries(block: torch.Tensor, k: int, col_ids: torch.Tensor) -> Entries:
+    """Entries of relu(top-k per row of `block`) that are > 0, with columns mapped through `col_ids`
+    (block column c is latent col_ids[c]). A row with at most k positive values keeps all of them
+    — the same set as its top-k after the ReLU — so top-k runs only on rows with more than k."""
+    pos = block > 0
+    over = (pos.sum(1) > k).nonzero().squeeze(1)
+    if over.numel():
+        top = torch.zeros_like(pos[over]).scatter_(1, block[over].topk(k, dim=1).indices, True)
+        pos[over] = top & pos[over]
+    rows, cols = pos.nonzero(as_tuple=True)  # row-major: sorted by row, as Entries needs
+    return Entries(rows, col_ids[cols], block[rows, cols], block.shape[0])
+
+
 def row_topk(pre: torch.Tensor, m: int, block: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-row top-m (unsorted) in two cheap passes instead of one top-k over every column.
     A block holding one of a row's top-m values has its maximum ≥ the m-th value, and at most m
@@ -141,14 +172,14 @@ def candidate_batch_topk(pre: torch.Tensor, kept: int, kth_largest, any_rank, m0
             continue
         m2 = min(n, 4 * int(row_m[ro].max()))
         v2, i2 = pre[ro].topk(m2, dim=1, sorted=False)
-        drop = over[rows]
-        rows = torch.cat([rows[~drop], ro.repeat_interleave(m2)])
-        cols = torch.cat([cols[~drop], i2.reshape(-1)])
-        cand = torch.cat([cand[~drop], v2.reshape(-1)])
+        stay = (~over[rows]).nonzero().squeeze(1)
+        rows = torch.cat([rows.index_select(0, stay), ro.repeat_interleave(m2)])
+        cols = torch.cat([cols.index_select(0, stay), i2.reshape(-1)])
+        cand = torch.cat([cand.index_select(0, stay), v2.reshape(-1)])
         row_m[ro], row_min[ro] = m2, v2.min(1).values
         reordered = True
-    keep = (cand >= t) & (cand > 0)
-    e = Entries(rows[keep], cols[keep], cand[keep], B)
+    keep = ((cand >= t) & (cand > 0)).nonzero().squeeze(1)
+    e = Entries(rows, cols, cand, B).take(keep)
     if reordered:
         order = stable_argsort(e.rows)
         e = Entries(e.rows[order], e.cols[order], e.vals[order], B)

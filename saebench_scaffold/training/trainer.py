@@ -128,7 +128,9 @@ class Trainer:
         torch.manual_seed(r.seed)
         self.sae = make_sae(cfg).to(self.device)
         self.params = [p for name, p in self.sae.named_parameters() if name != "threshold" and p.numel()]
-        self.opt = torch.optim.Adam(self.params, lr=r.learning_rate, betas=(0.9, 0.999))
+        # fused: one kernel per parameter instead of ~10 passes over each weight matrix (on CPU the
+        # foreach Adam + clip cost ~0.8 encoder matmuls per step, fused ~0.25); same update rule
+        self.opt = torch.optim.Adam(self.params, lr=r.learning_rate, betas=(0.9, 0.999), fused=True)
         self.group_ends = list(itertools.accumulate(sizes)) if sizes else None
         state = load_state(self.out) if resume else None
         if state is not None:

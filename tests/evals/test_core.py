@@ -30,7 +30,7 @@ def test_perfect_reconstruction_has_zero_fvu():
 
 
 def test_fvu_is_taken_around_the_mean_not_zero():
-    """Predicting the mean explains no variance (FVU 1); the legacy from-zero figure calls it good."""
+    """Predicting the mean explains no variance (FVU 1), whatever the offset."""
     x = _data(offset=5.0)
     sae = make_sae(SAEConfig("standard", D, 8))
     with torch.no_grad():
@@ -38,9 +38,7 @@ def test_fvu_is_taken_around_the_mean_not_zero():
         sae.b_dec.copy_(x.mean(0))
     s = reconstruction_stats(sae, _batches(x))["reconstruction_quality"]
     assert s["fvu"] == pytest.approx(1.0, abs=1e-6)
-    legacy = 1 - ((x - x.mean(0)) ** 2).sum() / (x ** 2).sum()
-    assert s["explained_variance_legacy_from_zero"] == pytest.approx(legacy.item(), abs=1e-5)
-    assert s["explained_variance_legacy_from_zero"] > 0.8
+    assert s["explained_variance"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_planted_always_on_latent_is_dense_and_others_dead():
@@ -79,3 +77,25 @@ def test_scaffold_share_and_l0_exclude_the_dense_part():
     assert s["scaffold"]["scaffold_variance_share"] == pytest.approx(1.0, abs=1e-6)
     top3 = pca.variances[:3].sum() / pca.variances.sum()
     assert s["reconstruction_quality"]["fvu"] == pytest.approx(1 - top3.item(), abs=1e-4)
+
+
+def test_massive_tokens_are_counted_and_left_out_of_typical_figures():
+    """Three planted tokens at 40× the typical norm: counted as massive; the typical-token FVU is the
+    FVU of the other tokens alone, and shares are computed without them."""
+    x = _data(offset=0.0)
+    x[[5, 900, 3001]] *= 40.0
+    sae = make_sae(SAEConfig("batchtopk", D, 16, k=2, scaffold_rank=2))
+    with torch.no_grad():
+        sae.threshold.fill_(0.0)
+    s = reconstruction_stats(sae, _batches(x))
+    t = s["typical_tokens"]
+    assert t["massive_token_count"] == 3 and t["massive_token_frac"] == pytest.approx(3 / len(x))
+    assert t["max_norm_over_median"] > 20
+    keep = torch.ones(len(x), dtype=torch.bool)
+    keep[[5, 900, 3001]] = False
+    alone = reconstruction_stats(sae, _batches(x[keep]), massive_multiple=1e9)
+    assert alone["typical_tokens"]["massive_token_count"] == 0
+    assert t["fvu"] == pytest.approx(alone["reconstruction_quality"]["fvu"], rel=1e-9)
+    assert t["scaffold_variance_share"] == pytest.approx(alone["scaffold"]["scaffold_variance_share"], rel=1e-9)
+    assert t["sparse_variance_share"] == pytest.approx(alone["scaffold"]["sparse_variance_share"], rel=1e-9)
+    assert t["fvu"] != pytest.approx(s["reconstruction_quality"]["fvu"], rel=1e-3)

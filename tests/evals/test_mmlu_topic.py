@@ -101,6 +101,21 @@ def test_probe_conditions_planted_subspace():
     assert res["orthogonal_removed"]["acc"] > 0.95
     lo, hi = res["clean"]["acc_ci"]
     assert lo <= res["clean"]["acc"] <= hi
+    for cond in res.values():  # both accuracies carry intervals, inside [0, 1] even at accuracy ~1
+        for key in ("acc", "clean_probe_acc"):
+            lo, hi = cond[f"{key}_ci"]
+            assert 0.0 <= lo <= cond[key] <= hi <= 1.0
+
+
+@pytest.mark.parametrize("p", [1.0, 0.995, 0.97, 0.0, 0.5])
+def test_wilson_interval_stays_in_unit_range_and_matches_scipy(p):
+    from scipy.stats import binomtest
+    lo, hi = mt.wilson_interval(p, 80, 0.95)
+    assert 0.0 <= lo <= p <= hi <= 1.0 and hi - lo > 0
+    k = round(p * 80)
+    if k == p * 80:  # integer counts: scipy's Wilson interval is the reference
+        ref = binomtest(k, 80).proportion_ci(0.95, method="wilson")
+        assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
 
 
 def test_task_end_to_end_with_synthetic_activations(tmp_path, monkeypatch):
@@ -162,7 +177,9 @@ def test_task_end_to_end_with_synthetic_activations(tmp_path, monkeypatch):
     assert m["pca_removed_mean_preserving_acc"] < 0.45  # the topic subspace is the top-R PCA subspace
     assert m["random_subspace_removed_acc"] > 0.8
     assert m["topic_latents_removed_acc"] > 0.8  # the dictionary holds no topic information here
-    assert m["clean_acc_ci_low"] <= m["clean_acc"] <= m["clean_acc_ci_high"]
+    assert 0 <= m["clean_acc_ci_low"] <= m["clean_acc"] <= m["clean_acc_ci_high"] <= 1
+    assert 0 <= m["scaffold_removed_clean_probe_acc_ci_low"] <= m["scaffold_removed_clean_probe_acc"] \
+        <= m["scaffold_removed_clean_probe_acc_ci_high"] <= 1
     assert out.metrics["subject"]["n_classes"] == 6
     json.dumps(out.metrics), json.dumps(out.details)
 

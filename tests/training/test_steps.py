@@ -12,7 +12,7 @@ from saebench_scaffold.saes.registry import make_sae
 from saebench_scaffold.training.common import Comm, StepContext
 from saebench_scaffold.training.fast_step import fast_step
 from saebench_scaffold.training.naive_step import naive_step
-from saebench_scaffold.training.sparse_ops import candidate_batch_topk
+from saebench_scaffold.training.sparse_ops import candidate_batch_topk, relu_topk_entries
 
 GROUPS = [4, 12, 16, 32]
 
@@ -101,3 +101,41 @@ def test_scaffold_and_sparse_parts_add_up(mode):
         fb = batch_topk(sae.pre_acts(x), 4)
         mse = (x - (sae.b_dec + fb @ sae.W_dec + scaffold)).pow(2).sum(1).mean()
     assert res.mse == pytest.approx(float(mse), rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka_batchtopk"])
+@pytest.mark.parametrize("k_aux, shift", [(8, 0.0), (3, 0.5), (8, -0.6), (40, 0.0)])
+@pytest.mark.parametrize("kernels", ["sparse", "dense"])
+def test_aux_k_on_dead_latents_matches_naive(arch, k_aux, shift, kernels, monkeypatch):
+    """Aux-k with many dead latents: rows with more than k_aux positive dead pre-activations (top-k
+    path), rows with fewer (all positives kept), k_aux above the dead count, and shifted biases that
+    make positives common or rare; both the sparse and the dense-block kernels. fp64 gradients equal
+    the dense reference's."""
+    import saebench_scaffold.training.fast_step as fs
+    monkeypatch.setattr(fs, "AUX_DENSE_RATIO", 0 if kernels == "sparse" else 10**9)
+    sae = make(arch, 3, "parallel")
+    with torch.no_grad():
+        sae.b_enc += shift
+    x = torch.randn(32, 16, dtype=torch.double, generator=torch.Generator().manual_seed(2))
+    dead = torch.rand(64, generator=torch.Generator().manual_seed(3)) < 0.5
+    ctx = StepContext(k=4, global_batch=32, dead=dead, k_aux=k_aux, auxk_alpha=1 / 32,
+                      group_ends=ctx_for(arch, 32).group_ends)
+    a, b = copy.deepcopy(sae), copy.deepcopy(sae)
+    ra, rb = naive_step(a, x, ctx), fast_step(b, x, ctx)
+    assert ra.aux_loss > 0 and rb.aux_loss == pytest.approx(ra.aux_loss, rel=1e-12)
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        if pa.requires_grad and pa.numel():
+            torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_relu_topk_entries_equals_dense_top_k_after_relu():
+    g = torch.Generator().manual_seed(4)
+    block = torch.randn(50, 30, generator=g, dtype=torch.double) - 0.8  # some rows over k positives, most under
+    col_ids = torch.randperm(100, generator=g)[:30]
+    e = relu_topk_entries(block, 5, col_ids)
+    vals, j = block.topk(5, dim=1)
+    dense = torch.zeros(50, 100, dtype=torch.double)
+    dense.scatter_(1, col_ids[j], vals.clamp_min(0))
+    got = torch.zeros(50, 100, dtype=torch.double)
+    got[e.rows, e.cols] = e.vals
+    assert torch.equal(got, dense) and bool((e.vals > 0).all()) and bool((e.rows.diff() >= 0).all())
