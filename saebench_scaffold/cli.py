@@ -38,13 +38,17 @@ def eval_command(
     force: bool = typer.Option(False, help="Recompute results that already exist."),
     include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    dry_run: bool = typer.Option(False, help="Print the plan (one row per checkpoint x task, and whether it is done) and stop."),
+    executor: str = typer.Option("serial", help="serial (this process) or ray (one Ray task per unit)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
 ):
     """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table."""
     from .runner import EvalRequest, run_eval, summary_table
 
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
-                                    seed, force, preset, include_path, set_, not quiet))
+                                    seed, force, preset, include_path, set_, not quiet,
+                                    dry_run=dry_run, executor=executor, ray_address=ray_address))
     except UserError as err:
         _fail(err)
     typer.echo(summary_table(rows))
