@@ -12,6 +12,7 @@ processes on one output dir split the units between them through per-unit locks)
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import time
 import uuid
@@ -335,8 +336,6 @@ def _fit_pca_baseline(ctx: EvalContext) -> PCASAE:
 
 
 def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalContext, req: EvalRequest, wall: float) -> EvalResult:
-    import sae_lens
-
     prov = Provenance(git_hash=git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook,
                       checkpoint_path=c.path, checkpoint_format=c.fmt, checkpoint_sha256=c.sha256,
                       datasets=out.datasets, token_counts=out.token_counts, seed=req.seed, limit=req.limit,
@@ -345,8 +344,16 @@ def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalCo
         eval_type_id=task.name, eval_config=cfg.model_dump(), eval_id=str(uuid.uuid4()),
         datetime_epoch_millis=int(time.time() * 1000), eval_result_metrics=out.metrics,
         eval_result_details=out.details, eval_result_unstructured=out.unstructured,
-        sae_lens_id=c.name, sae_lens_version=getattr(sae_lens, "__version__", None),
+        sae_lens_id=c.name, sae_lens_version=_installed_version("sae-lens"),
         sae_cfg_dict=json.loads(json.dumps(c.sae.cfg.to_dict(), default=str)), provenance=prov)
+
+
+def _installed_version(dist: str) -> str | None:
+    """Version from package metadata: importing sae_lens just for its version costs seconds per process."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _headline(task: Task, out: TaskOutput) -> dict:
