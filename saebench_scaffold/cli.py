@@ -1,4 +1,4 @@
-"""Command line: `saebench-scaffold eval | train | tasks | schema | leaderboard`."""
+"""Command line: `saebench-scaffold eval | sweep | train | tasks | schema | leaderboard`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def eval_command(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
 ):
     """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table."""
-    from .runner import EvalRequest, run_eval, summary_table
+    from .runner import EvalRequest, run_eval
 
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
@@ -51,7 +51,35 @@ def eval_command(
                                     dry_run=dry_run, executor=executor, ray_address=ray_address))
     except UserError as err:
         _fail(err)
+    _report(rows)
+
+
+def _report(rows: list[dict]) -> None:
+    """Print the units table; exit 1 when a unit failed (the others still ran)."""
+    from .runner import summary_table
+
     typer.echo(summary_table(rows))
+    failed = sum(r["status"].startswith("failed") for r in rows)
+    if failed:
+        typer.echo(f"{failed} of {len(rows)} units failed; rerun the same command to retry only those", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML: checkpoints (glob / paths / sae_lens patterns), tasks, preset, overrides, output_dir, executor."),
+    dry_run: bool = typer.Option(False, help="Print the plan and stop."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Score every selected checkpoint on every task; done units are skipped, so rerunning resumes."""
+    from .runner import run_eval
+    from .sweep import sweep_request
+
+    try:
+        rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
+    except UserError as err:
+        _fail(err)
+    _report(rows)
 
 
 app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)
