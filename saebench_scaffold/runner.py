@@ -178,7 +178,7 @@ def plan_eval(req: EvalRequest) -> Plan:
     tasks = resolve_tasks(req)
     output_dir = Path(req.output_dir)
     check_output_dir(output_dir)
-    checkpoints = [load_checkpoint(c) for c in req.checkpoints]
+    checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
     _check_unique_names(req.checkpoints, checkpoints)
 
     spec = ModelSpec(name=req.model or ModelSpec().name, device=req.device)
@@ -200,6 +200,14 @@ def plan_eval(req: EvalRequest) -> Plan:
             unit.done = not req.force and result_config_hash(unit.path) == digest
             units.append(unit)
     return Plan(req, tasks, units, spec, hook, ctx)
+
+
+def _weights_dropped(c: LoadedCheckpoint) -> LoadedCheckpoint:
+    """Planning keeps a checkpoint's config, not its weights (a 200-checkpoint plan of 16k-wide
+    Gemma SAEs would hold 60 GB); each unit loads its checkpoint again when it runs."""
+    if c.sae is not None:
+        c.sae.to("meta")
+    return c
 
 
 def _check_unique_names(given: list[str], checkpoints: list[LoadedCheckpoint]) -> None:
