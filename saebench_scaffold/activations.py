@@ -8,6 +8,10 @@ shards of contexts (`shard_00000.safetensors`: `acts` [n, ctx, d], `tokens` [n, 
 uses (and if needed extends) the first ceil(N / shard) shards, so every budget reuses the shards
 smaller budgets built. Shards are written to a temporary name and renamed: an interrupted build
 leaves only whole shards, and building again skips them and produces identical data.
+
+Caches are shared by concurrent processes (see `shards.py`): one process builds a cache while the
+others wait for its lock, and every shard carries a checksum that readers check once per process;
+a damaged or truncated shard is rebuilt with a one-line notice.
 """
 
 from __future__ import annotations
@@ -15,18 +19,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import data
 from .settings import UserError, cache_dir
+from .shards import atomic_write_bytes, build_lock, discard_damaged, record_build, save_shard, shard_intact
 
 SHARD_CONTEXTS = 256
 CACHE_FORMAT_VERSION = 1
@@ -63,7 +67,8 @@ class ActivationCache:
 
     @property
     def complete(self) -> bool:
-        return all(self.shard_path(i).exists() for i in range(self.spec.n_shards))
+        """Every shard the spec needs is on disk and matches its checksum."""
+        return all(shard_intact(self.shard_path(i)) for i in range(self.spec.n_shards))
 
     def shard_path(self, i: int) -> Path:
         return self.root / f"shard_{i:05d}.safetensors"
@@ -144,11 +149,22 @@ def get_cache(lm, spec: CacheSpec, cache_root=None, data_dir_override=None, batc
     cache = ActivationCache(root, spec)
     if cache.complete:
         return cache
+    with build_lock(root):  # one builder per cache; others wait here, then find the shards built
+        for i in range(spec.n_shards):
+            discard_damaged(cache.shard_path(i))
+        missing = [i for i in range(spec.n_shards) if not cache.shard_path(i).exists()]
+        if missing:
+            _build_shards(lm, cache, missing, data_dir_override, batch_contexts, progress)
+    return cache
+
+
+def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_override, batch_contexts: int,
+                  progress: bool) -> None:
+    spec, root = cache.spec, cache.root
     root.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in dataclasses.asdict(spec).items() if k != "n_contexts"}
     _atomic_write_text(root / "spec.json", json.dumps({**meta, "key": spec.key, "d_in": lm.d_model,
                                                        "excluded_positions": "position 0 (BOS) and tokenizer special tokens"}, indent=2))
-    missing = [i for i in range(spec.n_shards) if not cache.shard_path(i).exists()]
     per = spec.shard_contexts
     # Contexts are a deterministic stream: start at the first missing shard and skip the ones on disk.
     contexts = data.token_contexts(lm, spec.dataset, (spec.n_shards - missing[0]) * per, spec.ctx_len,
@@ -171,20 +187,16 @@ def get_cache(lm, spec: CacheSpec, cache_root=None, data_dir_override=None, batc
         tensors = {"acts": torch.cat(acts).contiguous(), "tokens": toks.to(torch.int32),
                    "special": lm.special_mask(toks).to(torch.uint8)}
         _atomic_save(tensors, cache.shard_path(shard_idx))
+        record_build(root, cache.shard_path(shard_idx).name)
     bar.close()
-    return cache
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    save_shard(tensors, path)  # atomic, with its checksum recorded
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 # ---- per-example activations (labeled sets: probing, TPP, MMLU topic) ----------------------------
@@ -232,8 +244,9 @@ class ExampleCache:
     def mean_pooled(self) -> torch.Tensor:
         """[n, d] LLM activations mean-pooled over each example's mask (SAEBench's probing input)."""
         path = self.root / "mean_pooled.safetensors"
-        if path.exists():
+        if shard_intact(path):
             return load_file(path)["pooled"]
+        discard_damaged(path)
         pooled = torch.cat([masked_mean(a, m) for a, m in self.iter_batches()])
         _atomic_save({"pooled": pooled}, path)
         return pooled
@@ -265,9 +278,21 @@ def get_example_cache(lm, hook: str, name: str, texts: list[str], ctx_len: int =
     spec = ExampleSetSpec(lm.source_id, hook, name, texts_sha256(texts), len(texts), ctx_len, dtype)
     root = cache_dir(cache_root) / "examples" / spec.key
     cache = ExampleCache(root, spec)
-    missing = [i for i in range(spec.n_shards) if not cache.shard_path(i).exists()]
-    if not missing:
+    if all(shard_intact(cache.shard_path(i)) for i in range(spec.n_shards)):
         return cache
+    with build_lock(root):  # one builder per cache; others wait here, then find the shards built
+        for i in range(spec.n_shards):
+            discard_damaged(cache.shard_path(i))
+        missing = [i for i in range(spec.n_shards) if not cache.shard_path(i).exists()]
+        if missing:
+            _build_example_shards(lm, cache, texts, missing, batch_examples, progress)
+    return cache
+
+
+def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: list[int], batch_examples: int,
+                          progress: bool) -> None:
+    spec, root = cache.spec, cache.root
+    hook, name, ctx_len, dtype = spec.hook, spec.name, spec.ctx_len, spec.dtype
     root.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.d_model}, indent=2))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_token_id
@@ -297,5 +322,5 @@ def get_example_cache(lm, hook: str, name: str, texts: list[str], ctx_len: int =
             bar.update(len(idx))
         mask = valid & ~lm.special_mask(tokens)
         _atomic_save({"acts": acts, "tokens": tokens.to(torch.int32), "mask": mask.to(torch.uint8)}, cache.shard_path(shard_idx))
+        record_build(root, cache.shard_path(shard_idx).name)
     bar.close()
-    return cache

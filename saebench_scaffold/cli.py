@@ -1,4 +1,4 @@
-"""Command line: `saebench-scaffold eval | train | tasks | schema | leaderboard`."""
+"""Command line: `saebench-scaffold eval | sweep | train | tasks | schema | leaderboard`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _fail(err: Exception) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify), sae_lens:RELEASE/SAE_ID, hf:ORG/REPO[/SUBFOLDER], or 'pca' for the PCA baseline."),
+    checkpoints: list[str] = typer.Argument(..., help="SAE folders (ours, SAELens, dictionary_learning, sparsify), sae_lens:RELEASE/SAE_ID, hf:ORG/REPO or hf:ORG/REPO/SUBFOLDER, or 'pca' for the PCA baseline."),
     tasks: str = typer.Option("core", "--tasks", "-t", help="Comma-separated task names, or 'all'."),
     model: Optional[str] = typer.Option(None, help="Model: smollm2-135m (embedded, default) or a Hugging Face id."),
     hook: Optional[str] = typer.Option(None, help="Hook point (default: the checkpoint's own, else blocks.14.hook_resid_post)."),
@@ -39,16 +39,48 @@ def eval_command(
     force: bool = typer.Option(False, help="Recompute results that already exist."),
     include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    dry_run: bool = typer.Option(False, help="Print the plan (one row per checkpoint x task, and whether it is done) and stop."),
+    executor: str = typer.Option("serial", help="serial (this process) or ray (one Ray task per unit)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
 ):
     """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table."""
-    from .runner import EvalRequest, run_eval, summary_table
+    from .runner import EvalRequest, run_eval
 
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
-                                    seed, force, preset, include_path, set_, not quiet, dtype=dtype))
+                                    seed, force, preset, include_path, set_, not quiet,
+                                    dry_run=dry_run, executor=executor, ray_address=ray_address, dtype=dtype))
     except UserError as err:
         _fail(err)
+    _report(rows)
+
+
+def _report(rows: list[dict]) -> None:
+    """Print the units table; exit 1 when a unit failed (the others still ran)."""
+    from .runner import summary_table
+
     typer.echo(summary_table(rows))
+    failed = sum(r["status"].startswith("failed") for r in rows)
+    if failed:
+        typer.echo(f"{failed} of {len(rows)} units failed; rerun the same command to retry only those", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML: checkpoints (glob / paths / sae_lens patterns), tasks, preset, overrides, output_dir, executor."),
+    dry_run: bool = typer.Option(False, help="Print the plan and stop."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+):
+    """Score every selected checkpoint on every task; done units are skipped, so rerunning resumes."""
+    from .runner import run_eval
+    from .sweep import sweep_request
+
+    try:
+        rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
+    except UserError as err:
+        _fail(err)
+    _report(rows)
 
 
 app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from .settings import UserError, cache_dir
@@ -234,13 +238,23 @@ def embedded_gguf_path() -> Path:
 
 def _float_copy_of_embedded(root: Path) -> Path:
     """Dequantize the GGUF once and keep a float32 HF copy in the cache dir (~20 s the first time)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = embedded_gguf_path()
     digest = hashlib.sha256(f"{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
     out = root / "models" / f"smollm2-135m-f32-{digest}"
     if (out / "done").exists():
         return out
+    # One process per cache dir dequantizes; concurrent ones wait on the lock, then read its copy.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not (out / "done").exists():
+            _dequantize_embedded(gguf, out)
+    return out
+
+
+def _dequantize_embedded(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"saebench-scaffold: dequantizing the embedded model into {out} (once, ~20 s)", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quant.config
@@ -250,12 +264,12 @@ def _float_copy_of_embedded(root: Path) -> Path:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quant.state_dict(), strict=False)
     plain.tie_weights()
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))  # a name no other process uses
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(out) if not out.exists() else None
+    shutil.rmtree(out, ignore_errors=True)  # a copy left without its `done` marker by a killed process
+    tmp.rename(out)
     (out / "done").write_text(gguf.name)
-    return out
 
 
 @lru_cache(maxsize=2)

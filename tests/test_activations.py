@@ -100,3 +100,17 @@ def test_example_cache_pools_real_tokens_only(lm, hook, tmp_path):
 def test_example_text_that_tokenizes_to_nothing(lm, hook, tmp_path):
     with pytest.raises(UserError, match="text #1 tokenizes to nothing"):
         get_example_cache(lm, hook, "bad", ["fine text", ""], cache_root=tmp_path, progress=False)
+
+
+def test_trainer_reads_a_cache_as_get_cache_writes_it(lm, hook, tiny_corpus, tmp_path):
+    """The trainer's source takes a cache folder exactly as `get_cache` leaves it (no extra marker),
+    and only the shards the recipe's budget names, even after a larger budget extended the folder."""
+    from saebench_scaffold.training.data import cache_source
+
+    small = _spec(lm, hook, 6, tiny_corpus)
+    get_cache(lm, _spec(lm, hook, 9, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)  # 3 shards
+    cache = get_cache(lm, small, tmp_path / "c", tiny_corpus, progress=False)
+    src = cache_source(cache.root, seed=0, n_shards=small.n_shards)
+    assert small.n_shards == 2 and src.tokens_per_epoch == 6 * 15
+    with pytest.raises(UserError, match="needs 4"):
+        cache_source(cache.root, n_shards=4)

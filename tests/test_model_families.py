@@ -192,8 +192,8 @@ def test_core_runs_on_each_family(family_lm, tiny_corpus, tmp_path):
     task = CoreTask()
     out = task.run(ctx, sae, task.make_config({"n_density_tokens": 1270, "n_ce_tokens": 254}))
     assert out.token_counts["density_tokens"] == 1270 and out.token_counts["ce_tokens"] > 200
-    behaviour = out.metrics["model_behavior_preservation"]
-    for value in (out.metrics["reconstruction_quality"]["fvu"], behaviour["ce_loss_clean"], behaviour["ce_loss_score"]):
+    performance = out.metrics["model_performance_preservation"]
+    for value in (out.metrics["reconstruction_quality"]["fvu"], performance["ce_loss_without_sae"], performance["ce_loss_score"]):
         assert torch.isfinite(torch.tensor(value))
 
 

@@ -89,14 +89,20 @@ def tensor_source(acts: torch.Tensor, seed: int = 0, shard_tokens: int = 1024, b
                        buffer_shards, "in-memory activations")
 
 
-def cache_source(root: str | Path, seed: int = 0, buffer_shards: int = 16) -> TokenSource:
+def cache_source(root: str | Path, seed: int = 0, buffer_shards: int = 16, n_shards: int | None = None) -> TokenSource:
     """A source over an activation cache folder (see activations.py): non-special positions only,
-    kept in the cache's storage dtype until batched (halves memory for float16 caches)."""
+    kept in the cache's storage dtype until batched (halves memory for float16 caches). `n_shards`
+    takes the first shards only: a cache folder may have been extended by a larger budget, and a
+    recipe must train on what it names. Shards are written atomically, so present means whole."""
     root = Path(root)
-    if not (root / "done").exists() or not (root / "spec.json").exists():
-        raise UserError(f"activation cache {root} is incomplete (no 'done' marker); build it first")
+    if not (root / "spec.json").exists():
+        raise UserError(f"{root} is not an activation cache (no spec.json); build it with the recipe's model/hook/dataset")
     meta = json.loads((root / "spec.json").read_text())
     paths = sorted(root.glob("shard_*.safetensors"))
+    if n_shards is not None:
+        if len(paths) < n_shards:
+            raise UserError(f"activation cache {root} has {len(paths)} shards, the recipe needs {n_shards}")
+        paths = paths[:n_shards]
     if not paths:
         raise UserError(f"activation cache {root} has no shards")
     lengths = []

@@ -86,20 +86,20 @@ def source_for(recipe: TrainRecipe) -> TokenSource:
     from ..model import ModelSpec, load_model
 
     comm = Comm()
-    root = None
+    root, n_shards = None, None
     if comm.rank == 0:
         lm = load_model(ModelSpec(name=recipe.model))
         spec = cache_spec(lm, recipe.hook, recipe.dataset, n_contexts=recipe.n_contexts, dtype=recipe.cache_dtype)
         cache = get_cache(lm, spec)
         if cache.d_in != lm.d_model:
             raise UserError(f"activation cache {cache.root} has width {cache.d_in}, model {recipe.model} has {lm.d_model}")
-        root = str(cache.root)
+        root, n_shards = str(cache.root), spec.n_shards
         del lm
     if comm.world > 1:
-        box = [root]
+        box = [root, n_shards]
         dist.broadcast_object_list(box, src=0)
-        root = box[0]
-    return cache_source(root, recipe.seed, recipe.shuffle_buffer_shards)
+        root, n_shards = box
+    return cache_source(root, recipe.seed, recipe.shuffle_buffer_shards, n_shards)
 
 
 class Trainer:
