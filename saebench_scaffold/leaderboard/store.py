@@ -36,15 +36,15 @@ def existing_board(board: Path) -> Path:
 Board = dict[str, dict[str, dict[str, tuple[str, EvalResult]]]]  # submission -> checkpoint -> task -> (label, result)
 
 
-def load_board(board: Path, versions: TaskVersions | None = None) -> Board:
-    """Validate every submission on the board (and that no checkpoint appears twice); raise
-    `Problems` naming every bad file and field."""
+def load_board(board: Path, versions: TaskVersions | None = None, skip: str | None = None) -> Board:
+    """Validate every submission on the board but `skip` (one being replaced), and that no
+    checkpoint appears twice; raise `Problems` naming every bad file and field."""
     versions = versions or TaskVersions()
     sub = existing_board(board)
     loaded: Board = {}
     problems = []
     for entry in sorted(os.scandir(sub), key=lambda e: e.name):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == skip:
             continue
         try:
             check_name(entry.name, "submission name")
@@ -81,7 +81,8 @@ def submit(results_dir: Path, name: str, board: Path | None = None, replace: boo
         raise UserError(f"submission {name!r} already exists at {dest}; pass --replace to replace it")
     on_board: dict = {}
     if submissions_dir(board).is_dir():
-        for other, ckpts in load_board(board, versions).items():
+        # The submission being replaced is not checked: replacing it is how stale rows get fixed.
+        for other, ckpts in load_board(board, versions, skip=name if replace else None).items():
             if other == name:
                 continue
             for results in ckpts.values():

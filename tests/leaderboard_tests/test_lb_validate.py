@@ -138,3 +138,21 @@ def test_validate_catches_hand_edit_on_the_board_and_cli_reports_it(results_copy
     assert bad.stderr.startswith("error: submissions/team_a/batchtopk_r24/sparse_probing.json: "
                                  "eval_result_metrics.sae.sae_top_1_test_accuracy: 0.99 disagrees"), bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_replace_fixes_a_stale_submission_but_not_another_bad_one(results_copy, tmp_path):
+    """Results made by an older task version fail validation; `--replace` under the same name is how
+    they are fixed, so the submission being replaced is not checked — every other one still is."""
+    board = tmp_path / "leaderboard"
+    lb.submit(results_copy, "team_a", board)
+    stale = board / "submissions" / "team_a" / "batchtopk_r0" / "core.json"
+    doc = json.loads(stale.read_text())
+    doc["provenance"]["task_version"] = 1
+    stale.write_text(json.dumps(doc))
+    lb.submit(results_copy, "team_a", board, replace=True)
+    lb.validate(board)
+    shutil.copytree(board / "submissions" / "team_a", board / "submissions" / "team_b")
+    stale = board / "submissions" / "team_b" / "batchtopk_r0" / "core.json"
+    stale.write_text(json.dumps(doc))
+    with pytest.raises(Problems, match="team_b/batchtopk_r0/core.json.*task_version"):
+        lb.submit(results_copy, "team_a", board, replace=True)
