@@ -3,6 +3,7 @@ directory skip (with the reason) when it is absent."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,3 +43,14 @@ def hook() -> str:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture()
+def tiny_corpus(tmp_path):
+    """A data directory with a small text corpus in the layout of shared/data."""
+    root = tmp_path / "data"
+    (root / "text").mkdir(parents=True)
+    docs = [{"id": i, "title": f"t{i}", "text": f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (3 + i)}
+            for i in range(12)]
+    (root / "text" / "wikipedia_en_sample.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    return root

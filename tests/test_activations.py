@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -11,17 +10,6 @@ from saebench_scaffold.activations import CacheSpec, get_cache, get_example_cach
 from saebench_scaffold.settings import UserError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def tiny_corpus(tmp_path):
-    """A data directory with a small text corpus in the layout of shared/data."""
-    root = tmp_path / "data"
-    (root / "text").mkdir(parents=True)
-    docs = [{"id": i, "title": f"t{i}", "text": f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (3 + i)}
-            for i in range(12)]
-    (root / "text" / "wikipedia_en_sample.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    return root
 
 
 def _spec(lm, hook, n_contexts, data_root):

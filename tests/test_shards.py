@@ -3,7 +3,6 @@ one-line notice, shards written before checksums existed are adopted, and a buil
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -43,16 +42,6 @@ def test_intact_damaged_and_adopted_shard_without_a_model(tmp_path):
     _reopen()
     assert not shards.shard_intact(path) and not shards.checksum_path(path).exists()
 
-
-
-@pytest.fixture()
-def tiny_corpus(tmp_path):
-    root = tmp_path / "data"
-    (root / "text").mkdir(parents=True)
-    docs = [{"id": i, "title": f"t{i}", "text": f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (3 + i)}
-            for i in range(12)]
-    (root / "text" / "wikipedia_en_sample.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    return root
 
 
 def _spec(lm, data_root, hook="blocks.2.hook_resid_post"):
