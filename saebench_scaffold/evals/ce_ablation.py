@@ -85,7 +85,8 @@ class CEAblationTask(Task):
         geo = ab.geometry(sae, pca, r, cfg.outlier_factor)
         metrics["subspaces"] = {"rank": r, "pca_fit_tokens": pca.n_tokens, **geo["metrics"]}
         details = [{"condition": name, **m} for name, m in metrics.items() if name != "subspaces"]
-        metrics["summary"] = {f"{short}_ce_ratio": metrics[name].get("ce_ratio") for short, name in SUMMARY.items()}
+        # a condition switched off (variance_matched=false) has no entry: its headline is None, as when it does not apply
+        metrics["summary"] = {f"{short}_ce_ratio": metrics.get(name, {}).get("ce_ratio") for short, name in SUMMARY.items()}
         return TaskOutput(metrics=metrics, details=details,
                           unstructured={"geometry": geo["unstructured"],
                                         "conditions": {c.name: c.description for c in conditions}},
