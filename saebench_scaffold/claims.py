@@ -20,6 +20,9 @@ VERDICT RULE (`verdict`):
     side; not reproduced when it excludes 0 on the other side; otherwise inconclusive;
   - "no change" claims (difference ≈ 0, e.g. accuracy at chance): reproduced when the whole interval
     lies within ±EQUIVALENCE_MARGIN; not reproduced when it lies wholly outside; otherwise inconclusive.
+
+When one architecture was trained at several lengths (e.g. the 4× pair), `training_length` also says
+whether each claim's effect grows or shrinks with training beyond seed noise (rule: `length_outcome`).
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ def evaluate(checkpoints: list[Checkpoint]) -> list[dict]:
                    "seeds": [p_[0] for p_ in pairs], "n": len(pairs),
                    "reference_mean": mean(refs), "reference_std": stdev(refs) if len(refs) > 1 else None,
                    "tested_mean": mean(tests), "tested_std": stdev(tests) if len(tests) > 1 else None,
+                   "differences": diffs,
                    "difference_mean": mean(diffs), "difference_std": stdev(diffs) if len(diffs) > 1 else None,
                    "ci_low": low, "ci_high": high, "ci_level": LEVEL, "p_value": p,
                    "verdict": verdict(claim.expect, len(diffs), low, high)}
@@ -182,6 +186,102 @@ def evaluate(checkpoints: list[Checkpoint]) -> list[dict]:
                 row["relative_change"] = mean(diffs) / abs(mean(refs))
             rows.append(row)
     return rows
+
+
+def _welch(a: list[float], b: list[float], level: float = LEVEL) -> tuple[float, float]:
+    """Interval of mean(b) − mean(a), Welch's unequal-variance t."""
+    from scipy import stats
+
+    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
+    se = math.sqrt(va + vb)
+    d = mean(b) - mean(a)
+    if se == 0:
+        return d, d
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va and vb else len(a) + len(b) - 2
+    half = stats.t.ppf(0.5 + level / 2, dof) * se
+    return d - half, d + half
+
+
+def _prediction_interval(base: list[float], level: float = LEVEL) -> tuple[float, float]:
+    """Where one more training seed at the base length would fall: mean ± t·sd·√(1 + 1/n)."""
+    from scipy import stats
+
+    n, m, sd = len(base), mean(base), stdev(base)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd * math.sqrt(1 + 1 / n)
+    return m - half, m + half
+
+
+def length_outcome(expect: str, base: list[float], longer: list[float]) -> tuple[str, float | None, float | None]:
+    """Does a claim's effect (its per-seed difference) change with training length beyond seed noise?
+
+    RULE: the base length needs ≥ 2 seeds. With ≥ 2 seeds at the longer length, the Welch interval of
+    mean(longer) − mean(base) must exclude 0; with one, the longer run's difference must fall outside
+    the base length's 95% prediction interval for one new seed. Otherwise "within seed noise". A move
+    in the claimed direction ("lower": more negative; "higher": more positive; "no change": closer to
+    0) is "stronger", the other way "weaker". Returns (outcome, interval low, interval high); the
+    interval is on the difference itself (prediction interval) or on its change (Welch)."""
+    if len(base) < 2 or not longer:
+        return "inconclusive (one seed at the base length)", None, None
+    if len(longer) >= 2:
+        low, high = _welch(base, longer)
+        moved = 0.0 if low <= 0 <= high else (high if high < 0 else low)
+    else:
+        low, high = _prediction_interval(base)
+        value = longer[0]
+        moved = 0.0 if low <= value <= high else value - mean(base)
+    if moved == 0:
+        return "within seed noise", low, high
+    if expect == "no change":
+        stronger = abs(mean(longer)) < abs(mean(base))
+    else:
+        stronger = (moved < 0) == (expect == "lower")
+    return ("stronger" if stronger else "weaker") + " with training", low, high
+
+
+def training_length(rows: list[dict]) -> list[dict]:
+    """Each claim's effect at the other training lengths of an architecture against the length with
+    the most seeds (ties: the shortest), by `length_outcome`."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["training_tokens"]:
+            groups.setdefault((r["claim"], r["architecture"]), []).append(r)
+    out = []
+    for (claim, arch), group in groups.items():
+        base = max(group, key=lambda g: (g["n"], -g["training_tokens"]))
+        for other in sorted(group, key=lambda g: g["training_tokens"]):
+            if other is base:
+                continue
+            outcome, low, high = length_outcome(other["expect"], base["differences"], other["differences"])
+            out.append({"claim": claim, "text": other["text"], "architecture": arch, "expect": other["expect"],
+                        "base_tokens": base["training_tokens"], "tokens": other["training_tokens"],
+                        "base_n": base["n"], "n": other["n"],
+                        "base_difference_mean": base["difference_mean"], "base_difference_std": base["difference_std"],
+                        "difference_mean": other["difference_mean"], "difference_std": other["difference_std"],
+                        "base_tested_mean": base["tested_mean"], "tested_mean": other["tested_mean"],
+                        "base_relative_change": base.get("relative_change"),
+                        "relative_change": other.get("relative_change"),
+                        "interval": "Welch t on the change" if other["n"] >= 2 else "prediction interval, one new seed",
+                        "interval_low": low, "interval_high": high, "outcome": outcome})
+    return out
+
+
+def render_length(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    def fig(m, sd, n, rel):
+        s = f"{m:+.4g}" + (f" ± {sd:.2g}" if sd is not None else "") + f" (n={n})"
+        return s + (f", {rel:+.1%} rel." if rel is not None else "")
+
+    table = [[r["text"], r["architecture"],
+              f"{r['base_tokens'] / 1e6:.1f}M → {r['tokens'] / 1e6:.1f}M",
+              fig(r["base_difference_mean"], r["base_difference_std"], r["base_n"], r["base_relative_change"]),
+              fig(r["difference_mean"], r["difference_std"], r["n"], r["relative_change"]),
+              f"{r['base_tested_mean']:.4g} → {r['tested_mean']:.4g}",
+              (f"[{r['interval_low']:+.3g}, {r['interval_high']:+.3g}] ({r['interval']})"
+               if r["interval_low"] is not None else "—"), r["outcome"]] for r in rows]
+    head = ["claim", "architecture", "training tokens", "difference, base length", "difference, longer",
+            "tested figure", f"{LEVEL:.0%} interval", "outcome"]
+    return tabulate(table, head, tablefmt="github")
 
 
 def render(rows: list[dict]) -> str:
@@ -210,14 +310,21 @@ def run_claims(source: Path, out_dir: Path) -> tuple[str, list[Path]]:
         raise UserError(f"no checkpoint under {source} has the figures any claim needs "
                         f"(architecture, scaffold rank 0 or {CLAIM_RANK}, seed in sae_cfg_dict)")
     text = render(rows)
+    length = training_length(rows)
     md = (f"# The paper's claims against our results\n\nSource: `{source}`. Differences are r=24 − r=0 (paired by seed) "
           f"or tested − reference on r=24 checkpoints; {LEVEL:.0%} t-interval over training seeds. Verdict rule: "
           f"see `saebench_scaffold/claims.py`.\n\n{text}\n")
+    if length:
+        length_text = render_length(length)
+        text += "\n\nDo the effects change with training length?\n" + length_text
+        md += ("\n## Do the effects change with training length?\n\nEach claim's per-seed difference at a longer "
+               "training run against the length with the most seeds; rule: `length_outcome` in "
+               f"`saebench_scaffold/claims.py`.\n\n{length_text}\n")
     out_dir = Path(out_dir)
     paths = [out_dir / "claims.md", out_dir / "claims.json"]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path, content in zip(paths, (md, json.dumps({"source": str(source), "rows": rows}, indent=2))):
+        for path, content in zip(paths, (md, json.dumps({"source": str(source), "rows": rows, "training_length": length}, indent=2))):
             tmp = path.with_name(path.name + f".tmp{os.getpid()}")
             tmp.write_text(content)
             os.replace(tmp, path)

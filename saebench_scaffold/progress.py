@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+
 from tqdm.auto import tqdm
+
+_LIBRARY_SWITCHES = (("transformers.utils.logging", "disable_progress_bar"),
+                     ("huggingface_hub.utils", "disable_progress_bars"),
+                     ("datasets.utils.logging", "disable_progress_bar"))
+
+
+def silence_library_bars() -> None:
+    """--quiet also means the bars the libraries draw themselves (transformers' "Loading weights",
+    hub downloads, datasets' map/filter), which our own `progress` flag does not reach."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    for module, switch in _LIBRARY_SWITCHES:
+        try:
+            getattr(importlib.import_module(module), switch)()
+        except (ImportError, AttributeError):  # a library that is not installed draws no bar
+            pass
 
 
 class UnitProgress:

@@ -29,7 +29,7 @@ from tabulate import tabulate
 from .evals.base import EvalContext, Task, TaskOutput, check_headline_finite
 from .evals.registry import TaskRegistry
 from .model import DEFAULT_HOOK, ModelSpec, parse_hook
-from .progress import UnitProgress
+from .progress import UnitProgress, silence_library_bars
 from .results import EvalResult, Provenance, check_output_dir, git_hash, result_path, write_result
 from .saes import SAE, hub, load_sae
 from .saes.base import file_sha256
@@ -145,6 +145,8 @@ def load_checkpoint(spec: str) -> LoadedCheckpoint:
 
 def run_eval(req: EvalRequest) -> list[dict]:
     """Plan every unit (validating all inputs first), then run the ones not done; one row per unit."""
+    if not req.progress:
+        silence_library_bars()
     plan = plan_eval(req)
     if req.dry_run:
         return plan_rows(plan)

@@ -7,14 +7,15 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from saebench_scaffold.claims import evaluate, load_checkpoints, t_interval, verdict
+from saebench_scaffold.claims import (evaluate, length_outcome, load_checkpoints, t_interval, training_length,
+                                      verdict)
 from saebench_scaffold.cli import app
 from saebench_scaffold.results import EvalResult, Provenance, write_result
 
 
-def _write(folder, name, arch, r, seed, metrics_by_task):
+def _write(folder, name, arch, r, seed, metrics_by_task, tokens=1000):
     cfg = {"architecture": arch, "d_in": 8, "d_sae": 32, "scaffold_rank": r,
-           "extra": {"training": {"tokens": 1000, "recipe": {"seed": seed, "total_tokens": 1000}}}}
+           "extra": {"training": {"tokens": tokens, "recipe": {"seed": seed, "total_tokens": tokens}}}}
     for task, metrics in metrics_by_task.items():
         prov = Provenance(model={"name": "toy"}, model_source="toy", hook_name="h", checkpoint_path=name,
                           checkpoint_format="saebench_scaffold", checkpoint_sha256=f"sha-{name}", seed=0,
@@ -97,3 +98,39 @@ def test_cli_prints_and_writes_claims(tmp_path):
     assert "| claim" in (tmp_path / "out" / "claims.md").read_text()
     bad = CliRunner().invoke(app, ["claims", str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "error:" in bad.output and not (tmp_path / "o2").exists()
+
+
+def _long_pair(folder, seed, dense_r0, dense_r24, probe_r0=0.80, probe_r24=0.75):
+    for r, dense, probe in ((0, dense_r0, probe_r0), (24, dense_r24, probe_r24)):
+        _write(folder, f"btk_r{r}_x4_s{seed}", "batchtopk", r, seed,
+               {"core": {"density": {"dense_frac_gt_0.1": dense}},
+                "sparse_probing": {"sae": {"sae_top_1_test_accuracy": probe}}}, tokens=4000)
+
+
+def test_training_length_one_longer_seed(tmp_path):
+    _synthetic(tmp_path / "res")  # 1× dense differences −0.0080, −0.0089, −0.0101
+    _long_pair(tmp_path / "res", 0, 0.030, 0.002, probe_r0=0.80, probe_r24=0.745)  # dense: −0.028, far outside
+    rows = evaluate(load_checkpoints(tmp_path / "res"))
+    assert {r["training_tokens"] for r in rows} == {1000, 4000}
+    assert all(r["verdict"] == "inconclusive" for r in rows if r["training_tokens"] == 4000)  # one seed
+    length = {r["claim"]: r for r in training_length(rows)}
+    assert set(length) == {"dense_latents", "sparse_probing"}  # only claims measured at both lengths
+    dense = length["dense_latents"]
+    assert (dense["base_tokens"], dense["tokens"], dense["base_n"], dense["n"]) == (1000, 4000, 3, 1)
+    assert dense["outcome"] == "stronger with training"
+    assert dense["interval_low"] < -0.0089 < dense["interval_high"] < 0  # prediction interval around the 1× mean
+    assert length["sparse_probing"]["outcome"] == "within seed noise"  # −0.055 vs 1× −0.048 ± 0.003
+
+
+def test_length_outcome_rule():
+    base = [-0.010, -0.011, -0.009]
+    assert length_outcome("lower", base, [-0.030])[0] == "stronger with training"
+    assert length_outcome("lower", base, [0.005])[0] == "weaker with training"
+    assert length_outcome("higher", base, [-0.030])[0] == "weaker with training"
+    assert length_outcome("lower", base, [-0.012])[0] == "within seed noise"
+    assert length_outcome("no change", base, [-0.030])[0] == "weaker with training"  # further from 0
+    assert length_outcome("lower", [-0.01], [-0.5])[0].startswith("inconclusive")  # no base noise estimate
+    # two longer seeds: Welch interval on the change
+    outcome, low, high = length_outcome("lower", base, [-0.030, -0.031])
+    assert outcome == "stronger with training" and low < -0.019 < high < 0
+    assert length_outcome("lower", base, [-0.012, -0.008])[0] == "within seed noise"

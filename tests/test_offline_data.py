@@ -123,6 +123,7 @@ def test_main_job_offline_without_data_dir(tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| batchtopk")]
     assert len(rows) == 2 and all("| ok (" in row for row in rows), r.stdout
     assert r.stderr.count("uses the embedded English Wikipedia sample") == 1
+    assert "it/s]" not in r.stderr and "Loading weights" not in r.stderr, r.stderr  # --quiet: no bars, ours or theirs
     doc = json.loads((tmp_path / "results" / "batchtopk_r24" / "core.json").read_text())
     assert doc["provenance"]["datasets"][0]["source"] == "embedded:wikipedia_en_small.jsonl.xz"
     assert doc["provenance"]["token_counts"]["density_tokens"] == 256
