@@ -73,6 +73,10 @@ class StepContext:
     group_ends: list[int] | None = None
     """Matryoshka: cumulative prefix sizes (last = d_sae); None for plain BatchTopK."""
     comm: Comm | None = None
+    threshold_guess: float | None = None
+    """A value a little below this step's expected BatchTopK threshold (the trainer passes a fraction
+    of the last step's smallest kept activation): candidates are then the entries above it, exact
+    either way (sparse_ops.candidate_batch_topk)."""
 
     @property
     def kept(self) -> int:

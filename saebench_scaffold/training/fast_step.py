@@ -55,7 +55,7 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     # ---- BatchTopK over the global batch ----
     m0 = m0 or max(ctx.k + ctx.k // 2, 8)
     kept = candidate_batch_topk(pre, ctx.kept, comm.kth_largest,
-                                lambda flag: bool(comm.max(x.new_tensor([float(flag)]))), m0)
+                                lambda flag: bool(comm.max(x.new_tensor([float(flag)]))), m0, ctx.threshold_guess)
 
     # ---- forward: nested prefixes (one prefix for plain BatchTopK) ----
     ends = ctx.group_ends or [n]

@@ -147,14 +147,41 @@ def row_topk(pre: torch.Tensor, m: int, block: int = 8) -> tuple[torch.Tensor, t
     return vals, cols
 
 
-def candidate_batch_topk(pre: torch.Tensor, kept: int, kth_largest, any_rank, m0: int) -> Entries:
+def entries_above(pre: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols, values) of every entry of a contiguous [B, n] `pre` above `floor`, sorted by row.
+    On CPU numpy's compare + flatnonzero is ~6x faster than torch's (measured at B 4096, n 4608)."""
+    n = pre.shape[1]
+    flat = pre.reshape(-1)
+    if pre.is_cuda:
+        idx = (flat > floor).nonzero().squeeze(1)
+    else:
+        idx = torch.from_numpy(np.flatnonzero(flat.numpy() > floor))
+    rows = idx // n
+    return rows, idx - rows * n, flat.index_select(0, idx)
+
+
+def candidate_batch_topk(pre: torch.Tensor, kept: int, kth_largest, any_rank, m0: int,
+                         guess: float | None = None) -> Entries:
     """Exact BatchTopK over a [B, n] pre-activation block, without a flat top-k over B·n values.
 
-    Each row offers its top m candidates; the global threshold t is the `kept`-th largest candidate
-    (over all ranks, via `kth_largest`). A row whose smallest candidate is still ≥ t might hold more
-    values above t than it offered, so it offers a larger top-m and t is recomputed, until no row
-    overflows — the result is then the same set as the flat top-k (barring exact ties at t)."""
+    With `guess` (a value a little below the expected threshold, e.g. from the last step): every
+    entry above it is a candidate and t is the `kept`-th largest over all ranks. When at least
+    `kept` entries lie above the guess, every entry ≥ t is among them, so this is exact; otherwise
+    (the guess was too high) the per-row path below runs.
+
+    Per-row path: each row offers its top m candidates; the global threshold t is the `kept`-th
+    largest candidate (over all ranks, via `kth_largest`). A row whose smallest candidate is still
+    ≥ t might hold more values above t than it offered, so it offers a larger top-m and t is
+    recomputed, until no row overflows — the result is then the same set as the flat top-k (barring
+    exact ties at t)."""
     B, n = pre.shape
+    if guess is not None and guess > 0:
+        # per-row top-m costs ~3 top-k passes (≈ 12% of a CPU step at B 4096, n 4608); this, one compare
+        rows, cols, cand = entries_above(pre, guess)
+        t = kth_largest(cand, kept)  # −inf when fewer than `kept` candidates exist over all ranks
+        if bool(torch.isfinite(t)):
+            keep = (cand >= t).nonzero().squeeze(1)
+            return Entries(rows, cols, cand, B).take(keep)
     m = min(m0, n)
     vals, idx = row_topk(pre, m)
     rows = torch.arange(B, device=pre.device).repeat_interleave(m)

@@ -102,6 +102,9 @@ def source_for(recipe: TrainRecipe) -> TokenSource:
     return cache_source(root, recipe.seed, recipe.shuffle_buffer_shards, n_shards)
 
 
+GUESS_FRACTION = 0.8  # of the last step's smallest kept activation: this step's candidate floor
+
+
 class Trainer:
     def __init__(self, recipe: TrainRecipe, source: TokenSource | None = None, resume: bool = True,
                  progress: bool = True):
@@ -116,6 +119,7 @@ class Trainer:
         recipe.validate(d_in=self.d_in)
         self.out = Path(recipe.output_dir)
         self.progress = progress and self.comm.rank == 0
+        self.threshold_guess = None  # BatchTopK candidate floor from the last step (checkpointed: resume is exact)
         self._build(resume)
 
     # ---- setup ----
@@ -153,6 +157,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.scale = state["step"], state["elapsed"], state["scale"]
         self.since_fired, self.threshold_started = state["since_fired"], state["threshold_started"]
+        self.threshold_guess = state.get("threshold_guess")  # absent in older checkpoints: the first step goes without
         torch.set_rng_state(state["rng"])
 
     def _first_batch_init(self, x: torch.Tensor) -> None:
@@ -174,7 +179,7 @@ class Trainer:
         return {"step": self.step, "elapsed": self.elapsed, "scale": self.scale, "d_in": self.d_in,
                 "sae": self.sae.state_dict(), "optimizer": self.opt.state_dict(),
                 "since_fired": self.since_fired, "threshold_started": self.threshold_started,
-                "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict()}
+                "threshold_guess": self.threshold_guess, "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict()}
 
     def checkpoint(self) -> None:
         if self.comm.rank == 0:
@@ -194,7 +199,8 @@ class Trainer:
     def _context(self) -> StepContext:
         dead = (self.since_fired >= self.recipe.dead_tokens).to(self.device)
         return StepContext(k=self.recipe.k, global_batch=self.recipe.batch_size, dead=dead, k_aux=self.d_in // 2,
-                           auxk_alpha=self.recipe.auxk_alpha, group_ends=self.group_ends, comm=self.comm)
+                           auxk_alpha=self.recipe.auxk_alpha, group_ends=self.group_ends, comm=self.comm,
+                           threshold_guess=self.threshold_guess)
 
     def _sync_grads(self) -> None:
         if self.comm.world == 1:
@@ -228,6 +234,8 @@ class Trainer:
             self.opt.step()
             W /= W.norm(dim=1, keepdim=True).clamp_min(1e-12)
             self._update_threshold(res.min_kept)
+        # the BatchTopK threshold moves a few % between batches: 0.8× last step's is almost always below
+        self.threshold_guess = GUESS_FRACTION * res.min_kept if 0 < res.min_kept < math.inf else None
         self.since_fired += B
         self.since_fired[res.fired.cpu()] = 0
         self.step += 1

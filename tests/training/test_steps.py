@@ -74,6 +74,38 @@ def test_candidate_batch_topk_is_exact(m0):
     assert torch.all(e.rows[1:] >= e.rows[:-1])
 
 
+@pytest.mark.parametrize("guess_at", [0.5, 0.99, 1.2, None])
+def test_candidate_batch_topk_with_a_threshold_guess_is_exact(guess_at, monkeypatch):
+    """Below the true threshold the guess path answers; above it (too few candidates) the per-row
+    path does; either way the set is the flat BatchTopK's."""
+    from saebench_scaffold.training import sparse_ops
+
+    if guess_at is not None and guess_at < 1:  # the per-row path must not run at all
+        monkeypatch.setattr(sparse_ops, "row_topk", lambda *a: pytest.fail("per-row path ran"))
+    g = torch.Generator().manual_seed(1)
+    pre = torch.randn(50, 64, generator=g) + torch.randn(50, 1, generator=g) * 2
+    reference = batch_topk(pre, 4)
+    t = float(reference[reference > 0].min())
+    comm = Comm()
+    e = candidate_batch_topk(pre, 4 * 50, comm.kth_largest, lambda f: f, 3,
+                             None if guess_at is None else guess_at * t)
+    dense = torch.zeros_like(pre)
+    dense[e.rows, e.cols] = e.vals
+    assert torch.equal(dense, reference)
+    assert torch.all(e.rows[1:] >= e.rows[:-1])
+
+
+def test_entries_above_finds_every_entry_over_the_floor():
+    from saebench_scaffold.training.sparse_ops import entries_above
+
+    pre = torch.randn(7, 40, generator=torch.Generator().manual_seed(2))
+    rows, cols, vals = entries_above(pre, 0.7)
+    dense = torch.zeros_like(pre)
+    dense[rows, cols] = vals
+    assert torch.equal(dense, torch.where(pre > 0.7, pre, 0.0))
+    assert torch.all(rows[1:] >= rows[:-1]) and torch.equal(pre[rows, cols], vals)
+
+
 def test_matryoshka_loss_is_mean_of_prefix_losses():
     sae = make("matryoshka_batchtopk", 3, "parallel")
     x = torch.randn(32, 16, dtype=torch.double)
