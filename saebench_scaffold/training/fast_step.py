@@ -36,6 +36,20 @@ def _sq(t: torch.Tensor) -> torch.Tensor:
     return torch.dot(v, v)
 
 
+_WORKSPACE: dict = {}
+
+
+def _workspace(shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """One reused [B, d_sae] buffer for the pre-activations on CPU: a fresh 75 MB block each step is
+    mmapped anew and costs ~15 ms of page faults (measured at B 4096, d_sae 4608, 2 threads). It never
+    escapes the step: everything kept from it is copied out (index_select)."""
+    key = (shape, like.dtype)
+    if key not in _WORKSPACE:
+        _WORKSPACE.clear()
+        _WORKSPACE[key] = torch.empty(shape, dtype=like.dtype)
+    return _WORKSPACE[key]
+
+
 AUX_DENSE_RATIO = 16  # measured on CPU (d_in 576, B 4096): sparse wins below ~1/16 fill of the dead block
 
 
@@ -50,7 +64,7 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
         with torch.autocast("cuda", dtype=torch.bfloat16):
             pre = (z @ sae.W_enc).float() + sae.b_enc
     else:
-        pre = torch.addmm(sae.b_enc, z, sae.W_enc)
+        pre = torch.addmm(sae.b_enc, z, sae.W_enc, out=_workspace((x.shape[0], n), x))
 
     # ---- BatchTopK over the global batch ----
     m0 = m0 or max(ctx.k + ctx.k // 2, 8)

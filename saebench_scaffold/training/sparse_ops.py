@@ -10,6 +10,7 @@ the dense O(B · d_sae · d_in).
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,17 +148,38 @@ def row_topk(pre: torch.Tensor, m: int, block: int = 8) -> tuple[torch.Tensor, t
     return vals, cols
 
 
+def _flat_indices_above(block: np.ndarray, floor: float, offset: int) -> np.ndarray:
+    return np.flatnonzero(block > floor) + offset
+
+
 def entries_above(pre: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, cols, values) of every entry of a contiguous [B, n] `pre` above `floor`, sorted by row.
-    On CPU numpy's compare + flatnonzero is ~6x faster than torch's (measured at B 4096, n 4608)."""
-    n = pre.shape[1]
+    On CPU numpy's compare + flatnonzero is ~6x faster than torch's (measured at B 4096, n 4608); it
+    runs single-threaded, so row blocks go to torch's thread count of threads (numpy drops the GIL)."""
+    B, n = pre.shape
     flat = pre.reshape(-1)
     if pre.is_cuda:
         idx = (flat > floor).nonzero().squeeze(1)
     else:
-        idx = torch.from_numpy(np.flatnonzero(flat.numpy() > floor))
+        a, parts = flat.numpy(), max(1, min(torch.get_num_threads(), B))
+        bounds = [B * i // parts * n for i in range(parts + 1)]
+        blocks = [(a[lo:hi], floor, lo) for lo, hi in zip(bounds, bounds[1:])]
+        if parts == 1:
+            found = [_flat_indices_above(*blocks[0])]
+        else:
+            found = list(_pool(parts).map(lambda args: _flat_indices_above(*args), blocks))
+        idx = torch.from_numpy(np.concatenate(found))
     rows = idx // n
     return rows, idx - rows * n, flat.index_select(0, idx)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="entries_above")
+    return _POOLS[workers]
 
 
 def candidate_batch_topk(pre: torch.Tensor, kept: int, kth_largest, any_rank, m0: int,
