@@ -61,12 +61,26 @@ def result_json_schema() -> dict:
     return EvalResult.model_json_schema()
 
 
-def git_hash() -> str | None:
+def git_hash(package_dir: Path | None = None) -> str | None:
+    """The commit of the source checkout this package runs from, suffixed "-dirty" when tracked files
+    differ from it; None for an installed wheel. Only a repository whose top level holds the package
+    folder counts: a wheel inside some other project's venv would otherwise report that project's
+    commit, which says nothing about this code."""
+    pkg = (package_dir or Path(__file__).parent).resolve()
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=pkg, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != pkg.parent:
+            return None
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + ("-dirty" if dirty else "")) or None
 
 
 def result_path(output_dir: Path, checkpoint_name: str, task: str) -> Path:
