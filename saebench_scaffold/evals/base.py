@@ -66,6 +66,10 @@ class Task:
     description: ClassVar[str] = ""
     version: ClassVar[int] = 1
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    metric_ranges: ClassVar[tuple[tuple[str, float | str, float | str], ...]] = ()
+    """(pattern, low, high) rules the leaderboard range-checks this task's metrics with, in the format of
+    `leaderboard/ranges.py` ("category.key" or "details.key" patterns; "d_sae" / "d_in" for the
+    checkpoint's sizes). For plugin tasks; the built-in tasks' rules are the table in ranges.py."""
 
     def make_config(self, overrides: dict | None = None, limit: int | None = None) -> TaskConfig:
         """Defaults, then task-file overrides, then `--limit` (each task says what it caps)."""

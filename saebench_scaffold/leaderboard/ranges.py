@@ -5,6 +5,7 @@ A rule is (pattern, low, high). The pattern is matched (fnmatch) against `catego
 wins, so specific rules come before general ones. `D_SAE` / `D_IN` stand for the checkpoint's own
 sizes (from `sae_cfg_dict`). A list value (per-split accuracies) is checked element by element.
 Metrics no rule matches are not range-checked. Matched values must be finite numbers.
+Plugin tasks declare their own rules in the same format (`Task.metric_ranges`).
 """
 
 from __future__ import annotations
@@ -77,16 +78,29 @@ RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
 
 
 @lru_cache(maxsize=None)
-def rule_for(task: str, field: str) -> tuple[float | str, float | str] | None:
-    for pattern, low, high in COMMON + RANGES.get(task, []):
+def rule_for(task: str, field: str, task_rules: tuple = ()) -> tuple[float | str, float | str] | None:
+    """`task_rules`: a plugin task's own `metric_ranges` (checked after the table's rules for it)."""
+    for pattern, low, high in COMMON + RANGES.get(task, []) + list(task_rules):
         if fnmatch.fnmatchcase(field, pattern):
             return low, high
     return None
 
 
-def out_of_range(task: str, field: str, value, sizes: dict[str, int]) -> str | None:
+def check_rules(rules) -> tuple:
+    """A task's declared `metric_ranges` as a hashable tuple; a malformed rule is a plugin bug, named."""
+    out = []
+    for rule in rules:
+        ok = (isinstance(rule, (tuple, list)) and len(rule) == 3 and isinstance(rule[0], str)
+              and all(b in (D_SAE, D_IN) or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in rule[1:]))
+        if not ok:
+            raise ValueError(f"metric range rule {rule!r} is not (pattern, low, high) with numbers, 'd_sae' or 'd_in'")
+        out.append(tuple(rule))
+    return tuple(out)
+
+
+def out_of_range(task: str, field: str, value, sizes: dict[str, int], task_rules: tuple = ()) -> str | None:
     """Why `value` cannot be right for `field`, or None when it can (or no rule applies)."""
-    rule = rule_for(task, field)
+    rule = rule_for(task, field, task_rules)
     if rule is None or isinstance(value, (bool, str)) or value is None:
         return None
     values = value if isinstance(value, list) else [value]

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..results import EvalResult, result_json_schema
 from ..settings import UserError
 from .aggregates import check_aggregates
-from .ranges import out_of_range
+from .ranges import check_rules, out_of_range
 
 MAX_FILE_BYTES = 20 * 2**20  # a core.json of a 65k-latent SAE is ~9 MB
 MAX_FILES = 2000
@@ -106,6 +106,7 @@ class TaskVersions:
     include_paths: list = field(default_factory=list)
     _registry: object = None
     _versions: dict = field(default_factory=dict)
+    _rules: dict = field(default_factory=dict)
 
     def version(self, task: str) -> int | None:
         """The registry's version of `task`, or None when no such task is known."""
@@ -119,6 +120,15 @@ class TaskVersions:
             else:  # the version `eval` records for this task today
                 self._versions[task] = self._registry.get(task).instantiate().version
         return self._versions[task]
+
+    def rules(self, task: str) -> tuple:
+        """A known task's own `metric_ranges` (plugins; the built-ins use ranges.RANGES)."""
+        if task not in self._rules:
+            try:
+                self._rules[task] = check_rules(getattr(self._registry.get(task).load(), "metric_ranges", ()))
+            except ValueError as err:
+                raise UserError(f"task {task}: {err}") from err
+        return self._rules[task]
 
     def known(self) -> list[str]:
         self.version("core")
@@ -146,14 +156,15 @@ def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalRe
     if Path(path).stem != task:
         problems.append((label, "eval_type_id", f"{task!r} does not match the file name {Path(path).name}"))
     sizes = {k: res.sae_cfg_dict[k] for k in ("d_sae", "d_in") if isinstance(res.sae_cfg_dict.get(k), int)}
+    rules = versions.rules(task)
     for category, values in res.eval_result_metrics.items():
         for key, value in values.items():
-            why = out_of_range(task, f"{category}.{key}", value, sizes)
+            why = out_of_range(task, f"{category}.{key}", value, sizes, rules)
             if why:
                 problems.append((label, f"eval_result_metrics.{category}.{key}", why))
     for i, row in enumerate(res.eval_result_details):
         for key, value in row.items():
-            why = out_of_range(task, f"details.{key}", value, sizes)
+            why = out_of_range(task, f"details.{key}", value, sizes, rules)
             if why:
                 problems.append((label, f"eval_result_details[{i}].{key}", why))
                 break  # one problem per row is enough to point at it

@@ -77,6 +77,45 @@ def test_broken_plugin_is_named_and_other_tasks_stay_usable(site):
     assert "error: entry point broken_task (saebench-broken-plugin): cannot import" in listed.stderr
 
 
+def _plugin_result(path, frac_fired, norms):
+    from saebench_scaffold.results import EvalResult, Provenance, write_result
+
+    prov = Provenance(model={"name": "toy"}, model_source="toy", hook_name="h", checkpoint_path="c",
+                      checkpoint_format="saebench_scaffold", checkpoint_sha256="0" * 64, seed=0, wall_time_s=0.0,
+                      task_version=1)
+    write_result(EvalResult(eval_type_id="decoder_norms", eval_config={}, eval_id="x", datetime_epoch_millis=0,
+                            eval_result_metrics={"decoder": {"mean_norm": 1.0, "min_norm": min(norms), "max_norm": 1.0},
+                                                 "firing": {"frac_fired": frac_fired}},
+                            eval_result_details=[{"latent": i, "norm": v} for i, v in enumerate(norms)],
+                            sae_cfg_dict={"d_sae": len(norms), "d_in": 4}, provenance=prov), path)
+
+
+def test_plugin_tasks_metric_ranges_are_checked_by_the_leaderboard(site, tmp_path):
+    from saebench_scaffold.leaderboard.validate import TaskVersions, read_checked
+
+    install_plugin(site, EXAMPLE_PLUGIN)
+    _plugin_result(tmp_path / "ok" / "decoder_norms.json", 0.5, [1.0, 0.9])
+    _plugin_result(tmp_path / "bad" / "decoder_norms.json", 1.5, [1.0, -0.2])
+    versions = TaskVersions()
+    assert read_checked(tmp_path / "ok" / "decoder_norms.json", "ok", versions)[1] == []
+    problems = {field: why for _, field, why in read_checked(tmp_path / "bad" / "decoder_norms.json", "bad", versions)[1]}
+    assert "outside its possible range [0, 1]" in problems["eval_result_metrics.firing.frac_fired"]
+    assert "outside its possible range [0, inf]" in problems["eval_result_metrics.decoder.min_norm"]
+    assert "eval_result_details[1].norm" in problems
+
+
+def test_malformed_metric_ranges_are_named(site, tmp_path):
+    from saebench_scaffold.leaderboard.validate import TaskVersions, read_checked
+
+    source = (EXAMPLE_PLUGIN / "saebench_example_plugin" / "decoder_norms.py").read_text()
+    source = source.replace('("firing.frac_fired", 0, 1)', '("firing.frac_fired", 0, "one")')
+    fake_plugin(site, "saebench-sloppy-plugin", "saebench_sloppy_plugin", source,
+                {"decoder_norms": "saebench_sloppy_plugin:DecoderNormsTask"})
+    _plugin_result(tmp_path / "r" / "decoder_norms.json", 0.5, [1.0])
+    with pytest.raises(UserError, match=r"task decoder_norms: metric range rule \('firing.frac_fired', 0, 'one'\)"):
+        read_checked(tmp_path / "r" / "decoder_norms.json", "r", TaskVersions())
+
+
 def test_two_plugins_with_one_name_are_refused_naming_both(site):
     source = "from saebench_scaffold.evals.base import Task\n\nclass T(Task):\n    name = 'twin'\n"
     fake_plugin(site, "plugin-one", "plugin_one", source, {"twin": "plugin_one:T"})

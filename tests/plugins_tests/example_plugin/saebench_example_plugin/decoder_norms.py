@@ -20,6 +20,8 @@ class DecoderNormsTask(Task):
     version = 1
     Config = DecoderNormsConfig
     summary_metrics = (("decoder", "mean_norm"), ("firing", "frac_fired"))
+    # what the leaderboard range-checks (pattern, low, high); "d_sae" would stand for the checkpoint's width
+    metric_ranges = (("decoder.*_norm", 0, math.inf), ("firing.frac_fired", 0, 1), ("details.norm", 0, math.inf))
 
     def apply_limit(self, cfg: DecoderNormsConfig, limit: int) -> DecoderNormsConfig:
         return cfg.model_copy(update={"n_tokens": min(cfg.n_tokens, limit)})
