@@ -57,6 +57,9 @@ class Condition:
     description: str
     info: dict = field(default_factory=dict)
     status: str = "ok"
+    model_only: bool = False
+    """The edit does not depend on the checkpoint (only on the model, the PCA fit, the rank and the
+    seed): its CE is computed once per `eval` call and reused for every checkpoint."""
 
     @property
     def applicable(self) -> bool:
@@ -310,11 +313,12 @@ def subspace_conditions(sae, pca: ActivationPCA, r: int, generator: torch.Genera
         conds.append(Condition("scaffold_removed", None, "x - U V^T (x - b_dec)", {"rank": 0}, NOT_APPLICABLE_SCAFFOLD))
     top = pca.top(r)
     conds.append(Condition("pca_removed_mean_preserving", remove_subspace(top, pca.mean),
-                           f"x - P(x - mu), P = projector on the top-{r} PCs", {"rank": r}))
+                           f"x - P(x - mu), P = projector on the top-{r} PCs", {"rank": r}, model_only=True))
     conds.append(Condition("pca_removed_zeroing", remove_subspace(top, None),
-                           f"x - P x, P = projector on the top-{r} PCs", {"rank": r}))
+                           f"x - P x, P = projector on the top-{r} PCs", {"rank": r}, model_only=True))
     conds.append(Condition("random_subspace_removed", remove_subspace(random_subspace(sae.d_in, r, generator), pca.mean),
-                           f"x - P(x - mu), P = projector on a random {r}-dim subspace (control)", {"rank": r}))
+                           f"x - P(x - mu), P = projector on a random {r}-dim subspace (control)", {"rank": r},
+                           model_only=True))  # the generator is seeded by (eval seed, fixed salt): same subspace
     return conds
 
 

@@ -78,8 +78,16 @@ class CEAblationTask(Task):
         def run_from_hook(t, a):
             return lm.logits_from_hook(t, ctx.hook, a)
 
-        fns = {"clean": None, **{c.name: c.fn for c in conditions if c.applicable}}
-        sums, counts = per_context_ce(run_from_hook, acts, tokens, special, fns, cfg.batch_contexts)
+        model_only = {"clean": None, **{c.name: c.fn for c in conditions if c.applicable and c.model_only}}
+        # clean, top-r PCA, random-subspace and zero-ablation CE are the same for every checkpoint with
+        # this rank: once per eval call (the key holds everything they depend on)
+        key = ("ce_ablation.model_only", ctx.hook, cfg.dataset, tokens.shape[0], CE_OFFSET_CONTEXTS, cfg.batch_contexts,
+               r, cfg.pca_fit_tokens, ctx.seed, tuple(sorted(model_only)), str(acts.device), str(acts.dtype))
+        if key not in ctx.memo:
+            ctx.memo[key] = per_context_ce(run_from_hook, acts, tokens, special, model_only, cfg.batch_contexts)
+        shared, counts = ctx.memo[key]
+        own = {c.name: c.fn for c in conditions if c.applicable and not c.model_only}
+        sums = {**shared, **(per_context_ce(run_from_hook, acts, tokens, special, own, cfg.batch_contexts)[0] if own else {})}
         eval_tokens = acts[~special.to(acts.device)]
         metrics = summarize(sums, counts, conditions, eval_tokens, cfg, ctx.generator(salt=777))
         geo = ab.geometry(sae, pca, r, cfg.outlier_factor)
@@ -105,7 +113,7 @@ def build_conditions(sae, pca, r: int, sample: torch.Tensor, cfg: CEAblationConf
     conds += ab.aligned_latent_conditions(sae, pca, r, n_fixed, sample, target)
     if cfg.reference_conditions:
         conds.append(ab.Condition("sae_spliced", ab.sae_splice(sae), "x replaced by the SAE reconstruction"))
-        conds.append(ab.Condition("zero_ablation", ab.zero_ablation, "x replaced by zeros"))
+        conds.append(ab.Condition("zero_ablation", ab.zero_ablation, "x replaced by zeros", model_only=True))
     return conds
 
 

@@ -244,21 +244,33 @@ def ce_with_sae(ctx: EvalContext, sae, cache, batch_contexts: int = 8) -> dict:
     acts, tokens, special = cache.contexts()
     tot = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
     count = 0
+    device = sae.W_enc.device
+    # The zero-ablation pass does not depend on the checkpoint: once per eval call, per batch. (The
+    # clean pass must rerun: KL needs its full distribution, too large to keep.)
+    root = getattr(cache, "root", None)
+    zero_memo = ctx.memo.setdefault(("core.zero_ablation", ctx.hook, str(root), tokens.shape[0], batch_contexts,
+                                     str(device)), {}) if root is not None and hasattr(ctx, "memo") else {}
     for s in range(0, tokens.shape[0], batch_contexts):
         a, t, sp = acts[s:s + batch_contexts], tokens[s:s + batch_contexts], special[s:s + batch_contexts]
-        a = a.to(sae.W_enc.device)
+        a = a.to(device)
         keep_pos = sp.unsqueeze(-1).to(a.device)
-        spliced = torch.where(keep_pos, a, sae(a))
-        zeroed = torch.where(keep_pos, a, torch.zeros_like(a))
         lp_clean = F.log_softmax(lm.logits_from_hook(t, ctx.hook, a), -1)
         ce_clean, keep = masked_ce(lp_clean, t, sp)
         tot["clean"] += ce_clean[keep].sum().item()
-        for name, edited in (("sae", spliced), ("zero", zeroed)):
-            lp = F.log_softmax(lm.logits_from_hook(t, ctx.hook, edited), -1)
+        edits = {"sae": lambda: torch.where(keep_pos, a, sae(a))}
+        if s in zero_memo:
+            tot["zero"], tot["kl_zero"] = tot["zero"] + zero_memo[s][0], tot["kl_zero"] + zero_memo[s][1]
+        else:
+            edits["zero"] = lambda: torch.where(keep_pos, a, torch.zeros_like(a))
+        for name, edit in edits.items():
+            lp = F.log_softmax(lm.logits_from_hook(t, ctx.hook, edit()), -1)
             ce, _ = masked_ce(lp, t, sp)
-            tot[name] += ce[keep].sum().item()
             kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)[:, :-1].flatten()
-            tot[f"kl_{name}"] += kl[keep].sum().item()
+            sums = ce[keep].sum().item(), kl[keep].sum().item()
+            tot[name] += sums[0]
+            tot[f"kl_{name}"] += sums[1]
+            if name == "zero":
+                zero_memo[s] = sums
         count += int(keep.sum())
     m = {k: v / count for k, v in tot.items()}
     denom = m["zero"] - m["clean"]

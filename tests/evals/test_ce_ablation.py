@@ -12,6 +12,7 @@ import torch
 from saebench_scaffold.evals import ablations as ab
 from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.ce_ablation import CEAblationConfig, CEAblationTask, bootstrap_ce, per_context_ce
+from saebench_scaffold.evals.core import BODY
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 
@@ -151,6 +152,29 @@ def test_task_run_on_fake_context_hybrid_and_ordinary():
     assert out.metrics["aligned_latents_removed_variance_matched"]["subspace"] == "top-3 PCA"
     with pytest.raises(UserError, match="larger than the activation width"):
         task.run(ctx, plain, cfg.model_copy(update={"pca_rank": D + 1}))
+
+
+def test_model_only_conditions_run_once_per_eval_call():
+    """Clean, PCA, random-subspace and zero-ablation CE do not depend on the checkpoint: a second
+    checkpoint in the same context reuses them (same numbers as a fresh context), only its own run."""
+    cfg = CEAblationConfig(n_ce_tokens=N_CTX * (L - 1), n_aligned_latents=4, n_bootstrap=100, outlier_factor=5)
+    ctx = FakeCtx()
+    calls = []
+    run = ctx.lm.run
+    ctx.lm.run = lambda t, a: calls.append(1) or run(t, a)
+    first, second = hybrid_for(ctx.S), hybrid_for(ctx.S)
+    with torch.no_grad():
+        second.W_dec.mul_(0.9)  # another checkpoint: its own conditions differ
+    CEAblationTask().run(ctx, first, cfg)
+    n_first = len(calls)
+    out = CEAblationTask().run(ctx, second, cfg)
+    n_batches = math.ceil(math.ceil(cfg.n_ce_tokens / BODY) / cfg.batch_contexts)
+    shared = ("clean", "pca_removed_mean_preserving", "pca_removed_zeroing", "random_subspace_removed", "zero_ablation")
+    own = ("scaffold_removed", "aligned_latents_removed", "aligned_latents_removed_variance_matched", "sae_spliced")
+    assert n_first == (len(shared) + len(own)) * n_batches and len(calls) - n_first == len(own) * n_batches
+    fresh = CEAblationTask().run(FakeCtx(), second, cfg)
+    for name in shared + ("scaffold_removed", "aligned_latents_removed", "sae_spliced"):
+        assert out.metrics[name]["ce"] == fresh.metrics[name]["ce"], name
 
 
 def test_limit_caps_tokens():

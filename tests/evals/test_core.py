@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -99,3 +101,49 @@ def test_massive_tokens_are_counted_and_left_out_of_typical_figures():
     assert t["scaffold_variance_share"] == pytest.approx(alone["scaffold"]["scaffold_variance_share"], rel=1e-9)
     assert t["sparse_variance_share"] == pytest.approx(alone["scaffold"]["sparse_variance_share"], rel=1e-9)
     assert t["fvu"] != pytest.approx(s["reconstruction_quality"]["fvu"], rel=1e-3)
+
+
+class _CECache:
+    root = "fake-ce-cache"
+
+    def __init__(self, n_ctx=10, length=9, vocab=7):
+        g = torch.Generator().manual_seed(3)
+        self.tokens = torch.randint(0, vocab, (n_ctx, length), generator=g)
+        self.acts = torch.randn(n_ctx, length, D, generator=g) + 2.0
+        self.special = torch.zeros(n_ctx, length, dtype=torch.bool)
+        self.special[:, 0] = True
+
+    def contexts(self, limit=None):
+        return self.acts, self.tokens, self.special
+
+
+class _CECtx:
+    hook = "blocks.0.hook_resid_post"
+
+    def __init__(self, vocab=7):
+        self.memo, self.calls = {}, 0
+        head = torch.randn(D, vocab, generator=torch.Generator().manual_seed(4))
+
+        class LM:
+            @staticmethod
+            def logits_from_hook(tokens, hook, acts):
+                self.calls += 1
+                return acts @ head
+
+        self.lm = LM()
+
+
+def test_zero_ablation_ce_runs_once_per_eval_call():
+    from saebench_scaffold.evals.core import ce_with_sae
+
+    cache, ctx = _CECache(), _CECtx()
+    a = make_sae(SAEConfig("topk", D, 24, k=3))
+    b = make_sae(SAEConfig("topk", D, 24, k=5))
+    ce_with_sae(ctx, a, cache, batch_contexts=4)
+    first = ctx.calls
+    second = ce_with_sae(ctx, b, cache, batch_contexts=4)
+    assert first == 3 * 3 and ctx.calls - first == 2 * 3  # clean + SAE + zero per batch, then clean + SAE
+    fresh_ctx = _CECtx()
+    fresh = ce_with_sae(fresh_ctx, b, cache, batch_contexts=4)
+    assert second == fresh  # bit-identical: the reused sums are the ones a fresh run adds up
+    assert second["ce_loss_with_ablation"] == pytest.approx(math.log(7))  # zeroed acts: uniform logits
