@@ -216,7 +216,7 @@ def length_outcome(expect: str, base: list[float], longer: list[float]) -> tuple
 
     RULE: the base length needs ≥ 2 seeds. With ≥ 2 seeds at the longer length, the Welch interval of
     mean(longer) − mean(base) must exclude 0; with one, the longer run's difference must fall outside
-    the base length's 95% prediction interval for one new seed. Otherwise "within seed noise". A move
+    the base length's 95% prediction interval for one new seed. Otherwise "not separable from seed noise". A move
     in the claimed direction ("lower": more negative; "higher": more positive; "no change": closer to
     0) is "stronger", the other way "weaker". Returns (outcome, interval low, interval high); the
     interval is on the difference itself (prediction interval) or on its change (Welch)."""
@@ -230,7 +230,7 @@ def length_outcome(expect: str, base: list[float], longer: list[float]) -> tuple
         value = longer[0]
         moved = 0.0 if low <= value <= high else value - mean(base)
     if moved == 0:
-        return "within seed noise", low, high
+        return "not separable from seed noise", low, high
     if expect == "no change":
         stronger = abs(mean(longer)) < abs(mean(base))
     else:

@@ -119,7 +119,7 @@ def test_training_length_one_longer_seed(tmp_path):
     assert (dense["base_tokens"], dense["tokens"], dense["base_n"], dense["n"]) == (1000, 4000, 3, 1)
     assert dense["outcome"] == "stronger with training"
     assert dense["interval_low"] < -0.0089 < dense["interval_high"] < 0  # prediction interval around the 1× mean
-    assert length["sparse_probing"]["outcome"] == "within seed noise"  # −0.055 vs 1× −0.048 ± 0.003
+    assert length["sparse_probing"]["outcome"] == "not separable from seed noise"  # −0.055 vs 1× −0.048 ± 0.003
 
 
 def test_length_outcome_rule():
@@ -127,10 +127,10 @@ def test_length_outcome_rule():
     assert length_outcome("lower", base, [-0.030])[0] == "stronger with training"
     assert length_outcome("lower", base, [0.005])[0] == "weaker with training"
     assert length_outcome("higher", base, [-0.030])[0] == "weaker with training"
-    assert length_outcome("lower", base, [-0.012])[0] == "within seed noise"
+    assert length_outcome("lower", base, [-0.012])[0] == "not separable from seed noise"
     assert length_outcome("no change", base, [-0.030])[0] == "weaker with training"  # further from 0
     assert length_outcome("lower", [-0.01], [-0.5])[0].startswith("inconclusive")  # no base noise estimate
     # two longer seeds: Welch interval on the change
     outcome, low, high = length_outcome("lower", base, [-0.030, -0.031])
     assert outcome == "stronger with training" and low < -0.019 < high < 0
-    assert length_outcome("lower", base, [-0.012, -0.008])[0] == "within seed noise"
+    assert length_outcome("lower", base, [-0.012, -0.008])[0] == "not separable from seed noise"
