@@ -216,9 +216,9 @@ def length_outcome(expect: str, base: list[float], longer: list[float]) -> tuple
 
     RULE: the base length needs ≥ 2 seeds. With ≥ 2 seeds at the longer length, the Welch interval of
     mean(longer) − mean(base) must exclude 0; with one, the longer run's difference must fall outside
-    the base length's 95% prediction interval for one new seed. Otherwise "not separable from seed noise". A move
-    in the claimed direction ("lower": more negative; "higher": more positive; "no change": closer to
-    0) is "stronger", the other way "weaker". Returns (outcome, interval low, interval high); the
+    the base length's 95% prediction interval for one new seed. Otherwise "not separable from seed
+    noise". A move in the claimed direction ("lower": more negative; "higher": more positive; "no
+    change": closer to 0) is "stronger", the other way "weaker". Returns (outcome, interval low, interval high); the
     interval is on the difference itself (prediction interval) or on its change (Welch)."""
     if len(base) < 2 or not longer:
         return "inconclusive (one seed at the base length)", None, None
