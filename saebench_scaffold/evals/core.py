@@ -249,7 +249,7 @@ def ce_with_sae(ctx: EvalContext, sae, cache, batch_contexts: int = 8) -> dict:
     # clean pass must rerun: KL needs its full distribution, too large to keep.)
     root = getattr(cache, "root", None)
     zero_memo = ctx.memo.setdefault(("core.zero_ablation", ctx.hook, str(root), tokens.shape[0], batch_contexts,
-                                     str(device)), {}) if root is not None and hasattr(ctx, "memo") else {}
+                                     str(device), str(acts.dtype)), {}) if root is not None and hasattr(ctx, "memo") else {}
     for s in range(0, tokens.shape[0], batch_contexts):
         a, t, sp = acts[s:s + batch_contexts], tokens[s:s + batch_contexts], special[s:s + batch_contexts]
         a = a.to(device)
