@@ -16,6 +16,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluate sparse autoencoders, telling the dense scaffold apart from sparse latents.")
 
 
+# One definition per option shared by several commands, so their flags and help cannot drift apart.
+_INCLUDE_PATH = typer.Option([], help="Extra folder of task files (repeatable).")
+_DATA_DIR = typer.Option(None, envvar="SAEBENCH_DATA_DIR", help="Local data directory (layout of shared/data); else the HF hub.")
+_CACHE_DIR = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches (default ~/.cache/saebench_scaffold).")
+_DEVICE = typer.Option("auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+_QUIET = typer.Option(False, help="No progress bars.")
+
+
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
@@ -30,15 +38,15 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, help="Cap tokens (or examples, for per-example tasks) each task uses: smoke runs."),
     preset: str = typer.Option("quick", help="Budget preset: quick (minutes on 2 CPU cores) or saebench (SAEBench's canonical budgets)."),
     set_: list[str] = typer.Option([], "--set", help="Override one task setting: task.key=value (repeatable)."),
-    data_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_DATA_DIR", help="Local data directory (layout of shared/data); else the HF hub."),
-    cache_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches (default ~/.cache/saebench_scaffold)."),
+    data_dir: Optional[str] = _DATA_DIR,
+    cache_dir: Optional[str] = _CACHE_DIR,
     output_dir: str = typer.Option("results", help="Where result JSON files go: OUTPUT_DIR/<checkpoint>/<task>.json."),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ..."),
+    device: str = _DEVICE,
     dtype: str = typer.Option("float32", help="Model weights: float32, bfloat16 or float16 (SAEs always see float32 activations)."),
     seed: int = typer.Option(0, help="Seed for splits, bootstraps and sampling."),
     force: bool = typer.Option(False, help="Recompute results that already exist."),
-    include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    include_path: list[str] = _INCLUDE_PATH,
+    quiet: bool = _QUIET,
     dry_run: bool = typer.Option(False, help="Print the plan (one row per checkpoint x task, and whether it is done) and stop."),
     executor: str = typer.Option("serial", help="serial (this process) or ray (one Ray task per unit)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
@@ -70,7 +78,7 @@ def _report(rows: list[dict]) -> None:
 def sweep_command(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: checkpoints (glob / paths / sae_lens patterns), tasks, preset, overrides, output_dir, executor."),
     dry_run: bool = typer.Option(False, help="Print the plan and stop."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = _QUIET,
 ):
     """Score every selected checkpoint on every task; done units are skipped, so rerunning resumes."""
     from .runner import run_eval
@@ -114,7 +122,7 @@ def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Resu
 
 
 @app.command("tasks")
-def tasks_command(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable).")):
+def tasks_command(include_path: list[str] = _INCLUDE_PATH):
     """List the available tasks: name, version, description, source."""
     from tabulate import tabulate
 
@@ -158,7 +166,7 @@ _LB_BOARD = typer.Option(None, "--board", "--dir", help="Leaderboard folder (def
 def leaderboard_submit(results_dir: Path = typer.Argument(..., help="An eval --output-dir (<checkpoint>/<task>.json files)."),
                        name: str = typer.Option(..., help="Submission name (a plain folder name)."),
                        replace: bool = typer.Option(False, "--replace", "--force", help="Replace a submission of that name."),
-                       include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                       include_path: list[str] = _INCLUDE_PATH,
                        board: Optional[Path] = _LB_BOARD):
     """Validate result files and add them as a submission; then rebuild the board's pages."""
     from . import leaderboard as lb
@@ -172,7 +180,7 @@ def leaderboard_submit(results_dir: Path = typer.Argument(..., help="An eval --o
 
 
 @leaderboard_app.command("validate")
-def leaderboard_validate(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+def leaderboard_validate(include_path: list[str] = _INCLUDE_PATH,
                          board: Optional[Path] = _LB_BOARD):
     """Re-validate every file on the board (schema, task versions, ranges, recomputed aggregates)."""
     from . import leaderboard as lb
@@ -189,10 +197,10 @@ def leaderboard_verify(row: str = typer.Argument(..., help="SUBMISSION/CHECKPOIN
                        tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks to re-run (default: all of the row's)."),
                        checkpoint: Optional[str] = typer.Option(None, help="The checkpoint folder (default: the recorded path)."),
                        tolerance: float = typer.Option(1e-3, help="Allowed |recorded - re-run| / max(1, |recorded|)."),
-                       data_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_DATA_DIR", help="Local data directory."),
-                       cache_dir: Optional[str] = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches."),
-                       include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
-                       device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+                       data_dir: Optional[str] = _DATA_DIR,
+                       cache_dir: Optional[str] = _CACHE_DIR,
+                       include_path: list[str] = _INCLUDE_PATH,
+                       device: str = _DEVICE,
                        board: Optional[Path] = _LB_BOARD):
     """Re-run a row's tasks with its recorded config, seed and limit; compare headline metrics."""
     from tabulate import tabulate
@@ -220,7 +228,7 @@ def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to
                      hook: Optional[str] = typer.Option(None, help="Only this hook."),
                      arch: Optional[str] = typer.Option(None, help="Only this architecture."),
                      rank: Optional[int] = typer.Option(None, "--rank", help="Only this scaffold rank."),
-                     include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+                     include_path: list[str] = _INCLUDE_PATH,
                      board: Optional[Path] = _LB_BOARD):
     """Print the leaderboard table (mean ± std where a std exists)."""
     from . import leaderboard as lb
@@ -232,7 +240,7 @@ def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to
 
 
 @leaderboard_app.command("build")
-def leaderboard_build(include_path: list[str] = typer.Option([], help="Extra folder of task files (repeatable)."),
+def leaderboard_build(include_path: list[str] = _INCLUDE_PATH,
                       board: Optional[Path] = _LB_BOARD):
     """Validate the board, then write LEADERBOARD.md, leaderboard.json and the web page site/index.html."""
     from . import leaderboard as lb
