@@ -29,8 +29,8 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import data
-from .settings import UserError, cache_dir
-from .shards import atomic_write_bytes, build_lock, discard_damaged, record_build, save_shard, shard_intact
+from .settings import UserError, atomic_write, cache_dir
+from .shards import build_lock, discard_damaged, record_build, save_shard, shard_intact
 
 SHARD_CONTEXTS = 256
 CACHE_FORMAT_VERSION = 1
@@ -170,8 +170,8 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
     spec, root = cache.spec, cache.root
     root.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in dataclasses.asdict(spec).items() if k != "n_contexts"}
-    _atomic_write_text(root / "spec.json", json.dumps({**meta, "key": spec.key, "d_in": lm.d_model,
-                                                       "excluded_positions": "position 0 (BOS) and tokenizer special tokens"}, indent=2))
+    atomic_write(root / "spec.json", json.dumps({**meta, "key": spec.key, "d_in": lm.d_model,
+                                                 "excluded_positions": "position 0 (BOS) and tokenizer special tokens"}, indent=2))
     per = spec.shard_contexts
     # Contexts are a deterministic stream: start at the first missing shard and skip the ones on disk.
     contexts = data.token_contexts(lm, spec.dataset, (spec.n_shards - missing[0]) * per, spec.ctx_len,
@@ -193,17 +193,9 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
             bar.update(batch.numel())
         tensors = {"acts": torch.cat(acts).contiguous(), "tokens": toks.to(torch.int32),
                    "special": lm.special_mask(toks).to(torch.uint8)}
-        _atomic_save(tensors, cache.shard_path(shard_idx))
+        save_shard(tensors, cache.shard_path(shard_idx))
         record_build(root, cache.shard_path(shard_idx).name)
     bar.close()
-
-
-def _atomic_save(tensors: dict, path: Path) -> None:
-    save_shard(tensors, path)  # atomic, with its checksum recorded
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 # ---- per-example activations (labeled sets: probing, TPP, MMLU topic) ----------------------------
@@ -255,7 +247,7 @@ class ExampleCache:
             return load_file(path)["pooled"]
         discard_damaged(path)
         pooled = torch.cat([masked_mean(a, m) for a, m in self.iter_batches()])
-        _atomic_save({"pooled": pooled}, path)
+        save_shard({"pooled": pooled}, path)
         return pooled
 
     def token_count(self) -> int:
@@ -297,7 +289,7 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
     spec, root = cache.spec, cache.root
     hook, name, ctx_len, dtype = spec.hook, spec.name, spec.ctx_len, spec.dtype
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.d_model}, indent=2))
+    atomic_write(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.d_model}, indent=2))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_token_id
     store_dtype = getattr(torch, dtype)
     bar = tqdm(total=sum(min(spec.shard_examples, spec.n_examples - i * spec.shard_examples) for i in missing),
@@ -324,6 +316,6 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
             acts[idx, :width] = a.to(store_dtype).cpu()
             bar.update(len(idx))
         mask = valid & ~lm.special_mask(tokens)
-        _atomic_save({"acts": acts, "tokens": tokens.to(torch.int32), "mask": mask.to(torch.uint8)}, cache.shard_path(shard_idx))
+        save_shard({"acts": acts, "tokens": tokens.to(torch.int32), "mask": mask.to(torch.uint8)}, cache.shard_path(shard_idx))
         record_build(root, cache.shard_path(shard_idx).name)
     bar.close()

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
 from .results import read_result
 from .saebench_export import find_results, upgrade_core_metrics
-from .settings import UserError
+from .settings import UserError, atomic_write
 
 CLAIM_RANK = 24
 LEVEL = 0.95
@@ -323,11 +322,8 @@ def run_claims(source: Path, out_dir: Path) -> tuple[str, list[Path]]:
     out_dir = Path(out_dir)
     paths = [out_dir / "claims.md", out_dir / "claims.json"]
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path, content in zip(paths, (md, json.dumps({"source": str(source), "rows": rows, "training_length": length}, indent=2))):
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            tmp.write_text(content)
-            os.replace(tmp, path)
+            atomic_write(path, content)
     except OSError as err:
         raise UserError(f"cannot write claims to {out_dir} ({err.strerror})") from err
     return text, paths

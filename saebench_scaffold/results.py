@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from . import __version__
-from .settings import UserError
+from .settings import UserError, atomic_write
 
 
 class Provenance(BaseModel):
@@ -83,6 +83,13 @@ def git_hash(package_dir: Path | None = None) -> str | None:
     return (head + ("-dirty" if dirty else "")) or None
 
 
+@lru_cache(maxsize=1)
+def process_git_hash() -> str | None:
+    """`git_hash()` once per process: the code a process runs is the code it imported, and the three
+    git calls need not repeat for every result file of a sweep."""
+    return git_hash()
+
+
 def result_path(output_dir: Path, checkpoint_name: str, task: str) -> Path:
     return output_dir / checkpoint_name / f"{task}.json"
 
@@ -90,10 +97,7 @@ def result_path(output_dir: Path, checkpoint_name: str, task: str) -> Path:
 def write_result(result: EvalResult, path: Path) -> None:
     """Atomic: a reader sees the old file or the whole new one, never a partial result."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique across hosts/threads
-        tmp.write_text(result.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        atomic_write(path, result.model_dump_json(indent=2))
     except OSError as err:
         raise UserError(f"cannot write results to {path.parent} ({err.strerror}); choose another --output-dir") from err
 

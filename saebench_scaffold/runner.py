@@ -30,7 +30,7 @@ from .evals.base import EvalContext, Task, TaskOutput, check_headline_finite
 from .evals.registry import TaskRegistry
 from .model import DEFAULT_HOOK, ModelSpec, parse_hook
 from .progress import UnitProgress, silence_library_bars
-from .results import EvalResult, Provenance, check_output_dir, git_hash, result_path, write_result
+from .results import EvalResult, Provenance, check_output_dir, process_git_hash, result_path, write_result
 from .saes import SAE, hub, load_sae
 from .saes.base import file_sha256
 from .saes.pca import PCASAE
@@ -355,7 +355,7 @@ def _fit_pca_baseline(ctx: EvalContext) -> PCASAE:
 
 
 def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalContext, req: EvalRequest, wall: float) -> EvalResult:
-    prov = Provenance(git_hash=git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook,
+    prov = Provenance(git_hash=process_git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook,
                       checkpoint_path=c.path, checkpoint_format=c.fmt, checkpoint_sha256=c.sha256,
                       datasets=out.datasets, token_counts=out.token_counts, seed=req.seed, limit=req.limit,
                       wall_time_s=round(wall, 3), task_version=task.version)

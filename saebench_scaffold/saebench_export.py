@@ -19,12 +19,11 @@ exist (a results dir or a whole leaderboard board) without re-running any evalua
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from .results import EvalResult, read_result
-from .settings import UserError
+from .settings import UserError, atomic_write
 
 SAEBENCH_EVALS = ("core", "sparse_probing", "tpp")
 KNOWN_TASKS = ("core", "sparse_probing", "tpp", "ce_ablation", "mmlu_topic")
@@ -119,10 +118,7 @@ def export(results_dir: Path, out_dir: Path) -> list[Path]:
         raise UserError(f"no core, sparse_probing or tpp results under {results_dir}: nothing SAEBench can read")
     try:
         for path, text in planned.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            atomic_write(path, text)
     except OSError as err:
         raise UserError(f"cannot write to {out_dir} ({err.strerror})") from err
     return sorted(planned)

@@ -4,6 +4,7 @@ can point them elsewhere without editing files; every CLI command also takes the
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 DATA_DIR_ENV = "SAEBENCH_DATA_DIR"
@@ -12,6 +13,19 @@ CACHE_DIR_ENV = "SAEBENCH_CACHE_DIR"
 
 class UserError(Exception):
     """A problem with the user's input. The CLI prints it as one line (no traceback) and exits 2."""
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` (str: UTF-8) to a name no other process, host or thread uses, then rename it over
+    `path`: a reader sees the old file or the whole new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path | None:

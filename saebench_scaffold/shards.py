@@ -20,13 +20,14 @@ import os
 import socket
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
+
+from .settings import atomic_write
 
 _verified: set[tuple[str, int, int]] = set()
 """(path, size, mtime_ns) of shards this process has already checked."""
@@ -44,8 +45,8 @@ def checksum_path(path: Path) -> Path:
 
 def save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
     blob = save_bytes(tensors)
-    atomic_write_bytes(checksum_path(path), hashlib.sha256(blob).hexdigest().encode())
-    atomic_write_bytes(path, blob)
+    atomic_write(checksum_path(path), hashlib.sha256(blob).hexdigest().encode())
+    atomic_write(path, blob)
     st = path.stat()
     _verified.add((str(path), st.st_size, st.st_mtime_ns))
 
@@ -71,7 +72,7 @@ def shard_intact(path: Path) -> bool:
     except FileNotFoundError:  # written before checksums existed: adopt it if it reads as a sane shard
         ok = _parses_with_finite_values(blob)
         if ok:
-            atomic_write_bytes(record, digest.encode())
+            atomic_write(record, digest.encode())
     if ok:
         _verified.add(key)
     return ok
@@ -93,17 +94,6 @@ def record_build(folder: Path, what: str) -> None:
     line = f"{what} pid={os.getpid()} host={socket.gethostname()} t={time.time():.3f}\n"
     with open(folder / "builds.log", "a") as f:
         f.write(line)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a name no other process or thread uses, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _parses_with_finite_values(blob: bytes) -> bool:

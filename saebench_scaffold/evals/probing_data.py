@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ from pydantic import Field, field_validator
 
 from .. import data
 from ..activations import ExampleCache, get_example_cache
-from ..settings import UserError, cache_dir
+from ..settings import UserError, atomic_write, cache_dir
 from .base import TaskConfig
 
 PROBING_CACHE_VERSION = 1
@@ -382,10 +381,7 @@ def memoised_json(cache_root, key: str, compute):
             value = None  # unreadable: recompute and overwrite
     if value is None:
         value = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(value))
     _PROBE_MEMO[key] = value
     return value
 

@@ -11,10 +11,9 @@ BOARD defaults to `./leaderboard` of the current directory, never a folder insid
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-
+from ..settings import atomic_write
 from .store import default_board, load_board, submit
 from .table import FILTERS, records, render, select
 from .validate import Problems, TaskVersions
@@ -49,8 +48,8 @@ def build(board: Path | None = None, include_paths: list | None = None) -> Path:
           "`±` is the std over resplits; `typical` columns leave out massive-norm tokens. "
           "The web page with plots is `site/index.html` (run `leaderboard build`, then open it or `leaderboard serve`).", "",
           render(recs) if recs else "(no submissions yet)", ""]
-    _atomic_text(board / "LEADERBOARD.md", "\n".join(md))
-    _atomic_text(board / "leaderboard.json", json.dumps([{k: v for k, v in r.items()} for r in recs], indent=2))
+    atomic_write(board / "LEADERBOARD.md", "\n".join(md))
+    atomic_write(board / "leaderboard.json", json.dumps([{k: v for k, v in r.items()} for r in recs], indent=2))
     results = {(s, c): {t: res for t, (_, res) in tasks.items()} for s, ckpts in loaded.items() for c, tasks in ckpts.items()}
     write_site(board, recs, results)
     return board / "LEADERBOARD.md"
@@ -73,12 +72,3 @@ def serve(board: Path | None = None, port: int = 8000) -> None:  # pragma: no co
             httpd.serve_forever()
         except KeyboardInterrupt:
             pass
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from pathlib import Path
 
+from ..settings import atomic_write
 from .table import COLUMNS, IDENTITY_HEADERS, fmt
 
 RANK_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -179,9 +179,7 @@ def write_site(board: Path, recs: list[dict], results: dict) -> Path:
                           for pid, fig in figures.items()),
         script=SCRIPT)
     out = site / "index.html"
-    tmp = out.with_name(f".index.html.tmp{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write(out, page)
     return out
 
 
