@@ -52,7 +52,7 @@ def eval_command(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
 ):
     """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table."""
-    from .runner import EvalRequest, run_eval
+    from .execution import EvalRequest, run_eval
 
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
@@ -65,7 +65,7 @@ def eval_command(
 
 def _report(rows: list[dict]) -> None:
     """Print the units table; exit 1 when a unit failed (the others still ran)."""
-    from .runner import summary_table
+    from .execution import summary_table
 
     typer.echo(summary_table(rows))
     failed = sum(r["status"].startswith("failed") for r in rows)
@@ -81,8 +81,8 @@ def sweep_command(
     quiet: bool = _QUIET,
 ):
     """Score every selected checkpoint on every task; done units are skipped, so rerunning resumes."""
-    from .runner import run_eval
-    from .sweep import sweep_request
+    from .execution import run_eval
+    from .execution.sweep import sweep_request
 
     try:
         rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
@@ -98,7 +98,7 @@ app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a reci
 def export_saebench_command(results_dir: Path = typer.Argument(..., help="Results dir or leaderboard folder (<checkpoint>/<task>.json files)."),
                             out_dir: Path = typer.Argument(..., help="Where SAEBench's layout goes: OUT_DIR/<eval>/<release>_<sae_id>_eval_results.json.")):
     """Write core / sparse_probing / tpp results in SAEBench's file layout and names (its readers read them)."""
-    from .saebench_export import export
+    from .results.saebench_export import export
 
     try:
         paths = export(results_dir, out_dir)
@@ -111,7 +111,7 @@ def export_saebench_command(results_dir: Path = typer.Argument(..., help="Result
 def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Results dir or leaderboard folder."),
                    output_dir: Path = typer.Option(Path("claims"), help="Where claims.md and claims.json go.")):
     """The paper's claims vs our results: mean ± std over training seeds, a paired interval, a verdict."""
-    from .claims import run_claims
+    from .leaderboard.claims import run_claims
 
     try:
         text, paths = run_claims(source, output_dir)
@@ -148,7 +148,7 @@ def tasks_command(include_path: list[str] = _INCLUDE_PATH):
 @app.command("schema")
 def schema_command(out: Optional[Path] = typer.Option(None, help="Write the JSON Schema here instead of stdout.")):
     """JSON Schema of result files, generated from the typed models."""
-    from .results import result_json_schema
+    from .results.schema import result_json_schema
 
     text = json.dumps(result_json_schema(), indent=2)
     if out:

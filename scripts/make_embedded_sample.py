@@ -1,4 +1,4 @@
-"""Rebuild the embedded text sample (saebench_scaffold/embedded_data/wikipedia_en_small.jsonl.xz).
+"""Rebuild the embedded text sample (saebench_scaffold/sources/embedded_data/wikipedia_en_small.jsonl.xz).
 
 It is the last ARTICLES articles of the data directory's `text/wikipedia_en_sample.jsonl`, unchanged
 (fields id, title, text), xz-compressed. The last articles lie far past the contexts the bundled
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ARTICLES = 1700
-OUT = Path(__file__).resolve().parents[1] / "saebench_scaffold" / "embedded_data" / "wikipedia_en_small.jsonl.xz"
+OUT = Path(__file__).resolve().parents[1] / "saebench_scaffold" / "sources" / "embedded_data" / "wikipedia_en_small.jsonl.xz"
 
 
 def main(data_dir: str) -> None:

@@ -28,14 +28,14 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def lm():
     """The embedded SmolLM2-135M (dequantized once into the cache dir)."""
-    from saebench_scaffold.model import ModelSpec, load_model
+    from saebench_scaffold.sources.model import ModelSpec, load_model
 
     return load_model(ModelSpec())
 
 
 @pytest.fixture(scope="session")
 def hook() -> str:
-    from saebench_scaffold.model import DEFAULT_HOOK
+    from saebench_scaffold.sources.model import DEFAULT_HOOK
 
     return DEFAULT_HOOK
 

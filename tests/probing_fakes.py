@@ -102,7 +102,7 @@ def write_labeled_data(root: str | Path, per_class: int = 30, seed: int = 0, bbc
 
 def fake_context(data_dir, cache_dir, d_model: int = 32, seed: int = 0, lm: FakeLM | None = None):
     """An EvalContext whose language model is a FakeLM."""
-    from saebench_scaffold.model import DEFAULT_HOOK, ModelSpec
+    from saebench_scaffold.sources.model import DEFAULT_HOOK, ModelSpec
     from saebench_scaffold.evals.base import EvalContext
 
     ctx = EvalContext(ModelSpec(), DEFAULT_HOOK, str(data_dir), str(cache_dir), seed, progress=False)

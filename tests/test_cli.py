@@ -69,7 +69,7 @@ def test_wrong_d_in(tmp_path, lm):
 
 
 def test_missing_dataset_in_data_dir(tmp_path, monkeypatch):
-    from saebench_scaffold import data
+    from saebench_scaffold.sources import data
     from saebench_scaffold.settings import UserError
 
     (tmp_path / "empty").mkdir()
@@ -80,7 +80,7 @@ def test_missing_dataset_in_data_dir(tmp_path, monkeypatch):
 
 
 def test_missing_dataset_offline_without_data_dir(monkeypatch):
-    from saebench_scaffold import data
+    from saebench_scaffold.sources import data
     from saebench_scaffold.settings import UserError
 
     monkeypatch.delenv("SAEBENCH_DATA_DIR", raising=False)
@@ -94,7 +94,7 @@ def test_missing_dataset_offline_without_data_dir(monkeypatch):
 def test_eval_writes_valid_result_and_skips_existing(tmp_path, lm, data_dir):
     import jsonschema
 
-    from saebench_scaffold.results import result_json_schema
+    from saebench_scaffold.results.schema import result_json_schema
 
     out = tmp_path / "out"
     args = ["eval", _ckpt(tmp_path), "--tasks", "core", "--limit", "300", "--output-dir", str(out),

@@ -54,8 +54,8 @@ def test_wheel_installs_and_finds_its_tasks(tmp_path):
 
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"saebench_scaffold/builtin_tasks/{t}.yaml" for t in BUILTIN_TASKS} <= names
-    assert {"saebench_scaffold/embedded_data/wikipedia_en_small.jsonl.xz",
-            "saebench_scaffold/embedded_data/DATA_LICENSE.md"} <= names
+    assert {"saebench_scaffold/sources/embedded_data/wikipedia_en_small.jsonl.xz",
+            "saebench_scaffold/sources/embedded_data/DATA_LICENSE.md"} <= names
     for init in (REPO / "saebench_scaffold").rglob("__init__.py"):  # every subpackage is listed in pyproject
         assert str(init.relative_to(REPO)) in names, f"{init.parent.name} missing from the wheel: add it to [tool.setuptools] packages"
 
@@ -73,7 +73,7 @@ def test_wheel_installs_and_finds_its_tasks(tmp_path):
     assert all(str(target / "saebench_scaffold" / "builtin_tasks") in row for row in rows), listing
     assert "--limit" in _run([cli, "eval", "--help"], elsewhere, run_env)
     offline_env = {k: v for k, v in run_env.items() if k != "SAEBENCH_DATA_DIR"}
-    embedded = _run([sys.executable, "-c", "from saebench_scaffold import data; "
+    embedded = _run([sys.executable, "-c", "from saebench_scaffold.sources import data; "
                      "print(data.embedded_path('wikipedia_en_small.jsonl.xz')); print(len(next(data.iterate('wikipedia'))))"],
                     elsewhere, {**offline_env, "HF_HUB_OFFLINE": "1"}).split()
     assert embedded[0].startswith(str(target)) and int(embedded[1]) > 200  # the sample is read from the wheel

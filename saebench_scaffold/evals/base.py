@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from .. import data
-from ..activations import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
-from ..model import LanguageModel, ModelSpec, load_model
+from ..sources import data
+from ..activations.cache import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
+from ..sources.model import LanguageModel, ModelSpec, load_model
 from ..saes import SAE
 from ..saes.pca import ActivationPCA, fit_pca
 from ..settings import UserError

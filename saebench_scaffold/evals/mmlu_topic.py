@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .. import data
-from ..activations import get_example_cache, texts_sha256
+from ..sources import data
+from ..activations.cache import get_example_cache, texts_sha256
 from ..settings import UserError
 from . import ablations as ab
 from .base import EvalContext, Task, TaskConfig, TaskOutput

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from .. import data
-from ..activations import ExampleCache, get_example_cache
+from ..sources import data
+from ..activations.cache import ExampleCache, get_example_cache
 from ..settings import UserError, atomic_write, cache_dir
 from .base import TaskConfig
 

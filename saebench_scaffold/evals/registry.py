@@ -129,7 +129,7 @@ class TaskRegistry:
 
 def _register_datasets(specs: list, task_file: Path) -> None:
     """Labeled files a task file declares: {name, path, text_field?, label_field?}, path relative to it."""
-    from ..data import register_labeled_file
+    from ..sources.data import register_labeled_file
 
     for spec in specs:
         if not isinstance(spec, dict) or not {"name", "path"} <= set(spec) or set(spec) - {"name", "path", "text_field", "label_field"}:

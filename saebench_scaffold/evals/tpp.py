@@ -29,7 +29,7 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from ..activations import masked_mean
+from ..activations.cache import masked_mean
 from ..settings import UserError
 from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
 from .probing_data import (LinearProbe, ProbingConfigBase, average_datasets, compare_noise, fit_probe, load_probing_set,

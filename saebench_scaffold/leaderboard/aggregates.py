@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..evals.probing_data import average_datasets, mean_std
-from ..results import EvalResult
+from ..results.schema import EvalResult
 
 REL_TOL, ABS_TOL = 1e-6, 1e-9  # float round-off of sums taken in another order; far below any real change
 

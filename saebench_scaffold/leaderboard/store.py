@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..results import EvalResult
+from ..results.schema import EvalResult
 from ..settings import UserError
 from .validate import Problems, TaskVersions, check_name, validate_folder
 

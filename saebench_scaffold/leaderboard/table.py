@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from ..results import EvalResult
+from ..results.schema import EvalResult
 from ..settings import UserError
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..results import EvalResult, result_json_schema
+from ..results.schema import EvalResult, result_json_schema
 from ..settings import UserError
 from .aggregates import check_aggregates
 from .ranges import check_rules, out_of_range

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..results import read_result
+from ..results.schema import read_result
 from ..settings import UserError
 from .store import existing_board
 from .validate import check_name
@@ -33,7 +33,8 @@ def verify(row: str, board: Path, tasks: list[str] | None = None, checkpoint: st
            tolerance: float = 1e-3, data_dir: str | None = None, cache_dir: str | None = None,
            include_paths: list | None = None, device: str = "auto") -> list[Comparison]:
     from ..evals.registry import TaskRegistry
-    from ..runner import EvalRequest, checkpoint_sha256, run_eval
+    from ..execution import EvalRequest, run_eval
+    from ..execution.checkpoints import checkpoint_sha256
 
     submission, _, ckpt = row.partition("/")
     check_name(submission, "submission name")

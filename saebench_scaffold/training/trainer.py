@@ -82,8 +82,8 @@ def source_for(recipe: TrainRecipe) -> TokenSource:
     """The activation cache named by the recipe (built on first use, by rank 0 under torchrun)."""
     if recipe.cache_path:
         return cache_source(recipe.cache_path, recipe.seed, recipe.shuffle_buffer_shards)
-    from ..activations import cache_spec, get_cache
-    from ..model import ModelSpec, load_model
+    from ..activations.cache import cache_spec, get_cache
+    from ..sources.model import ModelSpec, load_model
 
     comm = Comm()
     root, n_shards = None, None

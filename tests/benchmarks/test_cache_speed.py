@@ -17,9 +17,9 @@ import time
 import pytest
 import torch
 
-from saebench_scaffold.activations import CacheSpec, get_cache
-from saebench_scaffold.data import dataset_id, token_contexts
-from saebench_scaffold.model import parse_hook
+from saebench_scaffold.activations.cache import CacheSpec, get_cache
+from saebench_scaffold.sources.data import dataset_id, token_contexts
+from saebench_scaffold.sources.model import parse_hook
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, data_dir
 def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, data_dir, tmp_path):
     from saebench_scaffold.evals.base import EvalContext
     from saebench_scaffold.evals.core import CoreTask
-    from saebench_scaffold.model import ModelSpec
+    from saebench_scaffold.sources.model import ModelSpec
     from saebench_scaffold.saes import SAEConfig, make_sae
 
     enabled = not benchmark.disabled

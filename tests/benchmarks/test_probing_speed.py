@@ -25,7 +25,7 @@ def _setup(request, tmp_path, disabled: bool):
         ctx = fake_context(write_labeled_data(tmp_path / "data", per_class=24), tmp_path / "cache", lm=lm)
         return ctx, lm, {"train_per_class": 12, "test_per_class": 6}, 64
     from saebench_scaffold.evals.base import EvalContext
-    from saebench_scaffold.model import ModelSpec
+    from saebench_scaffold.sources.model import ModelSpec
 
     lm, hook, data_dir = (request.getfixturevalue(f) for f in ("lm", "hook", "data_dir"))
     ctx = EvalContext(ModelSpec(), hook, str(data_dir), str(tmp_path / "cache"), 0, progress=False)

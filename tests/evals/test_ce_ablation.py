@@ -186,7 +186,7 @@ def test_limit_caps_tokens():
 
 @pytest.mark.slow
 def test_smoke_real_lm(tmp_path, data_dir, hook):
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
     rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256, data_dir=str(data_dir),
@@ -206,7 +206,7 @@ def test_smoke_real_lm(tmp_path, data_dir, hook):
 
 def test_variance_matched_off_leaves_its_headline_empty(tmp_path, data_dir, hook):
     """Switching the variance-matched condition off must not break the summary (it was a KeyError)."""
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
     rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256, data_dir=str(data_dir),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from saebench_scaffold import data
-from saebench_scaffold.activations import masked_mean
+from saebench_scaffold.sources import data
+from saebench_scaffold.activations.cache import masked_mean
 from saebench_scaffold.evals import ablations as ab
 from saebench_scaffold.evals import mmlu_topic as mt
 from saebench_scaffold.evals.base import EvalContext
@@ -209,7 +209,7 @@ def test_mmlu_unreachable_hub_without_data_dir_names_the_setting(monkeypatch):
 
 @pytest.mark.slow
 def test_smoke_real_lm(tmp_path, data_dir, hook):
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
     rows = run_eval(EvalRequest([str(ckpt)], tasks="mmlu_topic", limit=96, data_dir=str(data_dir),

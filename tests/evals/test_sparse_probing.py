@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from saebench_scaffold.activations import masked_mean
-from saebench_scaffold.data import LabeledExample
+from saebench_scaffold.activations.cache import masked_mean
+from saebench_scaffold.sources.data import LabeledExample
 from saebench_scaffold.evals import probing_data as pd
 from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
@@ -213,7 +213,7 @@ def test_bad_datasets_are_user_errors(tmp_path):
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_real_lm_smoke_through_run_eval(lm, hook, data_dir, tmp_path):
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = random_sae(lm.d_model, 512, hook_name=hook).save(tmp_path / "rand")
     rows = run_eval(EvalRequest([str(ckpt)], tasks="sparse_probing", limit=40, data_dir=str(data_dir),

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from saebench_scaffold.activations import masked_mean
+from saebench_scaffold.activations.cache import masked_mean
 from saebench_scaffold.evals import probing_data as pd
 from saebench_scaffold.evals.base import TaskOutput
 from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
@@ -155,7 +155,7 @@ def test_task_end_to_end_on_fake_lm(tmp_path):
 @pytest.mark.needs_data
 def test_real_lm_smoke(lm, hook, data_dir, tmp_path):
     from saebench_scaffold.evals.base import EvalContext
-    from saebench_scaffold.model import ModelSpec
+    from saebench_scaffold.sources.model import ModelSpec
 
     ctx = EvalContext(ModelSpec(), hook, str(data_dir), None, 0, progress=False)
     ctx.__dict__["lm"] = lm

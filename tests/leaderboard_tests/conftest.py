@@ -21,7 +21,7 @@ OVERRIDES = ["sparse_probing.datasets=[ag_news]", "sparse_probing.k_values=[1, 5
 @pytest.fixture(scope="session")
 def eval_results(data_dir, tmp_path_factory) -> Path:
     """`eval --limit 256` of two bundled baselines (ce_ablation: r = 24 only)."""
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     out = tmp_path_factory.mktemp("lb_eval_results")
     for checkpoints, tasks in ((CHECKPOINTS, "core,sparse_probing,tpp"), (CHECKPOINTS[1:], "ce_ablation")):

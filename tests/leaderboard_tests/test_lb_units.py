@@ -11,7 +11,7 @@ import pytest
 from saebench_scaffold.evals.probing_data import average_datasets, with_std
 from saebench_scaffold.leaderboard.aggregates import check_core, check_per_dataset
 from saebench_scaffold.leaderboard.ranges import out_of_range
-from saebench_scaffold.results import EvalResult, Provenance
+from saebench_scaffold.results.schema import EvalResult, Provenance
 
 SIZES = {"d_sae": 8, "d_in": 4}
 

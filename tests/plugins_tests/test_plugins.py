@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from plugin_helpers import EXAMPLE_PLUGIN, fake_plugin, install_plugin
 
-from saebench_scaffold import data
+from saebench_scaffold.sources import data
 from saebench_scaffold.evals.registry import TaskRegistry
 from saebench_scaffold.settings import UserError
 
@@ -78,7 +78,7 @@ def test_broken_plugin_is_named_and_other_tasks_stay_usable(site):
 
 
 def _plugin_result(path, frac_fired, norms):
-    from saebench_scaffold.results import EvalResult, Provenance, write_result
+    from saebench_scaffold.results.schema import EvalResult, Provenance, write_result
 
     prov = Provenance(model={"name": "toy"}, model_source="toy", hook_name="h", checkpoint_path="c",
                       checkpoint_format="saebench_scaffold", checkpoint_sha256="0" * 64, seed=0, wall_time_s=0.0,
@@ -149,7 +149,7 @@ def _write_toy_sets(folder: Path) -> None:
 
 @pytest.mark.slow
 def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datasets):
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     tasks = tmp_path / "my_tasks"
     tasks.mkdir()

@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from saebench_scaffold.cli import app
-from saebench_scaffold.runner import checkpoint_sha256, load_checkpoint
+from saebench_scaffold.execution.checkpoints import checkpoint_sha256, load_checkpoint
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 
@@ -137,7 +137,7 @@ def test_hf_not_cached_offline_is_one_clear_line(hub_cache):
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_eval_records_release_and_id(hub_cache, data_dir, lm, tmp_path):
-    from saebench_scaffold.runner import EvalRequest, run_eval
+    from saebench_scaffold.execution import EvalRequest, run_eval
 
     hook = "blocks.14.hook_resid_post"
     _saelens_sae(snapshot_dir(hub_cache, RELEASE_REPO) / SAE_ID, hook=hook, d_in=lm.d_model)

@@ -1,0 +1,140 @@
+"""Work is planned before it is done: a *unit* is one (checkpoint, task, resolved config), identified
+by a config hash that the result file records. All inputs are checked while planning (tasks exist,
+checkpoints load and match the model, output dir is writable), so a bad argument costs seconds and
+never leaves partial results. Units whose result is present with the same hash are skipped, so a
+sweep resumes after any failure. The plan knows nothing of the executors that run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..evals.base import EvalContext, Task
+from ..evals.registry import TaskRegistry
+from ..results.schema import check_output_dir, result_path
+from ..settings import UserError, check_device
+from ..sources.model import DEFAULT_HOOK, ModelSpec, parse_hook
+from .checkpoints import PCA_FIT_TOKENS, LoadedCheckpoint, load_checkpoint
+from .request import PRESETS, EvalRequest, parse_overrides
+
+
+@dataclass
+class Unit:
+    """One unit of work: a checkpoint scored on a task with a fully resolved config."""
+
+    checkpoint: str  # as given: a folder, or 'pca'
+    name: str  # the checkpoint's result folder name
+    task: str
+    config_hash: str  # what determines the result: task + version + config + checkpoint + model + hook + seed
+    path: Path  # its result file
+    done: bool = False  # a result with the same config hash is already there
+
+
+@dataclass
+class Plan:
+    req: EvalRequest
+    tasks: dict[str, tuple[Task, object]]  # name -> (task, resolved config)
+    units: list[Unit]
+    model: ModelSpec
+    hook: str
+    ctx: EvalContext | None = None  # the planner's context (its model is loaded for validation)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
+    """Task instances with their configs: defaults, then the task file, the preset, --set, --limit."""
+    if req.preset not in PRESETS:
+        raise UserError(f"unknown preset {req.preset!r}; known: {', '.join(PRESETS)}")
+    check_device(req.device)
+    registry = TaskRegistry(req.include_paths)
+    entries = registry.resolve(req.tasks)
+    overrides = parse_overrides(req.overrides)
+    for task_name in overrides:
+        registry.get(task_name)
+    tasks: dict[str, tuple[Task, object]] = {}
+    for entry in entries:
+        task = entry.instantiate()
+        merged = {**entry.config, **PRESETS[req.preset].get(entry.name, {}), **overrides.get(entry.name, {})}
+        try:
+            cfg = task.make_config(merged, req.limit)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise UserError(f"task {entry.name}: bad config: {problems}") from err
+        tasks[task.name] = (task, cfg)
+    return tasks
+
+
+def plan_eval(req: EvalRequest) -> Plan:
+    tasks = resolve_tasks(req)
+    output_dir = Path(req.output_dir)
+    check_output_dir(output_dir)
+    checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
+    _check_unique_names(req.checkpoints, checkpoints)
+
+    spec = ModelSpec(name=req.model or ModelSpec().name, device=req.device, dtype=req.dtype)
+    hooks = {c.sae.cfg.hook_name for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
+    hook = req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)
+    parse_hook(hook)
+    ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress)
+    for c in checkpoints:
+        if c.sae is not None:
+            c.sae.check_compatible(ctx.lm.d_model)
+            if c.sae.cfg.hook_name and c.sae.cfg.hook_name != hook:
+                warnings.warn(f"{c.name} was trained at {c.sae.cfg.hook_name}; evaluating at {hook}")
+
+    units = []
+    for given, c in zip(req.checkpoints, checkpoints):
+        for task, cfg in tasks.values():
+            digest = config_hash(task, cfg, c, spec, hook, req.seed)
+            unit = Unit(given, c.name, task.name, digest, result_path(output_dir, c.name, task.name))
+            unit.done = not req.force and result_config_hash(unit.path) == digest
+            units.append(unit)
+    return Plan(req, tasks, units, spec, hook, ctx)
+
+
+def _weights_dropped(c: LoadedCheckpoint) -> LoadedCheckpoint:
+    """Planning keeps a checkpoint's config, not its weights (a 200-checkpoint plan of 16k-wide
+    Gemma SAEs would hold 60 GB); each unit loads its checkpoint again when it runs."""
+    if c.sae is not None:
+        c.sae.to("meta")
+    return c
+
+
+def _check_unique_names(given: list[str], checkpoints: list[LoadedCheckpoint]) -> None:
+    seen: dict[str, str] = {}
+    for g, c in zip(given, checkpoints):
+        if c.name in seen and seen[c.name] != g:
+            raise UserError(f"checkpoints {seen[c.name]!r} and {g!r} have the same name {c.name!r}; "
+                            "their results would overwrite each other (rename one folder)")
+        seen[c.name] = g
+
+
+def config_hash(task: Task, cfg, c: LoadedCheckpoint, model: ModelSpec, hook: str, seed: int) -> str:
+    identity = c.sha256 or f"{c.path}:{PCA_FIT_TOKENS}"  # the PCA baseline is fixed by its fit budget
+    blob = json.dumps({"task": task.name, "version": task.version, "config": cfg.model_dump(mode="json"),
+                       "checkpoint": identity, "model": model.name, "dtype": model.dtype, "hook": hook, "seed": seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def result_config_hash(path: Path, written_after_ms: int | None = None) -> str | None:
+    """The config hash recorded in an existing result file (None: absent, unreadable, or older)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if written_after_ms is not None and doc.get("datetime_epoch_millis", 0) < written_after_ms:
+        return None
+    return (doc.get("provenance") or {}).get("config_hash")
+
+
+def plan_rows(plan: Plan) -> list[dict]:
+    return [{"checkpoint": u.name, "task": u.task, "status": "done: skip" if u.done else "will run",
+             "config_hash": u.config_hash, "file": str(u.path)} for u in plan.units]

@@ -1,0 +1,32 @@
+"""`eval`: plan every unit (validating all inputs first), then hand the units not done to the
+executor the request names: `serial` (this process; several processes on one output dir split the
+units through per-unit locks) or `ray` (one Ray task per unit)."""
+
+from __future__ import annotations
+
+from ..settings import UserError
+from .plan import Plan, plan_eval, plan_rows
+from .progress import silence_library_bars
+from .request import EvalRequest
+from .serial import run_plan_serial
+
+
+def _run_on_ray(plan: Plan) -> list[dict]:
+    from .ray_executor import run_plan_on_ray  # Ray is an optional extra: imported only when asked for
+
+    return run_plan_on_ray(plan)
+
+
+EXECUTORS = {"serial": run_plan_serial, "ray": _run_on_ray}
+
+
+def run_eval(req: EvalRequest) -> list[dict]:
+    """Plan every unit (validating all inputs first), then run the ones not done; one row per unit."""
+    if req.executor not in EXECUTORS:
+        raise UserError(f"unknown executor {req.executor!r}; use {' or '.join(EXECUTORS)}")
+    if not req.progress:
+        silence_library_bars()
+    plan = plan_eval(req)
+    if req.dry_run:
+        return plan_rows(plan)
+    return EXECUTORS[req.executor](plan)

