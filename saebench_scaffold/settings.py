@@ -3,9 +3,12 @@ can point them elsewhere without editing files; every CLI command also takes the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 DATA_DIR_ENV = "SAEBENCH_DATA_DIR"
 CACHE_DIR_ENV = "SAEBENCH_CACHE_DIR"
@@ -13,6 +16,26 @@ CACHE_DIR_ENV = "SAEBENCH_CACHE_DIR"
 
 class UserError(Exception):
     """A problem with the user's input. The CLI prints it as one line (no traceback) and exits 2."""
+
+
+MAX_JSON_DEPTH = 100  # result files and configs nest about 6 levels
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def load_json(data: bytes | str) -> Any:
+    """`json.loads` for files a user hands us, refusing one nested deeper than MAX_JSON_DEPTH with a
+    ValueError that says so. Python's parser (and every validator after it) recurses once per level,
+    so a 1,000-deep file would otherwise end in a RecursionError traceback. The depth is counted
+    without recursion: brackets outside strings."""
+    raw = data.encode() if isinstance(data, str) else data
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if m.group() in b"[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested {deepest} levels deep (at most {MAX_JSON_DEPTH} accepted)")
+    return json.loads(raw)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

@@ -3,8 +3,11 @@ written, and a normal run afterwards still works."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +16,9 @@ from typer.testing import CliRunner
 from saebench_scaffold.cli import app
 from saebench_scaffold.evals.base import Task, TaskOutput, check_headline_finite
 from saebench_scaffold.saes import SAEConfig, make_sae
-from saebench_scaffold.settings import UserError, check_device
+from saebench_scaffold.settings import MAX_JSON_DEPTH, UserError, check_device, load_json
+
+REPO = Path(__file__).resolve().parents[1]
 
 runner = CliRunner()
 
@@ -114,3 +119,47 @@ def test_nan_headline_fails_and_a_normal_run_follows(tmp_path, plugin_dir):
     r = runner.invoke(app, base + ["--device", "cpu", "--limit", "5"])
     assert r.exit_code == 0, r.output
     assert "ok" in r.output and (out / "ckpt" / "headline_probe.json").exists()
+
+
+def test_config_that_disagrees_with_its_tensors_is_refused_before_allocating(tmp_path):
+    """cfg.json says d_sae 10⁹ beside 64-row tensors: building that SAE would allocate 2.3 TB; the
+    shapes are compared first (the module is built on the meta device) and the mismatch named."""
+    folder = tmp_path / "ckpt"
+    _ckpt(tmp_path)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 1_000_000_000}))
+    r = runner.invoke(app, ["eval", str(folder), "--output-dir", str(tmp_path / "out")])
+    _refused(r, "sae.safetensors", "has shape (64, 576), config implies (1000000000, 576)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_deeply_nested_files_are_refused_in_one_line(tmp_path):
+    """A result file nested 1,200 levels deep: `leaderboard submit` says so in one line and the board
+    is unchanged; a cfg.json nested as deep is refused the same way by `eval`."""
+    good = tmp_path / "good" / "batchtopk_r0"
+    shutil.copytree(REPO / "leaderboard" / "submissions" / "bundled_baselines" / "batchtopk_r0", good)
+    board = tmp_path / "board"
+    assert runner.invoke(app, ["leaderboard", "submit", str(good.parent), "--name", "team", "--board", str(board)]).exit_code == 0
+    def snapshot(folder):
+        return sorted((str(p.relative_to(folder)), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+
+    before = snapshot(board)
+    deep = tmp_path / "deep" / "batchtopk_r0"
+    deep.mkdir(parents=True)
+    text = (good / "core.json").read_text().rstrip()
+    (deep / "core.json").write_text(text[:-1] + ', "eval_result_unstructured": ' + "[" * 1200 + "]" * 1200 + "}")
+    r = runner.invoke(app, ["leaderboard", "submit", str(deep.parent), "--name", "deep", "--board", str(board)])
+    _refused(r, "core.json", "nested 1201 levels deep")
+    assert snapshot(board) == before
+
+    folder = tmp_path / "ckpt"
+    _ckpt(tmp_path)
+    (folder / "cfg.json").write_text('{"architecture": "batchtopk", "extra": ' + "{\"a\": " * 1200 + "1" + "}" * 1200 + "}")
+    _refused(runner.invoke(app, ["eval", str(folder), "--output-dir", str(tmp_path / "out")]), "cfg.json", "nested")
+
+
+def test_json_depth_counts_brackets_outside_strings_only():
+    assert load_json('{"a": "[[[[{{{{\\" ]]"}') == {"a": '[[[[{{{{" ]]'}
+    assert load_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    with pytest.raises(ValueError, match=f"nested {MAX_JSON_DEPTH + 1} levels deep"):
+        load_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ..evals.base import EvalContext, Task
 from ..evals.registry import TaskRegistry
 from ..results.schema import check_output_dir, result_path
-from ..settings import UserError, check_device
+from ..settings import UserError, check_device, load_json
 from ..sources.model import DEFAULT_HOOK, ModelSpec, parse_hook
 from .checkpoints import PCA_FIT_TOKENS, LoadedCheckpoint, load_checkpoint
 from .request import PRESETS, EvalRequest, parse_overrides
@@ -127,7 +127,7 @@ def config_hash(task: Task, cfg, c: LoadedCheckpoint, model: ModelSpec, hook: st
 def result_config_hash(path: Path, written_after_ms: int | None = None) -> str | None:
     """The config hash recorded in an existing result file (None: absent, unreadable, or older)."""
     try:
-        doc = json.loads(path.read_text())
+        doc = load_json(path.read_bytes())
     except (OSError, ValueError):
         return None
     if written_after_ms is not None and doc.get("datetime_epoch_millis", 0) < written_after_ms:

@@ -15,7 +15,6 @@ file or a folder of 10,000 files is refused from `stat` alone, never read):
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..results.schema import EvalResult, result_json_schema
-from ..settings import UserError
+from ..settings import UserError, load_json
 from .aggregates import check_aggregates
 from .ranges import check_rules, out_of_range
 
@@ -138,7 +137,7 @@ class TaskVersions:
 def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalResult | None, list[tuple[str, str, str]]]:
     """Parse and check one file on its own (checks 2, 3, 5, 6). `label` names it in messages."""
     try:
-        doc = json.loads(Path(path).read_bytes())
+        doc = load_json(Path(path).read_bytes())
     except (OSError, ValueError) as err:
         return None, [(label, "(file)", f"not valid JSON ({err})")]
     errors = sorted(_schema_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))

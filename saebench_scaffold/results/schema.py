@@ -6,7 +6,6 @@ One JSON per (checkpoint, task): `<output_dir>/<checkpoint name>/<task>.json`, w
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from functools import lru_cache
@@ -16,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..settings import UserError, atomic_write
+from ..settings import UserError, atomic_write, load_json
 
 
 class Provenance(BaseModel):
@@ -104,13 +103,15 @@ def write_result(result: EvalResult, path: Path) -> None:
 
 def read_result(path: Path) -> EvalResult:
     try:
-        return EvalResult.model_validate(json.loads(Path(path).read_text()))
+        return EvalResult.model_validate(load_json(Path(path).read_bytes()))
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is not a readable saebench-scaffold result ({err})") from err
 
 
 def check_output_dir(output_dir: Path) -> None:
-    """Fail before any work if results could not be written."""
+    """Fail before any work if results could not be written. The folders made to find out are
+    removed again (writing a result makes them), so a run refused later leaves nothing behind."""
+    made = [p for p in (output_dir, *output_dir.parents) if not p.exists()]  # deepest first
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / f".write_probe{os.getpid()}"
@@ -118,3 +119,9 @@ def check_output_dir(output_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UserError(f"output dir {output_dir} is not writable ({err.strerror}); choose another --output-dir") from err
+    finally:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not made after all, or another process has written into it meanwhile
+                break

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..settings import UserError
+from ..settings import UserError, load_json
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -222,13 +222,14 @@ def read_json(path: Path) -> dict:
     if not path.exists():
         raise UserError(f"config file {path} is missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        return load_json(path.read_bytes())
+    except ValueError as err:
         raise UserError(f"config file {path} is not valid JSON ({err})") from err
 
 
 def assign_weights(sae: SAE, tensors: dict[str, torch.Tensor], where: str) -> SAE:
-    """Copy tensors into `sae`, with errors that name the file and the mismatching tensor."""
+    """Copy tensors into `sae`, with errors that name the file and the mismatching tensor. `sae` may
+    be built on the meta device: it gets memory only once every shape is known to match."""
     own = sae.state_dict()
     missing = [k for k in own if k not in tensors]
     if missing:
@@ -238,6 +239,8 @@ def assign_weights(sae: SAE, tensors: dict[str, torch.Tensor], where: str) -> SA
             raise UserError(f"{where}: unexpected tensor {k!r}")
         if tuple(v.shape) != tuple(own[k].shape):
             raise UserError(f"{where}: tensor {k} has shape {tuple(v.shape)}, config implies {tuple(own[k].shape)}")
+    if any(p.is_meta for p in own.values()):
+        sae.to_empty(device="cpu")
     sae.load_state_dict({k: v.float() for k, v in tensors.items()})
     sae.check_finite(where)
     return sae

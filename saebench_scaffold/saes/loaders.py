@@ -53,8 +53,15 @@ def load_sae(path: str | Path, fmt: str | None = None) -> SAE:
 
 def load_own(folder: Path) -> SAE:
     cfg = SAEConfig.from_dict(read_json(folder / CONFIG_FILE))
-    sae = make_sae(cfg)
-    return assign_weights(sae, load_safetensors(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
+    return assign_weights(_unallocated(cfg), load_safetensors(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
+
+
+def _unallocated(cfg: SAEConfig) -> SAE:
+    """The SAE `cfg` describes, on the meta device: a config that disagrees with its tensors (say
+    d_sae 10⁹ beside 4,608-row tensors, 2.3 TB) is refused by name before anything is allocated,
+    and the random initialisation the weights would overwrite costs nothing."""
+    with torch.device("meta"):
+        return make_sae(cfg)
 
 
 # ---- SAELens ------------------------------------------------------------------------------------
@@ -155,10 +162,10 @@ def load_sparsify(folder: Path) -> SAE:
 
 
 def _fill(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: Path | str) -> SAE:
-    sae = make_sae(cfg)
+    sae = _unallocated(cfg)
     own = sae.state_dict()
     for name in ("scaffold_U", "scaffold_V"):
-        tensors.setdefault(name, own[name])
+        tensors.setdefault(name, torch.zeros(own[name].shape))
     if "threshold" in own and "threshold" not in tensors:
         raise UserError(f"{where}: {cfg.architecture} checkpoint has no threshold")
     return assign_weights(sae, {k: v.contiguous() for k, v in tensors.items()}, str(where))

@@ -8,7 +8,6 @@ Validation happens once, at load time, so a typo fails in a second rather than a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..settings import UserError
+from ..settings import UserError, load_json
 
 ARCHITECTURES = ("batchtopk", "matryoshka_batchtopk")
 SCAFFOLD_MODES = ("parallel", "residual")
@@ -180,8 +179,8 @@ class TrainRecipe:
             raise UserError(f"recipe file {path} does not exist")
         text = path.read_text()
         try:
-            d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            d = load_json(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
             raise UserError(f"recipe file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(err).splitlines()[0]}") from err
         d = d or {}
         for item in overrides or []:
