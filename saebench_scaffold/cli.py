@@ -22,6 +22,7 @@ _DATA_DIR = typer.Option(None, envvar="SAEBENCH_DATA_DIR", help="Local data dire
 _CACHE_DIR = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy and activation caches (default ~/.cache/saebench_scaffold).")
 _DEVICE = typer.Option("auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
 _QUIET = typer.Option(False, help="No progress bars.")
+_FORMAT = typer.Option("table", "--format", help="End-of-run summary: table (one per task, fits 100 columns), markdown, or json (for scripts).")
 
 
 def _fail(err: Exception) -> None:
@@ -50,24 +51,33 @@ def eval_command(
     dry_run: bool = typer.Option(False, help="Print the plan (one row per checkpoint x task, and whether it is done) and stop."),
     executor: str = typer.Option("serial", help="serial (this process) or ray (one Ray task per unit)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto': the running one); default: start a local one."),
+    format_: str = _FORMAT,
 ):
-    """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table."""
+    """Score checkpoints on tasks; one JSON per (checkpoint, task); prints a summary table per task."""
     from .execution import EvalRequest, run_eval
 
+    _check_format(format_)
     try:
         rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
                                     seed, force, preset, include_path, set_, not quiet,
                                     dry_run=dry_run, executor=executor, ray_address=ray_address, dtype=dtype))
     except UserError as err:
         _fail(err)
-    _report(rows)
+    _report(rows, format_)
 
 
-def _report(rows: list[dict]) -> None:
-    """Print the units table; exit 1 when a unit failed (the others still ran)."""
+def _check_format(fmt: str) -> None:
+    from .execution.summary import FORMATS
+
+    if fmt not in FORMATS:
+        _fail(UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}"))
+
+
+def _report(rows: list[dict], fmt: str) -> None:
+    """Print the summary; exit 1 when a unit failed (the others still ran)."""
     from .execution import summary_table
 
-    typer.echo(summary_table(rows))
+    typer.echo(summary_table(rows, fmt))
     failed = sum(r["status"].startswith("failed") for r in rows)
     if failed:
         typer.echo(f"{failed} of {len(rows)} units failed; rerun the same command to retry only those", err=True)
@@ -79,16 +89,18 @@ def sweep_command(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: checkpoints (glob / paths / sae_lens patterns), tasks, preset, overrides, output_dir, executor."),
     dry_run: bool = typer.Option(False, help="Print the plan and stop."),
     quiet: bool = _QUIET,
+    format_: str = _FORMAT,
 ):
     """Score every selected checkpoint on every task; done units are skipped, so rerunning resumes."""
     from .execution import run_eval
     from .execution.sweep import sweep_request
 
+    _check_format(format_)
     try:
         rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
     except UserError as err:
         _fail(err)
-    _report(rows)
+    _report(rows, format_)
 
 
 app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)

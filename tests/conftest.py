@@ -25,6 +25,14 @@ def data_dir() -> Path:
     return Path(value)
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No data directory, and the hub declared offline the way users do it: `wikipedia` comes from
+    the sample embedded in the package, every other dataset fails at once."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def lm():
     """The embedded SmolLM2-135M (dequantized once into the cache dir)."""

@@ -20,7 +20,7 @@ from ..settings import UserError
 from ..sources.model import ModelSpec
 from .plan import Plan, Unit, resolve_tasks
 from .progress import UnitProgress
-from .units import UnitRunner, one_line, unit_row
+from .units import UnitRunner, done_row, one_line, unit_row
 
 _WORKER_STATE: dict[str, UnitRunner] = {}
 """In a Ray worker: the runner (model, caches, memo) for the request it last served."""
@@ -66,7 +66,7 @@ def _run(ray, plan: Plan) -> list[dict]:
                         max_retries=1, retry_exceptions=True)(_run_unit_in_worker)
     worker_req = dataclasses.replace(plan.req, progress=False)  # many workers' bars would interleave
 
-    rows: dict[int, dict] = {i: unit_row(u, "skipped (done; --force to redo)") for i, u in enumerate(plan.units) if u.done}
+    rows: dict[int, dict] = {i: done_row(u, plan.tasks[u.task][0]) for i, u in enumerate(plan.units) if u.done}
     groups: dict[str, list[int]] = {}
     for i, u in enumerate(plan.units):
         if not u.done:

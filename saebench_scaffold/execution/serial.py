@@ -8,7 +8,7 @@ from filelock import FileLock, Timeout
 
 from .plan import Plan, Unit, result_config_hash
 from .progress import UnitProgress
-from .units import UnitRunner, one_line, unit_row
+from .units import UnitRunner, done_row, one_line, unit_row
 
 def unit_lock(unit: Unit) -> FileLock:
     """Held while a unit runs, so concurrent `eval` processes sharing an output dir split the work."""
@@ -23,7 +23,7 @@ def run_plan_serial(plan: Plan) -> list[dict]:
     todo = [i for i, u in enumerate(plan.units) if not u.done]
     for i, u in enumerate(plan.units):
         if u.done:
-            rows[i] = unit_row(u, "skipped (done; --force to redo)")
+            rows[i] = done_row(u, plan.tasks[u.task][0])
     progress = UnitProgress(len(todo), plan.req.progress and len(todo) > 1)
     runner = UnitRunner(plan.req, plan.tasks, plan.ctx, plan.hook)
     deferred = []
@@ -47,7 +47,7 @@ def _run_locked(runner: UnitRunner, plan: Plan, unit: Unit, progress: UnitProgre
     # Another process may have finished it while we planned (under --force: only a result written since).
     if result_config_hash(unit.path, plan.started_ms if plan.req.force else None) == unit.config_hash:
         progress.finished(ok=True, was_running=False)
-        return unit_row(unit, "skipped (done by another process)")
+        return done_row(unit, plan.tasks[unit.task][0], "skipped (done by another process)")
     progress.started()
     try:
         row = runner.run(unit)

@@ -14,7 +14,7 @@ import torch
 from ..evals.base import EvalContext, Task, TaskOutput, check_headline_finite
 from ..results.schema import EvalResult, Provenance, process_git_hash, write_result
 from ..saes import SAE
-from ..settings import UserError
+from ..settings import UserError, load_json
 from .checkpoints import LoadedCheckpoint, fit_pca_baseline, load_checkpoint
 from .plan import Unit
 from .request import EvalRequest
@@ -45,7 +45,7 @@ class UnitRunner:
         result = _envelope(task, cfg, out, c, self.ctx, self.req, wall)
         result.provenance.config_hash = unit.config_hash
         write_result(result, unit.path)
-        return unit_row(unit, f"ok ({wall:.1f}s)", **_headline(task, out))
+        return unit_row(unit, f"ok ({wall:.1f}s)", **headline(task, out.metrics))
 
 
 def _run_task(task: Task, ctx: EvalContext, sae: SAE, cfg, seed: int) -> tuple[TaskOutput, float]:
@@ -58,6 +58,16 @@ def _run_task(task: Task, ctx: EvalContext, sae: SAE, cfg, seed: int) -> tuple[T
 
 def unit_row(unit: Unit, status: str, **extra) -> dict:
     return {"checkpoint": unit.name, "task": unit.task, "status": status, "file": str(unit.path), **extra}
+
+
+def done_row(unit: Unit, task: Task, status: str = "skipped (done; --force to redo)") -> dict:
+    """A unit skipped because its result is there: its headline metrics come from that file, so a
+    rerun prints the same table as the run that did the work."""
+    try:
+        metrics = load_json(unit.path.read_bytes()).get("eval_result_metrics") or {}
+    except (OSError, ValueError):
+        metrics = {}
+    return unit_row(unit, status, **headline(task, metrics))
 
 
 def one_line(err: BaseException) -> str:
@@ -87,13 +97,21 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
-def _headline(task: Task, out: TaskOutput) -> dict:
-    got = {}
-    for category, key in getattr(task, "summary_metrics", ()):
-        value = out.metrics.get(category, {}).get(key)
-        if value is not None:
-            name = key if key not in got else f"{category}.{key}"  # e.g. core's fvu and typical_tokens.fvu
-            got[name] = round(value, 4) if isinstance(value, float) else value
-    return got
-
-
+def headline(task: Task, metrics: dict) -> dict:
+    """The task's headline metrics (its `summary_metrics`) for the end-of-run table and `--format
+    json`. A std the task reports beside a metric (`<key>_std` in the same category) goes under
+    `std` rather than being a headline of its own, so the table can print `value ± std`."""
+    listed = list(getattr(task, "summary_metrics", ()))
+    got: dict = {}
+    stds: dict = {}
+    for category, key in listed:
+        if key.endswith("_std") and (category, key[:-4]) in listed:
+            continue
+        values = metrics.get(category) or {}
+        if values.get(key) is None:
+            continue
+        name = key if key not in got else f"{category}.{key}"  # e.g. core's fvu and typical_tokens.fvu
+        got[name] = values[key]
+        if isinstance(values.get(f"{key}_std"), (int, float)):
+            stds[name] = values[f"{key}_std"]
+    return {"metrics": got, "std": stds}

@@ -31,7 +31,7 @@ def test_processes_started_together(tmp_path, data_dir, n_procs=3):
 
     cache = cache_dir_with_shared_model(tmp_path / "cache")
     args = ["eval", *ckpts, "--tasks", TASKS, "--limit", str(LIMIT), "--data-dir", str(data_dir), "--quiet",
-            "--cache-dir", str(cache), "--output-dir", str(tmp_path / "out")]
+            "--cache-dir", str(cache), "--output-dir", str(tmp_path / "out"), "--format", "json"]
     for o in OVERRIDES:
         args += ["--set", o]
     procs = [start_cli(args) for _ in range(n_procs)]
@@ -40,8 +40,8 @@ def test_processes_started_together(tmp_path, data_dir, n_procs=3):
         assert p.returncode == 0, err[-2000:]
 
     # Each unit was computed by exactly one process; the others saw it done.
-    table = "".join(out for out, _ in outputs)
-    assert table.count("| ok (") == len(ckpts) * 2, table
+    statuses = [row["status"] for out, _ in outputs for row in json.loads(out)]
+    assert sum(s.startswith("ok") for s in statuses) == len(ckpts) * 2, statuses
     assert metrics(tmp_path / "out") == metrics(tmp_path / "ref")
     for path in (tmp_path / "out").rglob("*.json"):
         assert json.loads(path.read_text())["provenance"]["config_hash"]

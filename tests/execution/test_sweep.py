@@ -3,6 +3,8 @@ or SAELens registry pattern, and a sweep that plans, runs, and resumes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -53,16 +55,16 @@ def test_checkpoints_by_sae_lens_release_pattern(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.needs_data
-def test_sweep_plans_runs_and_resumes(tmp_path, data_dir):
+def test_sweep_plans_runs_and_resumes(tmp_path, offline):
+    """On the embedded Wikipedia sample (core reads no other data set)."""
     tiny_checkpoints(tmp_path / "runs", 2)
-    path = _write(tmp_path, f"checkpoints: {{glob: ['runs/*']}}\ntasks: core\nlimit: 40\ndata_dir: {data_dir}\n"
+    path = _write(tmp_path, "checkpoints: {glob: ['runs/*']}\ntasks: core\nlimit: 40\n"
                             "overrides: {core: {n_ce_tokens: 0}}\noutput_dir: out\n")
     plan = runner.invoke(app, ["sweep", str(path), "--dry-run", "--quiet"])
     assert plan.exit_code == 0, plan.output
     assert plan.output.count("will run") == 2 and not (tmp_path / "out" / "ckpt0").exists()
-    first = runner.invoke(app, ["sweep", str(path), "--quiet"])
-    assert first.exit_code == 0 and first.output.count("| ok (") == 2, first.output
+    first = runner.invoke(app, ["sweep", str(path), "--quiet", "--format", "json"])
+    assert first.exit_code == 0 and [r["status"][:2] for r in json.loads(first.stdout)] == ["ok", "ok"], first.output
     (tmp_path / "out" / "ckpt1" / "core.json").unlink()  # as if the sweep had died before this unit
-    again = runner.invoke(app, ["sweep", str(path), "--quiet"])
-    assert again.output.count("skipped (done") == 1 and again.output.count("| ok (") == 1, again.output
+    again = runner.invoke(app, ["sweep", str(path), "--quiet", "--format", "json"])
+    assert [r["status"].split(" (")[0] for r in json.loads(again.stdout)] == ["skipped", "ok"], again.output
