@@ -16,12 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real data directory: $SAEBENCH_DATA_DIR, else ../shared/data; skip when neither exists."""
+@pytest.fixture
+def data_dir(request) -> Path:
+    """The real data directory: $SAEBENCH_DATA_DIR, else ../shared/data. A test that asks for it
+    names the data sets it reads (`@pytest.mark.needs_data("ag_news", ...)`); where there is no data
+    directory it skips, naming the files it would read there. Tests that read only Wikipedia use
+    the embedded sample instead (the `offline` fixture) and never skip."""
+    from saebench_scaffold.sources.data import get_entry
+
+    marker = request.node.get_closest_marker("needs_data")
+    if marker is None or not marker.args:
+        pytest.fail("a test using the real data directory names its data sets: @pytest.mark.needs_data(\"ag_news\", ...)")
     value = os.environ.get(DATA_DIR_ENV) or (str(SHARED_DATA) if SHARED_DATA.is_dir() else "")
     if not value or not Path(value).is_dir():
-        pytest.skip(f"real data directory not found (set ${DATA_DIR_ENV} or provide {SHARED_DATA})")
+        files = sorted({get_entry(name).local_path for name in marker.args})
+        pytest.skip(f"needs {', '.join(files)} from the real data directory (set ${DATA_DIR_ENV} or provide {SHARED_DATA})")
     return Path(value)
 
 

@@ -91,14 +91,13 @@ def test_missing_dataset_offline_without_data_dir(monkeypatch):
 
 
 @pytest.mark.slow
-def test_eval_writes_valid_result_and_skips_existing(tmp_path, lm, data_dir):
+def test_eval_writes_valid_result_and_skips_existing(tmp_path, lm, offline):
     import jsonschema
 
     from saebench_scaffold.results.schema import result_json_schema
 
     out = tmp_path / "out"
-    args = ["eval", _ckpt(tmp_path), "--tasks", "core", "--limit", "300", "--output-dir", str(out),
-            "--data-dir", str(data_dir), "--quiet"]
+    args = ["eval", _ckpt(tmp_path), "--tasks", "core", "--limit", "300", "--output-dir", str(out), "--quiet"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "ckpt" / "core.json").read_text())

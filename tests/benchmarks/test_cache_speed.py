@@ -28,11 +28,11 @@ def _sizes(benchmark):
     return (4, 32) if benchmark.disabled else (64, 128)  # (contexts, context length)
 
 
-def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, data_dir, tmp_path):
+def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, offline, tmp_path):
     n_ctx, ctx_len = _sizes(benchmark)
-    spec = CacheSpec(lm.source_id, hook, "wikipedia", dataset_id("wikipedia", data_dir)["sha256"], ctx_len, n_ctx,
+    spec = CacheSpec(lm.source_id, hook, "wikipedia", dataset_id("wikipedia")["sha256"], ctx_len, n_ctx,
                      dtype="float16", shard_contexts=n_ctx)
-    tokens = torch.stack(list(token_contexts(lm, "wikipedia", n_ctx, ctx_len, data_dir)))
+    tokens = torch.stack(list(token_contexts(lm, "wikipedia", n_ctx, ctx_len)))
     layer = parse_hook(hook).last_layer_needed
 
     def truncated_forward():
@@ -59,11 +59,11 @@ def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, data_dir
     t_trunc = min(timed(truncated_forward) for _ in range(2))
     t_full = timed(full_forward)
     runs = iter(range(100))
-    result = benchmark.pedantic(lambda: get_cache(lm, spec, tmp_path / f"c{next(runs)}", data_dir, progress=False),
+    result = benchmark.pedantic(lambda: get_cache(lm, spec, tmp_path / f"c{next(runs)}", None, progress=False),
                                 rounds=2, iterations=1)
     assert result.contexts()[0].shape == (n_ctx, ctx_len, lm.d_model)
     t_cache = benchmark.stats.stats.min if benchmark.stats else timed(
-        lambda: get_cache(lm, spec, tmp_path / "again", data_dir, progress=False))
+        lambda: get_cache(lm, spec, tmp_path / "again", None, progress=False))
     benchmark.extra_info.update({
         "tokens": n_ctx * ctx_len,
         "cache_tok_per_s": n_ctx * ctx_len / t_cache,
@@ -72,7 +72,7 @@ def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, data_dir
     })
 
 
-def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, data_dir, tmp_path):
+def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, offline, tmp_path):
     from saebench_scaffold.evals.base import EvalContext
     from saebench_scaffold.evals.core import CoreTask
     from saebench_scaffold.sources.model import ModelSpec
@@ -81,7 +81,7 @@ def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, data
     enabled = not benchmark.disabled
     task = CoreTask()
     cfg = task.make_config({"n_density_tokens": 16_384 if enabled else 256, "n_ce_tokens": 1024 if enabled else 64})
-    ctx = EvalContext(ModelSpec(), hook, str(data_dir), str(tmp_path / "cache"), progress=False)
+    ctx = EvalContext(ModelSpec(), hook, None, str(tmp_path / "cache"), progress=False)
     ctx.__dict__["lm"] = lm  # the already-loaded model
     saes = [make_sae(SAEConfig("batchtopk", lm.d_model, 2304, k=32, scaffold_rank=r)) for r in (0, 24)]
     t = time.perf_counter()

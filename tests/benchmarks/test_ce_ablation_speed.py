@@ -50,10 +50,10 @@ def naive_per_context_ce(lm, hook, tokens, special, conditions, batch_contexts=8
 
 
 @pytest.mark.slow
-def test_ce_ablation_speed(benchmark, lm, hook, data_dir):
+def test_ce_ablation_speed(benchmark, lm, hook, offline):
     small = benchmark.disabled
     n_ctx = 2 if small else 8
-    gen = data.token_contexts(lm, "wikipedia", n_ctx, data_dir_override=str(data_dir))
+    gen = data.token_contexts(lm, "wikipedia", n_ctx)
     tokens = torch.stack([next(gen) for _ in range(n_ctx)])
     special = lm.special_mask(tokens)
     acts = lm.hook_activations(tokens, hook)  # the shared cache: built once, not part of either timing

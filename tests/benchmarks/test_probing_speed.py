@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from saebench_scaffold.evals import probing_data as pd
 from probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
 from saebench_scaffold.evals.sparse_probing import SparseProbingTask
@@ -33,6 +35,7 @@ def _setup(request, tmp_path, disabled: bool):
     return ctx, lm, {"max_examples_per_dataset": 200}, 4608
 
 
+@pytest.mark.needs_data(*DATASETS)  # only with --benchmark-enable
 def test_second_checkpoint_with_warm_caches(benchmark, request, tmp_path):
     ctx, lm, budget, d_sae = _setup(request, tmp_path, benchmark.disabled)
     tasks = [(t, t.make_config({**budget, "datasets": DATASETS})) for t in (SparseProbingTask(), TPPTask())]

@@ -16,7 +16,7 @@ import pytest
 
 from scale_helpers import REPO, start_cli, tiny_checkpoints
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = pytest.mark.slow
 
 
 def _run(procs_args: list[list[str]]) -> float:
@@ -28,7 +28,7 @@ def _run(procs_args: list[list[str]]) -> float:
     return time.perf_counter() - t
 
 
-def test_two_processes_vs_one_on_a_warm_cache(benchmark, data_dir, tmp_path):
+def test_two_processes_vs_one_on_a_warm_cache(benchmark, offline, tmp_path):
     if benchmark.disabled:
         ckpts = tiny_checkpoints(tmp_path / "ckpts", 4)
         budget = ["--limit", "40", "--set", "core.n_ce_tokens=0"]
@@ -37,7 +37,7 @@ def test_two_processes_vs_one_on_a_warm_cache(benchmark, data_dir, tmp_path):
         budget = ["--set", "core.n_density_tokens=16384", "--set", "core.n_ce_tokens=2048"]
 
     def args(out: str) -> list[str]:
-        return ["eval", *ckpts, "--tasks", "core", *budget, "--data-dir", str(data_dir), "--quiet",
+        return ["eval", *ckpts, "--tasks", "core", *budget, "--quiet",
                 "--output-dir", str(tmp_path / out)]
 
     warm = _run([args("warm")])

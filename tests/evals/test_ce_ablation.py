@@ -185,11 +185,11 @@ def test_limit_caps_tokens():
 # ---- real LM ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_smoke_real_lm(tmp_path, data_dir, hook):
+def test_smoke_real_lm(tmp_path, offline, hook):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok")
     res = json.loads((tmp_path / "out" / "hybrid" / "ce_ablation.json").read_text())
@@ -201,15 +201,15 @@ def test_smoke_real_lm(tmp_path, data_dir, hook):
     assert m["zero_ablation"]["ce_ratio"] > 1
     assert m["subspaces"]["rank"] == 8
     assert m["summary"]["scaffold_ce_ratio"] == m["scaffold_removed"]["ce_ratio"]
-    assert set(rows[0]) >= {"scaffold_ce_ratio", "pca_ce_ratio", "aligned_matched_ce_ratio", "random_ce_ratio"}
+    assert set(rows[0]["metrics"]) >= {"scaffold_ce_ratio", "pca_ce_ratio", "aligned_matched_ce_ratio", "random_ce_ratio"}
 
 
-def test_variance_matched_off_leaves_its_headline_empty(tmp_path, data_dir, hook):
+def test_variance_matched_off_leaves_its_headline_empty(tmp_path, offline, hook):
     """Switching the variance-matched condition off must not break the summary (it was a KeyError)."""
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["ce_ablation.variance_matched=false", "ce_ablation.n_bootstrap=50"]))
     assert rows[0]["status"].startswith("ok")

@@ -208,6 +208,7 @@ def test_mmlu_unreachable_hub_without_data_dir_names_the_setting(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data("mmlu")
 def test_smoke_real_lm(tmp_path, data_dir, hook):
     from saebench_scaffold.execution import EvalRequest, run_eval
 

@@ -211,7 +211,7 @@ def test_bad_datasets_are_user_errors(tmp_path):
 # ---- real model ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.needs_data
+@pytest.mark.needs_data("ag_news", "europarl")
 def test_real_lm_smoke_through_run_eval(lm, hook, data_dir, tmp_path):
     from saebench_scaffold.execution import EvalRequest, run_eval
 

@@ -152,7 +152,7 @@ def test_task_end_to_end_on_fake_lm(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.needs_data
+@pytest.mark.needs_data("amazon_domain", "bbc_news")
 def test_real_lm_smoke(lm, hook, data_dir, tmp_path):
     from saebench_scaffold.evals.base import EvalContext
     from saebench_scaffold.sources.model import ModelSpec

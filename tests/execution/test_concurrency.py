@@ -16,7 +16,7 @@ from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import cache_dir
 from scale_helpers import build_counts, cache_dir_with_shared_model, metrics, start_cli, tiny_checkpoints
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data("europarl")]
 
 TASKS = "core,sparse_probing"
 OVERRIDES = ["core.n_ce_tokens=0", "sparse_probing.datasets=[europarl]", "sparse_probing.k_values=[1]"]

@@ -14,7 +14,7 @@ from saebench_scaffold.execution import EvalRequest, run_eval, summary_table
 from scale_helpers import metrics, tiny_checkpoints
 
 ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = pytest.mark.slow
 
 TASKS = "core,sparse_probing"
 OVERRIDES = ["core.n_ce_tokens=0", "sparse_probing.datasets=[europarl]", "sparse_probing.k_values=[1]"]
@@ -32,6 +32,7 @@ def checkpoints(tmp_path_factory):
     return tiny_checkpoints(tmp_path_factory.mktemp("ckpts"), 4)
 
 
+@pytest.mark.needs_data("europarl")
 def test_ray_gives_the_serial_metrics(ray_cluster, checkpoints, tmp_path, data_dir):
     common = dict(tasks=TASKS, limit=40, data_dir=str(data_dir), overrides=OVERRIDES, progress=False)
     t0 = time.perf_counter()
@@ -61,7 +62,7 @@ def _flat(tree, prefix=""):
     return out
 
 
-def test_a_failing_unit_is_retried_once_then_reported(ray_cluster, checkpoints, tmp_path, data_dir):
+def test_a_failing_unit_is_retried_once_then_reported(ray_cluster, checkpoints, tmp_path, offline):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "boom.py").write_text(textwrap.dedent("""
         from saebench_scaffold.evals.base import Task, TaskConfig, TaskOutput
@@ -84,7 +85,7 @@ def test_a_failing_unit_is_retried_once_then_reported(ray_cluster, checkpoints, 
     (tmp_path / "tasks" / "boom.yaml").write_text(
         f"task: boom\nclass: boom.py:BoomTask\ndescription: fails on d_sae 128\nconfig: {{attempts_file: {attempts}}}\n")
     rows = run_eval(EvalRequest(checkpoints, tasks="boom", include_paths=[str(tmp_path / "tasks")],
-                                data_dir=str(data_dir), output_dir=str(tmp_path / "out"), executor="ray", progress=False))
+                                output_dir=str(tmp_path / "out"), executor="ray", progress=False))
     status = {r["checkpoint"]: r["status"] for r in rows}
     assert status.pop("ckpt1") == "failed after a retry: RuntimeError: boom on purpose"
     assert all(s.startswith("ok") for s in status.values()) and len(status) == 3

@@ -16,8 +16,6 @@ from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.validate import MAX_FILE_BYTES, Problems
 from saebench_scaffold.settings import UserError
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
-
 
 def _board_with_r24(results_copy, tmp_path):
     """A board holding the r = 24 checkpoint; the r = 0 one stays in `results_copy` to be edited."""

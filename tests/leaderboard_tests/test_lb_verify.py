@@ -1,5 +1,6 @@
 """`leaderboard verify`: a row re-run from its provenance reproduces its headline metrics; a tampered
-row does not."""
+row does not. The row is made here by `eval --limit 256` of core on the embedded Wikipedia sample
+(offline, no data directory), so that re-running it takes seconds."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from saebench_scaffold.leaderboard.verify import verify
 from saebench_scaffold.settings import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = pytest.mark.slow
 
 
-def test_core_row_verifies_and_tampered_row_fails(results_copy, tmp_path, data_dir):
+def test_core_row_verifies_and_tampered_row_fails(tmp_path, offline):
+    from saebench_scaffold.execution import EvalRequest, run_eval
+
+    results = tmp_path / "results"
+    run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r24")], "core", limit=256, output_dir=str(results), progress=False))
     board = tmp_path / "board"
-    lb.submit(results_copy, "bundled", board)
-    good = verify("bundled/batchtopk_r24", board, ["core"], data_dir=str(data_dir))
+    lb.submit(results, "bundled", board)
+    good = verify("bundled/batchtopk_r24", board, ["core"])
     assert good and all(c.ok for c in good), good
     assert {c.metric for c in good} >= {"sparsity.l0", "reconstruction_quality.fvu"}
 
@@ -30,14 +35,14 @@ def test_core_row_verifies_and_tampered_row_fails(results_copy, tmp_path, data_d
         rq["explained_variance"] = 1 - rq["fvu"]
     edit_json(board / "submissions" / "bundled" / "batchtopk_r24" / "core.json", tamper)
     lb.validate(board)
-    bad = verify("bundled/batchtopk_r24", board, ["core"], data_dir=str(data_dir))
+    bad = verify("bundled/batchtopk_r24", board, ["core"])
     mismatched = [c.metric for c in bad if not c.ok]
     assert "reconstruction_quality.fvu" in mismatched, bad
     assert all(m in ("reconstruction_quality.fvu", "reconstruction_quality.explained_variance") for m in mismatched), bad
 
     with pytest.raises(UserError, match="sha256"):  # another checkpoint than the recorded one
-        verify("bundled/batchtopk_r24", board, ["core"], checkpoint=str(REPO / "baselines" / "batchtopk_r0"), data_dir=str(data_dir))
+        verify("bundled/batchtopk_r24", board, ["core"], checkpoint=str(REPO / "baselines" / "batchtopk_r0"))
     edit_json(board / "submissions" / "bundled" / "batchtopk_r24" / "core.json",
               lambda d: d["provenance"].update(task_version=99))
     with pytest.raises(UserError, match="core version 99; this package runs version"):  # refused before any work
-        verify("bundled/batchtopk_r24", board, ["core"], data_dir=str(data_dir))
+        verify("bundled/batchtopk_r24", board, ["core"])

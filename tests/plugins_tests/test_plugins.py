@@ -39,7 +39,7 @@ def site(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.slow
-def test_plugin_package_runs_through_eval(site, tmp_path, data_dir):
+def test_plugin_package_runs_through_eval(site, tmp_path, offline):
     install_plugin(site, EXAMPLE_PLUGIN)
     listed = subprocess.run(CLI + ["tasks"], env=_env(site), capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr

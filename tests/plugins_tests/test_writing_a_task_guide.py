@@ -36,13 +36,13 @@ def test_guide_example_is_complete():
 
 
 @pytest.mark.slow
-def test_guide_example_runs_as_written(tmp_path, data_dir):
+def test_guide_example_runs_as_written(tmp_path, offline):
     files, command = guide_example()
     for name, body in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(body)
     (tmp_path / "baselines").symlink_to(REPO / "baselines")  # "the repository root", without writing into it
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SAEBENCH_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # offline: the embedded Wikipedia sample
     run = subprocess.run(CLI + command[1:] + ["--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr
     share = {}

@@ -135,13 +135,12 @@ def test_hf_not_cached_offline_is_one_clear_line(hub_cache):
 
 
 @pytest.mark.slow
-@pytest.mark.needs_data
-def test_eval_records_release_and_id(hub_cache, data_dir, lm, tmp_path):
+def test_eval_records_release_and_id(hub_cache, offline, lm, tmp_path):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     hook = "blocks.14.hook_resid_post"
     _saelens_sae(snapshot_dir(hub_cache, RELEASE_REPO) / SAE_ID, hook=hook, d_in=lm.d_model)
-    rows = run_eval(EvalRequest([f"sae_lens:{RELEASE}/{SAE_ID}"], "core", limit=256, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest([f"sae_lens:{RELEASE}/{SAE_ID}"], "core", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok")
     result = json.loads(Path(rows[0]["file"]).read_text())

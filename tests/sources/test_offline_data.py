@@ -89,6 +89,7 @@ def test_token_sets_map_onto_the_embedded_layout_and_stay_disjoint(offline):
         data.place_token_set("wikipedia", TRAIN_OFFSET_CONTEXTS, 2100)
 
 
+@pytest.mark.needs_data("wikipedia")
 def test_full_corpora_keep_their_offsets(data_dir):
     assert data.place_token_set("wikipedia", 20_000, 29_952, data_dir) == 20_000  # --preset saebench's density set
     with pytest.raises(UserError, match="end at 50000"):
