@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
-from ..results.schema import read_result
+from ..results.schema import EvalResult, read_result
 from ..results.saebench_export import find_results, upgrade_core_metrics
 from ..settings import UserError, atomic_write
 
@@ -84,6 +84,7 @@ class Checkpoint:
     seed: int | None
     tokens: int | None
     metrics: dict  # {task: eval_result_metrics}
+    recipe: str = "1"  # the training recipe's version (`recipe_version`)
 
 
 def _recipe(cfg: dict) -> dict:
@@ -92,10 +93,22 @@ def _recipe(cfg: dict) -> dict:
     return training.get("recipe") or extra.get("recipe") or {}
 
 
+def recipe_version(cfg: dict) -> str:
+    """The training recipe's version recorded in `sae_cfg_dict`; "1" for runs from before recipes had one."""
+    version = ((cfg.get("extra") or {}).get("training") or {}).get("recipe_version", _recipe(cfg).get("recipe_version"))
+    return "1" if version is None else str(version)
+
+
 def load_checkpoints(folder: Path) -> list[Checkpoint]:
+    """The checkpoints of a results dir or board folder (a one-line error where it holds no results)."""
+    return checkpoints_from_results({key: {task: read_result(path) for task, path in tasks.items()}
+                                     for key, tasks in find_results(folder).items()})
+
+
+def checkpoints_from_results(loaded: dict[tuple[str, str], dict[str, EvalResult]]) -> list[Checkpoint]:
+    """One `Checkpoint` per checkpoint sha256 of {(submission, checkpoint): {task: result}}, in order."""
     out, seen = [], set()
-    for (submission, name), tasks in find_results(folder).items():
-        results = {task: read_result(path) for task, path in tasks.items()}
+    for (submission, name), results in loaded.items():
         first = next(iter(results.values()))
         sha = first.provenance.checkpoint_sha256
         if sha in seen:
@@ -108,7 +121,7 @@ def load_checkpoints(folder: Path) -> list[Checkpoint]:
         metrics = {t: (upgrade_core_metrics(r.eval_result_metrics) if t == "core" else r.eval_result_metrics)
                    for t, r in results.items()}
         out.append(Checkpoint(f"{submission}/{name}".strip("/"), cfg.get("architecture", "?"),
-                              int(cfg.get("scaffold_rank") or 0), seed, tokens, metrics))
+                              int(cfg.get("scaffold_rank") or 0), seed, tokens, metrics, recipe_version(cfg)))
     return out
 
 
