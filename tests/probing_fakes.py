@@ -54,6 +54,9 @@ class FakeLM:
         special[:, 0] = True
         return special
 
+    def hook_width(self, hook: str, head_index: int | None = None) -> int:
+        return self.d_model
+
     def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
         self.calls += 1
         e = self.emb[tokens]

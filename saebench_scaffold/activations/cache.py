@@ -170,7 +170,7 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
     spec, root = cache.spec, cache.root
     root.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in dataclasses.asdict(spec).items() if k != "n_contexts"}
-    atomic_write(root / "spec.json", json.dumps({**meta, "key": spec.key, "d_in": lm.d_model,
+    atomic_write(root / "spec.json", json.dumps({**meta, "key": spec.key, "d_in": lm.hook_width(spec.hook),
                                                  "excluded_positions": "position 0 (BOS) and tokenizer special tokens"}, indent=2))
     per = spec.shard_contexts
     # Contexts are a deterministic stream: start at the first missing shard and skip the ones on disk.
@@ -289,7 +289,7 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
     spec, root = cache.spec, cache.root
     hook, name, ctx_len, dtype = spec.hook, spec.name, spec.ctx_len, spec.dtype
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.d_model}, indent=2))
+    atomic_write(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.hook_width(hook)}, indent=2))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_token_id
     store_dtype = getattr(torch, dtype)
     bar = tqdm(total=sum(min(spec.shard_examples, spec.n_examples - i * spec.shard_examples) for i in missing),
@@ -305,7 +305,7 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
         for i, x in enumerate(ids):
             tokens[i, :len(x)] = torch.tensor(x)
             valid[i, :len(x)] = True
-        acts = torch.zeros(len(ids), ctx_len, lm.d_model, dtype=store_dtype)
+        acts = torch.zeros(len(ids), ctx_len, lm.hook_width(hook), dtype=store_dtype)
         # Sort by length so each forward pass pads as little as possible; causal attention means
         # right-padding never changes the activations of real tokens.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

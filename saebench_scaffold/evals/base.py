@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ..sources import data
 from ..activations.cache import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
 from ..sources.model import LanguageModel, ModelSpec, load_model
+from ..sources.processing import Processing, processed
 from ..saes import SAE
 from ..saes.pca import ActivationPCA, fit_pca
 from ..settings import UserError
@@ -108,12 +109,19 @@ class EvalContext:
     cache_dir: str | None = None
     seed: int = 0
     progress: bool = True
+    processing: Processing | None = None
+    """TransformerLens weight processing the checkpoints were trained under (SAELens configs)."""
+    given: LanguageModel | None = None
+    """A model the caller already holds (a HookedTransformer, through `TransformerLensModel`)."""
     memo: dict = field(default_factory=dict, repr=False)
     """Checkpoint-independent results computed once per invocation (PCA fits, loaded token sets)."""
 
     @cached_property
     def lm(self) -> LanguageModel:
-        return load_model(self.model, self.cache_dir)
+        """The model as the checkpoints see it: with `processing`, a view whose activations (and
+        activation caches) are the processed model's."""
+        base = self.given if self.given is not None else load_model(self.model, self.cache_dir)
+        return processed(base, self.processing, self.hook)
 
     def text_cache(self, n_contexts: int, offset: int = EVAL_OFFSET_CONTEXTS, dataset: str = "wikipedia",
                    ctx_len: int = data.DEFAULT_CONTEXT, dtype: str = "float32",

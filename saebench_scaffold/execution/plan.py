@@ -20,7 +20,10 @@ from ..evals.base import EvalContext, Task
 from ..evals.registry import TaskRegistry
 from ..results.schema import check_output_dir, result_path
 from ..settings import UserError, check_device, load_json
+from ..sources import data
 from ..sources.model import DEFAULT_HOOK, ModelSpec, parse_hook
+from ..sources.processing import Processing
+from ..sources.transformer_lens_model import TransformerLensModel
 from .checkpoints import PCA_FIT_TOKENS, LoadedCheckpoint, load_checkpoint
 from .request import PRESETS, EvalRequest, parse_overrides
 
@@ -78,16 +81,15 @@ def plan_eval(req: EvalRequest) -> Plan:
     checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
     _check_unique_names(req.checkpoints, checkpoints)
 
-    spec = ModelSpec(name=req.model or ModelSpec().name, device=req.device, dtype=req.dtype)
-    hooks = {c.sae.cfg.hook_name for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
-    hook = req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)
-    parse_hook(hook)
-    ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress)
+    spec, given = model_spec(req)
+    hooks = {own_hook(c.sae) for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
+    hook = parse_hook(req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)).key
+    ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress, trained_processing(checkpoints), given)
     for c in checkpoints:
         if c.sae is not None:
-            c.sae.check_compatible(ctx.lm.d_model)
-            if c.sae.cfg.hook_name and c.sae.cfg.hook_name != hook:
-                warnings.warn(f"{c.name} was trained at {c.sae.cfg.hook_name}; evaluating at {hook}")
+            c.sae.check_compatible(ctx.lm.hook_width(hook))
+            if c.sae.cfg.hook_name and own_hook(c.sae) != hook:
+                warnings.warn(f"{c.name} was trained at {own_hook(c.sae)}; evaluating at {hook}")
 
     units = []
     for given, c in zip(req.checkpoints, checkpoints):
@@ -97,6 +99,44 @@ def plan_eval(req: EvalRequest) -> Plan:
             unit.done = not req.force and result_config_hash(unit.path) == digest
             units.append(unit)
     return Plan(req, tasks, units, spec, hook, ctx)
+
+
+def own_hook(sae) -> str:
+    """Where a checkpoint reads: its hook name, with SAELens's `hook_head_index` when it has one."""
+    head = (sae.cfg.extra.get("saelens_model") or {}).get("hook_head_index")
+    return parse_hook(sae.cfg.hook_name, head).key
+
+
+def model_spec(req: EvalRequest) -> tuple[ModelSpec, TransformerLensModel | None]:
+    """The model to run: by name (loaded when first used), or a `HookedTransformer` the caller holds."""
+    if req.model is None or isinstance(req.model, str):
+        return ModelSpec(name=req.model or ModelSpec().name, device=req.device, dtype=req.dtype), None
+    if not (hasattr(req.model, "cfg") and hasattr(req.model, "run_with_cache")):
+        raise UserError(f"model must be a model name or a transformer_lens.HookedTransformer, not {type(req.model).__name__}")
+    cfg = req.model.cfg
+    spec = ModelSpec(name=f"transformer_lens:{cfg.model_name}", dtype=str(cfg.dtype).removeprefix("torch."), device=str(cfg.device))
+    return spec, TransformerLensModel(req.model, spec)
+
+
+def trained_processing(checkpoints: list[LoadedCheckpoint]) -> Processing | None:
+    """How the model must be run for these checkpoints, from their SAELens settings
+    (`model_from_pretrained_kwargs`, `context_size`, `prepend_bos`). One run uses one processing:
+    checkpoints that ask for different ones are refused, naming two of them."""
+    asked: dict[Processing, str] = {}
+    for c in checkpoints:
+        trained = (c.sae.cfg.extra.get("saelens_model") or {}) if c.sae is not None else {}
+        asked.setdefault(Processing.from_kwargs(trained.get("model_from_pretrained_kwargs"), c.name), c.name)
+        if trained.get("context_size") not in (None, data.DEFAULT_CONTEXT):
+            warnings.warn(f"{c.name} was trained on {trained['context_size']}-token contexts; scored on "
+                          f"{data.DEFAULT_CONTEXT}-token contexts, as SAEBench does")
+        if trained.get("prepend_bos") is False:
+            warnings.warn(f"{c.name} was trained without a BOS token; scored with one (position 0 is left out of every metric)")
+    if len(asked) > 1:
+        (one, a), (other, b) = list(asked.items())[:2]
+        raise UserError(f"{a} and {b} were trained on differently processed models ({dict(one.requested)} vs "
+                        f"{dict(other.requested)}); evaluate them in separate runs")
+    only = next(iter(asked), None)
+    return only if only is not None and only.requested else None
 
 
 def _weights_dropped(c: LoadedCheckpoint) -> LoadedCheckpoint:

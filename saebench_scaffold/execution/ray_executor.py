@@ -18,6 +18,7 @@ import time
 from ..evals.base import EvalContext
 from ..settings import UserError
 from ..sources.model import ModelSpec
+from ..sources.processing import Processing
 from .plan import Plan, Unit, resolve_tasks
 from .progress import UnitProgress
 from .units import UnitRunner, done_row, one_line, unit_row
@@ -26,12 +27,12 @@ _WORKER_STATE: dict[str, UnitRunner] = {}
 """In a Ray worker: the runner (model, caches, memo) for the request it last served."""
 
 
-def _run_unit_in_worker(req, model: ModelSpec, hook: str, unit: Unit) -> dict:
-    key = json.dumps([dataclasses.asdict(req), dataclasses.asdict(model), hook], sort_keys=True, default=str)
+def _run_unit_in_worker(req, model: ModelSpec, hook: str, processing: Processing | None, unit: Unit) -> dict:
+    key = json.dumps([dataclasses.asdict(req), dataclasses.asdict(model), hook, repr(processing)], sort_keys=True, default=str)
     runner = _WORKER_STATE.get(key)
     if runner is None:
         _WORKER_STATE.clear()  # one model per worker
-        ctx = EvalContext(model, hook, req.data_dir, req.cache_dir, req.seed, progress=False)
+        ctx = EvalContext(model, hook, req.data_dir, req.cache_dir, req.seed, progress=False, processing=processing)
         runner = _WORKER_STATE[key] = UnitRunner(req, resolve_tasks(req), ctx, hook)
     t0 = time.perf_counter()
     row = runner.run(unit)
@@ -76,7 +77,7 @@ def _run(ray, plan: Plan) -> list[dict]:
 
     def submit(indices: list[int]) -> None:
         for i in indices:
-            pending[remote.remote(worker_req, plan.model, plan.hook, plan.units[i])] = i
+            pending[remote.remote(worker_req, plan.model, plan.hook, plan.ctx.processing, plan.units[i])] = i
         progress.started(len(indices))
 
     followers = {}

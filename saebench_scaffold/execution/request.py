@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -27,7 +28,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 class EvalRequest:
     checkpoints: list[str]
     tasks: str = "core"
-    model: str | None = None
+    model: Any = None  # a model name (None: the embedded default), or a transformer_lens.HookedTransformer
     hook: str | None = None
     limit: int | None = None
     data_dir: str | None = None

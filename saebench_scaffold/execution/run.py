@@ -24,6 +24,8 @@ def run_eval(req: EvalRequest) -> list[dict]:
     """Plan every unit (validating all inputs first), then run the ones not done; one row per unit."""
     if req.executor not in EXECUTORS:
         raise UserError(f"unknown executor {req.executor!r}; use {' or '.join(EXECUTORS)}")
+    if req.executor != "serial" and not (req.model is None or isinstance(req.model, str)):
+        raise UserError("a model object runs in this process only (executor serial); give Ray workers a model name")
     if not req.progress:
         silence_library_bars()
     plan = plan_eval(req)

@@ -79,7 +79,8 @@ def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalCo
     prov = Provenance(git_hash=process_git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook,
                       checkpoint_path=c.path, checkpoint_format=c.fmt, checkpoint_sha256=c.sha256,
                       datasets=out.datasets, token_counts=out.token_counts, seed=req.seed, limit=req.limit,
-                      wall_time_s=round(wall, 3), task_version=task.version)
+                      wall_time_s=round(wall, 3), task_version=task.version,
+                      model_processing=ctx.processing.describe(ctx.lm) if ctx.processing else None)
     return EvalResult(
         eval_type_id=task.name, eval_config=cfg.model_dump(), eval_id=str(uuid.uuid4()),
         datetime_epoch_millis=int(time.time() * 1000), eval_result_metrics=out.metrics,

@@ -34,6 +34,9 @@ class Provenance(BaseModel):
     limit: int | None = None
     wall_time_s: float
     excluded_positions: str = "position 0 (BOS) and tokenizer special tokens are excluded from every metric"
+    model_processing: dict[str, Any] | None = None
+    """The TransformerLens weight processing the SAE was trained under (its SAELens
+    `model_from_pretrained_kwargs`) and what was done to the activations to honour it."""
     task_version: int
     config_hash: str | None = None
     """Hash of what determines this result (task, version, config, checkpoint, model, hook, seed):

@@ -65,6 +65,7 @@ def _unallocated(cfg: SAEConfig) -> SAE:
 
 
 # ---- SAELens ------------------------------------------------------------------------------------
+SAELENS_MODEL_KEYS = ("model_from_pretrained_kwargs", "prepend_bos", "context_size", "hook_head_index")
 _SAELENS_ARCH = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu",
                  # SAELens saves trained BatchTopK / Matryoshka SAEs as JumpReLU with a per-latent threshold.
                  "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
@@ -86,12 +87,16 @@ def saelens_to_sae(raw: dict, tensors: dict[str, torch.Tensor], where: Path | st
     if raw.get("rescale_acts_by_decoder_norm"):
         raise UserError(f"{where}: SAELens rescale_acts_by_decoder_norm=true is not supported")
     meta = raw.get("metadata", {}) or {}
+    # How the model was run when the SAE was trained (SAELens 6 keeps these under `metadata`, older
+    # files at the top level): `plan_eval` honours or refuses them and provenance records them.
+    given = {**raw, **meta}
+    trained_with = {key: given[key] for key in SAELENS_MODEL_KEYS if given.get(key) is not None}
     cfg = SAEConfig(
         architecture=_SAELENS_ARCH[arch], d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
         model_name=meta.get("model_name", raw.get("model_name", "")),
         hook_name=meta.get("hook_name", raw.get("hook_name", "")),
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", arch != "jumprelu")),
-        k=raw.get("k"), extra={"saelens_architecture": arch},
+        k=raw.get("k"), extra={"saelens_architecture": arch, **({"saelens_model": trained_with} if trained_with else {})},
     )
     if cfg.architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
         tensors = {**tensors, "threshold": tensors["log_threshold"].exp()}

@@ -1,17 +1,18 @@
-"""Model access: load a causal LM, read the residual stream at a SAELens-style hook point, and run
-the rest of the model from an edited activation.
+"""Model access: load a causal LM, read activations at a SAELens-style hook point, and run the rest
+of the model with an edited activation spliced in.
 
-Hook names follow SAELens/TransformerLens (`blocks.{L}.hook_resid_post`, `blocks.{L}.hook_resid_pre`)
-and are mapped onto the Hugging Face module tree, so checkpoints trained with those tools line up.
-Two speed rules every task relies on: reading activations stops right after the hook layer, and
-running "from the hook" skips the layers before it instead of recomputing them.
+Hook names follow SAELens/TransformerLens (`blocks.{L}.hook_resid_post`, `blocks.{L}.hook_attn_out`,
+`blocks.{L}.attn.hook_z`, ...) and are mapped onto the Hugging Face module tree (`hooks.py` has the
+table), so checkpoints trained with those tools line up; `tests/sources/test_transformer_lens.py`
+checks every hook kind against TransformerLens itself. Two speed rules every task relies on: reading
+activations stops right after the hook, and running "from" a residual-stream hook skips the layers
+before it instead of recomputing them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import re
 import shutil
 import sys
 import tempfile
@@ -24,12 +25,12 @@ from filelock import FileLock
 from torch import nn
 
 from ..settings import UserError, cache_dir
+from .hooks import HookPoint, attention_shape, block_sites, parse_hook  # tasks import the last from here
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_LAYER = 14
 DEFAULT_HOOK = f"blocks.{DEFAULT_LAYER}.hook_resid_post"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_post|resid_pre)$")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -52,30 +53,6 @@ class ModelSpec:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
-
-
-@dataclass(frozen=True)
-class HookPoint:
-    layer: int
-    kind: str  # "resid_post" | "resid_pre"
-
-    @property
-    def name(self) -> str:
-        return f"blocks.{self.layer}.hook_{self.kind}"
-
-    @property
-    def last_layer_needed(self) -> int:
-        """Index of the last transformer block that must run to produce this activation (-1: embeddings)."""
-        return self.layer if self.kind == "resid_post" else self.layer - 1
-
-
-def parse_hook(hook: str) -> HookPoint:
-    m = _HOOK_RE.match(hook)
-    if not m:
-        raise UserError(
-            f"unsupported hook point {hook!r}: use blocks.<layer>.hook_resid_post or blocks.<layer>.hook_resid_pre"
-        )
-    return HookPoint(int(m.group(1)), m.group(2))
 
 
 class _StopForward(Exception):
@@ -103,8 +80,25 @@ def _first(x):
 
 
 def _hidden_states_arg(args: tuple, kwargs: dict) -> torch.Tensor:
-    """The residual stream a decoder block is called with (positionally in every HF family we know)."""
+    """The tensor a decoder block (or a norm or projection in it) is called with: positionally in
+    every HF family we know."""
     return args[0] if args else kwargs["hidden_states"]
+
+
+def _replace(module: nn.Module, side: str, edit) -> torch.utils.hooks.RemovableHandle:
+    """Hook `module` so that its input (side "input") or output ("output") becomes `edit(value)`."""
+    if side == "input":
+        def swap_input(_mod, args, kwargs):
+            if args:
+                return (edit(args[0]),) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+
+        return module.register_forward_pre_hook(swap_input, with_kwargs=True)
+
+    def swap_output(_mod, _inp, out):
+        return (edit(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else edit(out)
+
+    return module.register_forward_hook(swap_output)
 
 
 class LanguageModel:
@@ -132,30 +126,45 @@ class LanguageModel:
         return mask
 
     # ---- forward passes -----------------------------------------------------------------------
+    def hook_width(self, hook: str, head_index: int | None = None) -> int:
+        """Width of the activations at `hook` (the d_in of an SAE there): d_model, except for
+        `attn.hook_z`: n_heads * d_head, or d_head for one head."""
+        hp = self._check_hook(hook, head_index)
+        if hp.kind != "z":
+            return self.d_model
+        n_heads, d_head = attention_shape(self.hf.config)
+        return d_head if hp.head is not None else n_heads * d_head
+
     @torch.inference_mode()
-    def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
-        """Residual stream at `hook` for a [batch, ctx] token tensor, as float32; stops at the hook.
+    def hook_activations(self, tokens: torch.Tensor, hook: str, head_index: int | None = None) -> torch.Tensor:
+        """Activations at `hook` for a [batch, ctx] token tensor, as float32 [batch, ctx, width];
+        the forward pass stops at the hook.
 
         `resid_pre` of block L is the input of block L (for L = 0 that is what the model's embedding
         stage hands the first block: GPT-2 adds position embeddings, Gemma scales by sqrt(d_model));
         `resid_post` of block L is its output, before any final norm (TransformerLens's convention;
-        HF's last `hidden_states` entry has the final norm applied)."""
-        hp = self._check_hook(hook)
+        HF's last `hidden_states` entry has the final norm applied). The other hooks are read at the
+        modules `hooks.py` lists. `head_index` (hook_z only; SAELens's `hook_head_index`): that
+        head's z alone; without it, all heads concatenated."""
+        hp = self._check_hook(hook, head_index)
         tokens = tokens.to(self.device)
-        if hp.kind == "resid_pre":
+        module, side = self._hook_site(hp)
+        if side == "input":
             def grab_input(_mod, args, kwargs):
                 raise _StopForward(_hidden_states_arg(args, kwargs))
 
-            handle = self.layers[hp.layer].register_forward_pre_hook(grab_input, with_kwargs=True)
+            handle = module.register_forward_pre_hook(grab_input, with_kwargs=True)
         else:
             def grab_output(_mod, _inp, out):
                 raise _StopForward(_first(out))
 
-            handle = self.layers[hp.layer].register_forward_hook(grab_output)
+            handle = module.register_forward_hook(grab_output)
         try:
             self.hf(input_ids=tokens, use_cache=False)
         except _StopForward as stop:
-            return stop.value.float()
+            if hp.head is None:
+                return stop.value.float()
+            return stop.value[..., self._head_slice(hp.head)].float().contiguous()
         finally:
             handle.remove()
         raise RuntimeError("forward pass ended without reaching the hook")  # pragma: no cover
@@ -165,22 +174,50 @@ class LanguageModel:
         return self.hf(input_ids=tokens.to(self.device), use_cache=False).logits.float()
 
     @torch.inference_mode()
-    def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor) -> torch.Tensor:
-        """Logits when the residual stream at `hook` is replaced by `acts`; the layers before the hook
-        are skipped (they would only compute what `acts` replaces). `tokens` still fix positions."""
-        hp = self._check_hook(hook)
+    def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor,
+                         head_index: int | None = None) -> torch.Tensor:
+        """Logits when the activation at `hook` (as `hook_activations` returns it) is replaced by `acts`.
+
+        Residual-stream hooks skip the layers before the hook (they would only compute what `acts`
+        replaces); `tokens` still fix positions. For `resid_mid` of block L, block L runs on a zero
+        input with its attention output replaced by `acts`, so its resid_mid = 0 + acts = acts
+        exactly. The branch hooks (attn_out, mlp_out, z) are added to a residual stream the earlier
+        layers compute, so nothing is skipped: a full forward with the module's output (for z, the
+        output projection's input) replaced; with a head index, only that head's slice of z."""
+        hp = self._check_hook(hook, head_index)
         tokens = tokens.to(self.device)
         acts = acts.to(self.device, dtype=next(self.hf.parameters()).dtype)
-        first_kept = hp.last_layer_needed + 1  # first block that runs on `acts`
+        if hp.kind in ("resid_pre", "resid_post"):
+            return self._logits_skipping(tokens, hp.last_layer_needed + 1, acts)
+        if hp.kind == "resid_mid":
+            attention = self.layers[hp.layer].get_submodule(block_sites(self.hf.config, hp).attn_out)
+            handle = _replace(attention, "output", lambda _out: acts)
+            try:
+                return self._logits_skipping(tokens, hp.layer, torch.zeros_like(acts))
+            finally:
+                handle.remove()
+        heads = None if hp.head is None else self._head_slice(hp.head)
+
+        def edit(value):
+            if heads is None:
+                return acts
+            value = value.clone()  # the other heads' z stay as computed
+            value[..., heads] = acts
+            return value
+
+        module, side = self._hook_site(hp)
+        handle = _replace(module, side, edit)
+        try:
+            return self.hf(input_ids=tokens, use_cache=False).logits.float()
+        finally:
+            handle.remove()
+
+    def _logits_skipping(self, tokens: torch.Tensor, first_kept: int, block_input: torch.Tensor) -> torch.Tensor:
+        """Logits with blocks [0, first_kept) passed through and `block_input` fed to block `first_kept`
+        (to the final norm when that is past the last block)."""
         target = self.layers[first_kept] if first_kept < self.n_layers else self.final_norm
-
-        def swap(_mod, args, kwargs):
-            if args:
-                return (acts,) + tuple(args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": acts}
-
         originals = [self.layers[i] for i in range(first_kept)]
-        handle = target.register_forward_pre_hook(swap, with_kwargs=True)
+        handle = _replace(target, "input", lambda _x: block_input)
         try:
             for i in range(first_kept):
                 self.layers[i] = _Passthrough(self._layer_returns_tuple, originals[i])
@@ -190,11 +227,29 @@ class LanguageModel:
             for i, layer in enumerate(originals):
                 self.layers[i] = layer
 
-    def _check_hook(self, hook: str) -> HookPoint:
-        hp = parse_hook(hook)
+    def _check_hook(self, hook: str, head_index: int | None = None) -> HookPoint:
+        hp = parse_hook(hook, head_index)
         if hp.layer >= self.n_layers:
             raise UserError(f"hook {hook} is past the last layer of {self.spec.name} ({self.n_layers} layers)")
+        if hp.kind not in ("resid_pre", "resid_post"):
+            block_sites(self.hf.config, hp)  # refuses families and hooks with no such place
+        n_heads = attention_shape(self.hf.config)[0]
+        if hp.head is not None and hp.head >= n_heads:
+            raise UserError(f"head index {hp.head} of {hook} is past the last head of {self.spec.name} ({n_heads} heads)")
         return hp
+
+    def _hook_site(self, hp: HookPoint) -> tuple[nn.Module, str]:
+        """The module `hp` is read at (the table in hooks.py), and whether at its "input" or "output"."""
+        block = self.layers[hp.layer]
+        if hp.kind in ("resid_pre", "resid_post"):
+            module = block
+        else:
+            module = block.get_submodule(getattr(block_sites(self.hf.config, hp), hp.kind))
+        return module, "input" if hp.kind in ("resid_pre", "resid_mid", "z") else "output"
+
+    def _head_slice(self, head: int) -> slice:
+        d_head = attention_shape(self.hf.config)[1]
+        return slice(head * d_head, (head + 1) * d_head)
 
     def _probe_layer_output_type(self) -> bool:
         seen = {}

@@ -1,10 +1,10 @@
 """Hook points, splicing and masking on the model families SAEs are published for.
 
-Each family is a tiny random-weight model built from its `transformers` config class (3 layers,
-d_model 64) with a byte-level tokenizer built here: no hub, a fraction of a second per model.
-HF's `hidden_states` (output_hidden_states=True) are the reference: entry L is the input of block
-L, entry L+1 its output, except the last entry, which has the final norm applied (TransformerLens's
-`blocks.{last}.hook_resid_post` is before that norm, and so is ours).
+Each family is a tiny random-weight model (`family_models.py`: 3 layers, d_model 64, a byte-level
+tokenizer; no hub, a fraction of a second per model). HF's `hidden_states` (output_hidden_states=True)
+are the reference: entry L is the input of block L, entry L+1 its output, except the last entry,
+which has the final norm applied (TransformerLens's `blocks.{last}.hook_resid_post` is before that
+norm, and so is ours). `test_transformer_lens.py` checks every hook kind against TransformerLens.
 """
 
 from __future__ import annotations
@@ -13,62 +13,21 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig,
-                          PreTrainedTokenizerFast, Qwen2Config)
+from family_models import D_MODEL, FAMILIES, N_LAYERS, TOKENIZER, tiny_model
+from family_models import random_tokens as _tokens
 
 from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.core import CoreTask
-from saebench_scaffold.sources.model import LanguageModel, ModelSpec, load_model
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
+from saebench_scaffold.sources.model import LanguageModel, ModelSpec, load_model
 
-D_MODEL, N_LAYERS = 64, 3
-SPECIALS = ["<bos>", "<eos>", "<pad>"]
-
-
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with no merges: every byte is a token, ids 3..258; 0-2 are special."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    vocab.update({c: i + len(SPECIALS) for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
-    t = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    t.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
-
-
-TOKENIZER = byte_tokenizer()
-VOCAB = len(TOKENIZER)
-_IDS = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-_DECODER = dict(hidden_size=D_MODEL, num_hidden_layers=N_LAYERS, num_attention_heads=4, intermediate_size=128,
-                max_position_embeddings=256, **_IDS)
-FAMILIES = {
-    "llama": lambda: LlamaConfig(num_key_value_heads=2, **_DECODER),
-    # sliding_window below the test length, so the sliding layers' mask really differs from causal
-    "gemma2": lambda: Gemma2Config(num_key_value_heads=2, head_dim=16, sliding_window=4, **_DECODER),
-    "gpt2": lambda: GPT2Config(n_embd=D_MODEL, n_layer=N_LAYERS, n_head=4, n_positions=256, **_IDS),
-    "gpt_neox": lambda: GPTNeoXConfig(**_DECODER),
-    "qwen2": lambda: Qwen2Config(num_key_value_heads=2, **_DECODER),
-}
 HOOKS = [f"blocks.{layer}.hook_{kind}" for layer in range(N_LAYERS) for kind in ("resid_pre", "resid_post")]
-
-
-def tiny_model(family: str) -> LanguageModel:
-    torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(FAMILIES[family](), dtype=torch.float32)
-    return LanguageModel(ModelSpec(name=f"tiny-{family}", device="cpu"), hf, TOKENIZER, f"tiny-{family}")
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family_lm(request) -> LanguageModel:
     return tiny_model(request.param)
-
-
-def _tokens(n=2, ctx=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(len(SPECIALS), VOCAB, (n, ctx), generator=g)
-    t[:, 0] = TOKENIZER.bos_token_id
-    return t
 
 
 def _reference(lm, tokens):
