@@ -1,12 +1,13 @@
-"""Shared machinery of the `sparse_probing` and `tpp` tasks: class-balanced example samples, their
-cached LLM activations, resplits, one-vs-rest probe data, SAE feature pooling and probes.
+"""Shared machinery of the `sparse_probing`, `tpp` and `scr` tasks: class-balanced example samples,
+their cached LLM activations, resplits, one-vs-rest probe data, SAE feature pooling, probes, and
+latent ablation with the SAE error kept.
 
 Caching contract (why scoring a second checkpoint is cheap):
   - the example sample of a dataset depends only on (dataset, per-class budget, `sample_seed`), never
     on the resplit seeds, so its token activations are cached once per (model, hook, sample) by
     `get_example_cache` and shared by every checkpoint, every resplit and both tasks;
   - the LLM's mean-pooled activations are cached next to them (`ExampleCache.mean_pooled`);
-  - checkpoint-independent probe results (LLM baselines, TPP's LLM probes) are memoised in memory
+  - checkpoint-independent probe results (LLM baselines, TPP's and SCR's LLM probes) are memoised in memory
     and on disk under `<cache_dir>/probing/`;
   - a checkpoint's pooled latents are computed in one streamed encoder pass and kept for the
     checkpoint most recently scored, so `sparse_probing` and `tpp` on the same checkpoint encode once.
@@ -32,7 +33,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..sources import data
-from ..activations.cache import ExampleCache, get_example_cache
+from ..activations.cache import ExampleCache, get_example_cache, masked_mean
 from ..settings import UserError, atomic_write, cache_dir
 from .base import TaskConfig
 
@@ -333,6 +334,53 @@ def clear_memo(pooled: bool = True, probes: bool = True) -> None:
         _PROBE_MEMO.clear()
 
 
+# ---- latent ablation with the SAE error kept (tpp, scr) ------------------------------------------
+
+def decoder_matrix(sae, task: str = "tpp") -> torch.Tensor:
+    """The decoder rows [d_sae, d_in] `task` scores and ablates latents along, or a UserError."""
+    what = f"{type(sae).__name__} ({getattr(getattr(sae, 'cfg', None), 'architecture', '?')})"
+    try:
+        w = sae.W_dec
+        sae.decoder_directions  # noqa: B018 - must exist
+    except (AttributeError, NotImplementedError) as err:
+        raise UserError(f"{task} needs the checkpoint's decoder directions (W_dec) to score and ablate latents; "
+                        f"{what} has none ({err})") from err
+    if w is None or w.ndim != 2 or tuple(w.shape) != (sae.d_sae, sae.d_in):
+        raise UserError(f"{task} needs decoder directions of shape (d_sae, d_in); {what} has "
+                        f"{None if w is None else tuple(w.shape)}")
+    w = w.detach().double().cpu()
+    if not torch.isfinite(w).all() or not w.abs().sum():
+        raise UserError(f"{task}: the decoder directions of {what} are all zero or not finite")
+    return w
+
+
+def select_top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the top-n scores among latents with a non-zero score (SAEBench's selection)."""
+    nonzero = torch.nonzero(scores).flatten()
+    if nonzero.numel() == 0:
+        return nonzero
+    return nonzero[torch.topk(scores[nonzero], min(n, nonzero.numel())).indices]
+
+
+def ablate_pooled(pooled_llm: torch.Tensor, pooled_f: torch.Tensor, W_dec: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Mean-pooled x − (f − f_abl) W_dec, from pooled x and pooled f (exact: the edit is linear)."""
+    if latents.numel() == 0:
+        return pooled_llm.double()
+    return pooled_llm.double() - pooled_f[:, latents].double() @ W_dec[latents].double()
+
+
+@torch.no_grad()
+def ablate_tokens(sae, acts: torch.Tensor, mask: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Literal per-token version: x' = decode(f_abl) + scaffold(x) + (x − sae(x)) at every token,
+    then mean-pooled over `mask`. [b, ctx, d] -> [b, d]."""
+    f = sae.encode(acts)
+    error = acts - sae(acts)
+    f_abl = f.clone()
+    f_abl[..., latents] = 0
+    edited = sae.decode(f_abl) + sae.scaffold(acts) + error
+    return masked_mean(edited, mask)
+
+
 # ---- datasets with their cached activations -----------------------------------------------------
 
 @dataclass
@@ -455,5 +503,6 @@ __all__ = [
     "ProbingSample", "ProbingSet", "LinearProbe", "PooledFeatures", "plan_counts", "sample_balanced", "resplit",
     "probed_classes", "one_vs_rest", "mean_diff_order", "top_k_mean_diff", "fit_probe", "pool_sae_latents", "pooled_scaffold",
     "sae_pooled_cached", "load_probing_set", "memoised_json", "memo_key", "mean_std", "with_std", "resplit_seeds",
-    "compare_noise", "ProbingConfigBase", "average_datasets", "clear_memo", "small_ops",
+    "compare_noise", "ProbingConfigBase", "average_datasets", "clear_memo", "small_ops", "decoder_matrix", "select_top_n",
+    "ablate_pooled", "ablate_tokens",
 ]

@@ -29,12 +29,10 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from ..activations.cache import masked_mean
-from ..settings import UserError
 from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
-from .probing_data import (LinearProbe, ProbingConfigBase, average_datasets, compare_noise, fit_probe, load_probing_set,
-                           memo_key, memoised_json, one_vs_rest, resplit, resplit_seeds, sae_pooled_cached, small_ops,
-                           with_std)
+from .probing_data import (LinearProbe, ProbingConfigBase, ablate_pooled, ablate_tokens, average_datasets, compare_noise,
+                           decoder_matrix, fit_probe, load_probing_set, memo_key, memoised_json, one_vs_rest, resplit,
+                           resplit_seeds, sae_pooled_cached, select_top_n, small_ops, with_std)
 
 __all__ = ["TPPTask", "TPPConfig", "compare_noise", "tpp_latent_scores", "select_top_n", "ablate_pooled",
            "ablate_tokens", "tpp_resplit", "decoder_matrix"]
@@ -52,55 +50,10 @@ class TPPConfig(ProbingConfigBase):
         return sorted_positive_ints(v, "n_values")
 
 
-def decoder_matrix(sae) -> torch.Tensor:
-    """The decoder rows [d_sae, d_in] TPP scores and ablates along, or a UserError."""
-    what = f"{type(sae).__name__} ({getattr(getattr(sae, 'cfg', None), 'architecture', '?')})"
-    try:
-        w = sae.W_dec
-        sae.decoder_directions  # noqa: B018 - must exist
-    except (AttributeError, NotImplementedError) as err:
-        raise UserError(f"tpp needs the checkpoint's decoder directions (W_dec) to score and ablate latents; "
-                        f"{what} has none ({err})") from err
-    if w is None or w.ndim != 2 or tuple(w.shape) != (sae.d_sae, sae.d_in):
-        raise UserError(f"tpp needs decoder directions of shape (d_sae, d_in); {what} has "
-                        f"{None if w is None else tuple(w.shape)}")
-    w = w.detach().double().cpu()
-    if not torch.isfinite(w).all() or not w.abs().sum():
-        raise UserError(f"tpp: the decoder directions of {what} are all zero or not finite")
-    return w
-
-
 def tpp_latent_scores(pooled_f: torch.Tensor, y: torch.Tensor, probe_w: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """[d_sae] scores of every latent for one class, from the probe's (balanced) training data."""
     diff = (pooled_f[y == 1].double().mean(0) - pooled_f[y == 0].double().mean(0)).clamp_min(0)
     return diff * (W_dec.double() @ probe_w.double())
-
-
-def select_top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the top-n scores among latents with a non-zero score (SAEBench's selection)."""
-    nonzero = torch.nonzero(scores).flatten()
-    if nonzero.numel() == 0:
-        return nonzero
-    return nonzero[torch.topk(scores[nonzero], min(n, nonzero.numel())).indices]
-
-
-def ablate_pooled(pooled_llm: torch.Tensor, pooled_f: torch.Tensor, W_dec: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """Mean-pooled x − (f − f_abl) W_dec, from pooled x and pooled f (exact: the edit is linear)."""
-    if latents.numel() == 0:
-        return pooled_llm.double()
-    return pooled_llm.double() - pooled_f[:, latents].double() @ W_dec[latents].double()
-
-
-@torch.no_grad()
-def ablate_tokens(sae, acts: torch.Tensor, mask: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """Literal per-token version: x' = decode(f_abl) + scaffold(x) + (x − sae(x)) at every token,
-    then mean-pooled over `mask`. [b, ctx, d] -> [b, d]."""
-    f = sae.encode(acts)
-    error = acts - sae(acts)
-    f_abl = f.clone()
-    f_abl[..., latents] = 0
-    edited = sae.decode(f_abl) + sae.scaffold(acts) + error
-    return masked_mean(edited, mask)
 
 
 @small_ops()

@@ -20,6 +20,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "core": {"n_density_tokens": 3_800_000, "n_ce_tokens": 409_600},
         "sparse_probing": {"train_per_class": 4000, "test_per_class": 1000, "k_values": [1, 2, 5]},
         "tpp": {"train_per_class": 4000, "test_per_class": 1000},
+        "scr": {"train_set_size": 4000, "test_set_size": 1000},  # the local Amazon file caps them at 1600/400 (budget_capped)
     },
 }
 

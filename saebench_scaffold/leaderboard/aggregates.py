@@ -166,7 +166,7 @@ def check_ce_ablation(res: EvalResult) -> list[tuple[str, str]]:
     return problems
 
 
-CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset,
+CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset, "scr": check_per_dataset,
           "mmlu_topic": check_mmlu_topic, "ce_ablation": check_ce_ablation}
 
 

@@ -56,6 +56,13 @@ RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
         ("*.llm_test_accuracy*", 0, 1),
         ("*.tpp_threshold_*", -1, 1),            # differences of accuracies
     ],
+    "scr": [
+        ("sparsity.l0", 0, D_SAE),
+        ("*_test_accuracy*", 0, 1),              # LLM probe accuracies, means and per-split values
+        ("details.scr_metric_direction_per_seed", 1, 2),
+        ("*.scr_*", -1000, 1000),                # (changed − original) / (clean − original), gap >= 0.001
+        ("details.n_*_per_quadrant", 1, INF),
+    ],
     "ce_ablation": [
         ("*.ce_increase", -INF, INF),
         ("*.ce_ratio*", 0, INF),

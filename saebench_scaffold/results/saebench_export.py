@@ -6,7 +6,7 @@ SAEBench's layout: one folder per eval type, one file per SAE named
 `<release>_<sae_id>_eval_results.json`; its readers key results by that file name, so the name must
 be unique per checkpoint: release = `saebench_scaffold_<submission>` (the folder above the
 checkpoint folders), sae_id = the checkpoint folder. Only SAEBench's evals are exported (core,
-sparse_probing, tpp; its readers reject other eval types), with SAEBench's categories and metric
+sparse_probing, tpp, scr; its readers reject other eval types), with SAEBench's categories and metric
 names. Where a name is SAEBench's, the figure is SAEBench's: core's `explained_variance` /
 `explained_variance_legacy` are our `saebench_compat` figures, never our around-the-mean headline
 (results written before core v2 lack them, and the export leaves them out rather than mislabel ours).
@@ -25,8 +25,8 @@ from pathlib import Path
 from .schema import EvalResult, read_result
 from ..settings import UserError, atomic_write
 
-SAEBENCH_EVALS = ("core", "sparse_probing", "tpp")
-KNOWN_TASKS = ("core", "sparse_probing", "tpp", "ce_ablation", "mmlu_topic")
+SAEBENCH_EVALS = ("core", "sparse_probing", "tpp", "scr")
+KNOWN_TASKS = ("core", "sparse_probing", "tpp", "scr", "ce_ablation", "mmlu_topic")
 
 
 def find_results(folder: Path) -> dict[tuple[str, str], dict[str, Path]]:
@@ -84,7 +84,7 @@ def saebench_core_metrics(result: EvalResult) -> dict:
 def saebench_metrics(task: str, result: EvalResult) -> dict:
     if task == "core":
         return saebench_core_metrics(result)
-    keep = {"sparse_probing": ("llm", "sae"), "tpp": ("tpp_metrics",)}[task]
+    keep = {"sparse_probing": ("llm", "sae"), "tpp": ("tpp_metrics",), "scr": ("scr_metrics",)}[task]
     return {k: v for k, v in result.eval_result_metrics.items() if k in keep}
 
 
@@ -115,7 +115,7 @@ def export(results_dir: Path, out_dir: Path) -> list[Path]:
                 raise UserError(f"two checkpoints would both be exported as {path.name}; rename one folder")
             planned[path] = json.dumps(doc, indent=2)
     if not planned:
-        raise UserError(f"no core, sparse_probing or tpp results under {results_dir}: nothing SAEBench can read")
+        raise UserError(f"no core, sparse_probing, tpp or scr results under {results_dir}: nothing SAEBench can read")
     try:
         for path, text in planned.items():
             atomic_write(path, text)
