@@ -20,7 +20,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "core": {"n_density_tokens": 3_800_000, "n_ce_tokens": 409_600},
         "sparse_probing": {"train_per_class": 4000, "test_per_class": 1000, "k_values": [1, 2, 5]},
         "tpp": {"train_per_class": 4000, "test_per_class": 1000},
-        "scr": {"train_set_size": 4000, "test_set_size": 1000},  # the local Amazon file caps them at 1600/400 (budget_capped)
+        "scr": {"train_set_size": 4000, "test_set_size": 1000},
+        "absorption": {"max_words": None, "k_sparse_probe_batch_size": 4096},  # the whole vocabulary  # the local Amazon file caps them at 1600/400 (budget_capped)
     },
 }
 

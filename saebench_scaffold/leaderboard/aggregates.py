@@ -8,6 +8,7 @@ Each check returns a list of (field, message) problems.
 from __future__ import annotations
 
 import math
+import statistics
 
 from ..evals.probing_data import average_datasets, mean_std
 from ..results.schema import EvalResult
@@ -166,7 +167,43 @@ def check_ce_ablation(res: EvalResult) -> list[tuple[str, str]]:
     return problems
 
 
-CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset, "scr": check_per_dataset,
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_absorption(res: EvalResult) -> list[tuple[str, str]]:
+    """absorption: each letter's full-absorption rate and mean fraction from its counts and sum, its
+    number of split latents from their list; the headline means and sample std devs (SAEBench's
+    statistics.mean / stdev over letters) from the letters' rows."""
+    problems: list[tuple[str, str]] = []
+    rows = res.eval_result_details
+    if not rows:
+        return [("eval_result_details", "per-letter rows missing")]
+    for i, row in enumerate(rows):
+        n, at = row.get("num_probe_true_positives"), f"eval_result_details[{i}]"
+        if isinstance(n, int) and n > 0:
+            if isinstance(row.get("num_full_absorption"), int):
+                _compare(problems, f"{at}.full_absorption_rate", row.get("full_absorption_rate"),
+                         row["num_full_absorption"] / n, f"{at}.num_full_absorption / num_probe_true_positives")
+            if _number(row.get("sum_absorption_fraction")):
+                _compare(problems, f"{at}.mean_absorption_fraction", row.get("mean_absorption_fraction"),
+                         row["sum_absorption_fraction"] / n, f"{at}.sum_absorption_fraction / num_probe_true_positives")
+        if isinstance(row.get("split_feats"), list):
+            _compare(problems, f"{at}.num_split_features", row.get("num_split_features"), len(row["split_feats"]),
+                     f"{at}.split_feats")
+    mean = res.eval_result_metrics.get("mean", {})
+    for name, key in (("absorption_fraction_score", "mean_absorption_fraction"),
+                      ("full_absorption_score", "full_absorption_rate"), ("num_split_features", "num_split_features")):
+        values = [row.get(key) for row in rows]
+        if not all(_number(v) for v in values):
+            continue
+        _compare(problems, f"mean.mean_{name}", mean.get(f"mean_{name}"), statistics.mean(values), "the per-letter rows")
+        _compare(problems, f"mean.std_dev_{name}", mean.get(f"std_dev_{name}"),
+                 statistics.stdev(values) if len(values) > 1 else 0.0, "the per-letter rows")
+    return problems
+
+
+CHECKS = {"core": check_core, "sparse_probing": check_per_dataset, "tpp": check_per_dataset, "scr": check_per_dataset, "absorption": check_absorption,
           "mmlu_topic": check_mmlu_topic, "ce_ablation": check_ce_ablation}
 
 

@@ -63,6 +63,22 @@ RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
         ("*.scr_*", -1000, 1000),                # (changed − original) / (clean − original), gap >= 0.001
         ("details.n_*_per_quadrant", 1, INF),
     ],
+    "absorption": [
+        ("mean.mean_num_split_features", 1, D_SAE),
+        ("mean.std_dev_*", 0, INF),
+        ("mean.*", 0, 1),                        # mean absorption fraction, full-absorption rate
+        ("details.mean_absorption_fraction", 0, 1),
+        ("details.full_absorption_rate", 0, 1),
+        ("details.num_split_features", 1, D_SAE),
+        ("details.split_feats", 0, D_SAE),       # latent indices, element by element
+        ("details.num_full_absorption", 0, INF),
+        ("details.num_probe_true_positives", 1, INF),
+        ("details.sum_absorption_fraction", 0, INF),
+        ("details.probe_*", 0, 1),               # ground-truth probe F1, precision, recall
+        ("details.f1_sparse_sae", 0, 1),         # per k, element by element
+        ("details.n_*_words", 1, INF),
+        ("details.scaffold_probe_share", -INF, INF),
+    ],
     "ce_ablation": [
         ("*.ce_increase", -INF, INF),
         ("*.ce_ratio*", 0, INF),
