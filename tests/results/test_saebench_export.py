@@ -59,11 +59,15 @@ def test_saebench_readers_read_the_export(board, tmp_path):
     n_board = len([p for p in (BOARD / "submissions").glob("*/*") if (p / "core.json").exists()])
     assert n_ckpt == n_board + 4  # the board's checkpoints, plus the 4 baselines again as `rerun`
     files = gu.find_eval_results_files([str(out)])
-    assert len(files) == 3 * n_ckpt
-    for eval_type in ("core", "sparse_probing", "tpp"):
+    expected = {"core": n_ckpt, "sparse_probing": n_ckpt, "tpp": n_ckpt,  # every checkpoint has these three
+                "scr": len(list((board / "submissions").glob("*/*/scr.json"))),
+                "absorption_first_letter": len(list((board / "submissions").glob("*/*/absorption.json")))}
+    assert expected["scr"] >= 4 and expected["absorption_first_letter"] >= 4  # the bundled baselines have both
+    assert len(files) == sum(expected.values())
+    for eval_type, count in expected.items():
         of_type = [f for f in files if Path(f).parent.name == eval_type]
         results = gu.get_eval_results(of_type)
-        assert len(results) == n_ckpt  # one entry per checkpoint, none collapsed
+        assert len(results) == count  # one entry per checkpoint, none collapsed
         assert all(r["sae_class"] for r in results.values())
     core = gu.get_core_results([f for f in files if Path(f).parent.name == "core"])
     assert len(core) == n_ckpt
