@@ -81,10 +81,10 @@ def plan_eval(req: EvalRequest) -> Plan:
     checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
     _check_unique_names(req.checkpoints, checkpoints)
 
-    spec, given = model_spec(req)
+    spec, held = model_spec(req)
     hooks = {own_hook(c.sae) for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
     hook = parse_hook(req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)).key
-    ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress, trained_processing(checkpoints), given)
+    ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress, trained_processing(checkpoints), held)
     for c in checkpoints:
         if c.sae is not None:
             c.sae.check_compatible(ctx.lm.hook_width(hook))
