@@ -140,20 +140,21 @@ def test_core_vs_saebench_and_saelens(benchmark, request, lm, hook, offline, tmp
 
     for step, (label, folder) in enumerate(_schedule(folders, repeat=not small)):
         if label == "first":
-            m, s = _timed(lambda: ours(folder))  # cold: builds the activation caches
+            m, s = _timed(lambda f=folder: ours(f))  # cold: builds the activation caches
             # the tokens core read, for the peers (core's own caches, opened after the timing)
             tokens["density"] = ctx.text_cache(math.ceil(n_density / BODY)).contexts()[1]
             tokens["ce"] = ctx.text_cache(math.ceil(n_ce / BODY), offset=CE_OFFSET_CONTEXTS).contexts()[1]
         elif step == 1:
-            holder = {}
-            benchmark.pedantic(lambda: holder.setdefault("m", _timed(lambda: ours(folder))), rounds=1, iterations=1)
+            holder: dict = {}
+            benchmark.pedantic(lambda h=holder, f=folder: h.setdefault("m", _timed(lambda: ours(f))),
+                               rounds=1, iterations=1)
             m, s = holder["m"]
         else:
-            m, s = _timed(lambda: ours(folder))
+            m, s = _timed(lambda f=folder: ours(f))
         times["ours"][label].append(s)
         figures["ours"].append(m)
         for name, fn in (("saebench", saebench), ("saelens", saelens)):
-            m, s = _timed(lambda: fn(folder))
+            m, s = _timed(lambda fn=fn, f=folder: fn(f))
             times[name][label].append(s)
             figures[name].append(m)
 
@@ -175,8 +176,9 @@ def test_core_vs_saebench_and_saelens(benchmark, request, lm, hook, offline, tmp
 def _core_summary(m: dict) -> dict:
     perf, behav = m.get("model_performance_preservation", {}), m.get("model_behavior_preservation", {})
     rq = m.get("reconstruction_quality", {})
-    out = {"l0": m["sparsity"]["l0"], "ce_loss_score": perf.get("ce_loss_score"), "ce_loss_with_ablation": perf.get("ce_loss_with_ablation"),
-           "kl_div_score": behav.get("kl_div_score"), "explained_variance": rq.get("explained_variance")}
+    out = {"l0": m["sparsity"]["l0"], "ce_loss_score": perf.get("ce_loss_score"),
+           "ce_loss_with_ablation": perf.get("ce_loss_with_ablation"), "kl_div_score": behav.get("kl_div_score"),
+           "explained_variance": rq.get("explained_variance")}
     if "saebench_compat" in m:
         out["saebench_explained_variance"] = m["saebench_compat"]["explained_variance"]
         out["explained_variance_legacy"] = m["saebench_compat"]["explained_variance_legacy"]
@@ -228,17 +230,18 @@ def test_sparse_probing_vs_saebench(benchmark, request, lm, hook, tmp_path):
 
     for step, (label, folder) in enumerate(_schedule(folders, repeat=not small)):
         if label == "first":
-            m, s = _timed(lambda: ours(folder))  # cold: example cache, pooled LLM activations, LLM probes
+            m, s = _timed(lambda f=folder: ours(f))  # cold: example cache, pooled LLM activations, LLM probes
             split.update(_saebench_split(ctx, cfg))
         elif step == 1:
-            holder = {}
-            benchmark.pedantic(lambda: holder.setdefault("m", _timed(lambda: ours(folder))), rounds=1, iterations=1)
+            holder: dict = {}
+            benchmark.pedantic(lambda h=holder, f=folder: h.setdefault("m", _timed(lambda: ours(f))),
+                               rounds=1, iterations=1)
             m, s = holder["m"]
         else:
-            m, s = _timed(lambda: ours(folder))
+            m, s = _timed(lambda f=folder: ours(f))
         times["ours"][label].append(s)
         figures["ours"].append(m)
-        m, s = _timed(lambda: saebench(folder))
+        m, s = _timed(lambda f=folder: saebench(f))
         times["saebench"][label].append(s)
         figures["saebench"].append(m)
 

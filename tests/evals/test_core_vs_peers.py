@@ -25,8 +25,9 @@ densities are counts: a latent whose pre-activation lies within rounding of its 
 
 Budget: `CORE_VS_PEERS_BUDGET="batches,prompts,ce_batches"` (default 4,2,1: 8 density contexts in
 4 batches of 2 prompts, 1 CE batch of 2 contexts, ~1,000 density tokens and ~250 CE predictions;
-~45 s on 2 lightly loaded cores, several minutes on a saturated machine). The figures in docs/core-vs-peers.md were measured with "8,16,1" (SAEBench's
-16-prompt batches; 16,256 density tokens, 2,016 CE predictions).
+~45 s on 2 lightly loaded cores, several minutes on a saturated machine). The figures in
+docs/core-vs-peers.md were measured with "8,16,1" (SAEBench's 16-prompt batches; 16,256 density
+tokens, 2,016 CE predictions).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def close(a: float, b: float, rtol: float = RTOL) -> bool:
 
 
 def assert_close(ours: float, theirs: float, what: str, rtol: float = RTOL) -> None:
-    assert close(ours, theirs, rtol), f"{what}: ours {ours!r} vs peer {theirs!r} (rel {abs(ours - theirs) / max(abs(theirs), 1e-30):.2e})"
+    rel = abs(ours - theirs) / max(abs(theirs), 1e-30)
+    assert close(ours, theirs, rtol), f"{what}: ours {ours!r} vs peer {theirs!r} (rel {rel:.2e})"
 
 
 def assert_visible(a: float, b: float, what: str, factor: float = 50) -> None:
@@ -164,11 +166,13 @@ def _print_table(r) -> None:
         ("tokens: density / CE predictions", n_tok, r.ours_ce["n_tokens"], ""),
         ("l0", o["sparsity"]["l0"], sl["sparsity"]["l0"], pos0(lambda m: m["sparsity"]["l0"])),
         ("explained_variance (ours 1-FVU; SAELens)", o["reconstruction_quality"]["explained_variance"],
-         sl["reconstruction_quality"]["explained_variance"], pos0(lambda m: m["reconstruction_quality"]["explained_variance"])),
+         sl["reconstruction_quality"]["explained_variance"],
+         pos0(lambda m: m["reconstruction_quality"]["explained_variance"])),
         ("SAEBench explained_variance", o["saebench_compat"]["explained_variance"], sb["reconstruction_quality"]["explained_variance"],
          pos0(lambda m: m["saebench_compat"]["explained_variance"])),
         ("explained_variance_legacy", o["saebench_compat"]["explained_variance_legacy"],
-         sb["reconstruction_quality"]["explained_variance_legacy"], pos0(lambda m: m["saebench_compat"]["explained_variance_legacy"])),
+         sb["reconstruction_quality"]["explained_variance_legacy"],
+         pos0(lambda m: m["saebench_compat"]["explained_variance_legacy"])),
         ("ce_loss_without_sae", ce["ce_loss_without_sae"], sl["model_performance_preservation"]["ce_loss_without_sae"], ""),
         ("ce_loss_with_sae (SAE not at BOS)", ce["ce_loss_with_sae"], sl["model_performance_preservation"]["ce_loss_with_sae"],
          f"SAEBench default, SAE also at BOS: {sb['model_performance_preservation']['ce_loss_with_sae']:.4f}"),
@@ -183,7 +187,8 @@ def _print_table(r) -> None:
          f"SAEBench default: {sb['model_behavior_preservation']['kl_div_score']:.4f}"),
     ]
     print(f"\ncore vs peers on SmolLM2 {r.hook} ({N_BATCHES} batches x {BATCH_PROMPTS} prompts, "
-          f"{N_CE_BATCHES} CE batch(es)); columns: ours (core's conventions) | peer as run (SAELens run_evals; SAEBench's run_evals for its EV figures) | note")
+          f"{N_CE_BATCHES} CE batch(es)); columns: ours (core's conventions) | peer as run "
+          "(SAELens run_evals; SAEBench's run_evals for its EV figures) | note")
     for name, a, b, note in rows:
         print(f"  {name:42s} {a:>12.5f} {b:>12.5f}   {note}")
     print(f"  seconds: {r.timings}")
@@ -268,7 +273,8 @@ def test_with_position_zero_kept_ours_equal_the_peers_with_no_exclusion(runs):
     r, o, p = runs, runs.ours_first, runs.ours_pos0  # the same contexts, position 0 dropped / kept
     for peer in (r.sl_pos0, r.sb_pos0):
         assert_close(p["sparsity"]["l0"], peer["l0"], "l0 with position 0")
-        assert_close(p["saebench_compat"]["explained_variance_legacy"], peer["explained_variance_legacy"], "legacy EV with position 0")
+        assert_close(p["saebench_compat"]["explained_variance_legacy"], peer["explained_variance_legacy"],
+                     "legacy EV with position 0")
     assert_close(p["reconstruction_quality"]["explained_variance"], r.sl_pos0["explained_variance"], "SAELens EV with position 0")
     assert_close(p["saebench_compat"]["explained_variance"], r.sb_pos0["explained_variance"], "SAEBench EV with position 0")
     assert p["n_tokens"] == N_POS0_BATCHES * BATCH_PROMPTS * 128
