@@ -80,6 +80,27 @@ def _schedule(folders: list[Path], repeat: bool) -> list[tuple[str, Path]]:
     return [("first", folders[0])] + [("second", folders[1])] * (2 if repeat else 1)
 
 
+def _race(benchmark, folders: list[Path], repeat: bool, sides: dict, after_our_first=lambda: None):
+    """Every side (ours first) scores each checkpoint of the schedule in turn; returns (times, figures).
+    pytest-benchmark records our first second-checkpoint run; `after_our_first` runs once our cold run
+    is done (the peers read tokens it cached)."""
+    times: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": []} for k in sides}
+    figures: dict[str, list[dict]] = {k: [] for k in sides}
+    for step, (label, folder) in enumerate(_schedule(folders, repeat)):
+        for name, score in sides.items():
+            if name == "ours" and step == 1:
+                holder: dict = {}
+                benchmark.pedantic(lambda: holder.setdefault("m", _timed(lambda: score(folder))), rounds=1, iterations=1)
+                m, s = holder["m"]
+            else:
+                m, s = _timed(lambda: score(folder))
+            times[name][label].append(s)
+            figures[name].append(m)
+            if name == "ours" and step == 0:
+                after_our_first()
+    return times, figures
+
+
 def _summary(times: dict[str, dict[str, list[float]]], ours: str, peers: tuple[str, ...]) -> dict:
     best = {side: {label: min(v) for label, v in by.items()} for side, by in times.items()}
     out = {"seconds_all_runs": {side: {label: [round(x, 2) for x in v] for label, v in by.items()} for side, by in times.items()},
@@ -104,8 +125,6 @@ def test_core_vs_saebench_and_saelens(benchmark, request, lm, hook, offline, tmp
     folders = _folders(tmp_path / "saes", hook)
     tl = hooked_transformer(lm)
     sl_ids, sb_ids = ph.saelens_ignore_ids(lm.tokenizer), ph.saebench_ignore_ids(lm.tokenizer)
-    times: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": []} for k in ("ours", "saebench", "saelens")}
-    figures: dict[str, list[dict]] = {k: [] for k in times}
     tokens = {}
 
     def ours(folder):
@@ -138,25 +157,12 @@ def test_core_vs_saebench_and_saelens(benchmark, request, lm, hook, offline, tmp
         return sl_evals.run_evals(sae, ph.TokenStore(tokens["ce"], tokens["density"], prompts), tl, ActivationScaler(),
                                   eval_cfg, exclude_special_tokens=sl_ids)[0]
 
-    for step, (label, folder) in enumerate(_schedule(folders, repeat=not small)):
-        if label == "first":
-            m, s = _timed(lambda f=folder: ours(f))  # cold: builds the activation caches
-            # the tokens core read, for the peers (core's own caches, opened after the timing)
-            tokens["density"] = ctx.text_cache(math.ceil(n_density / BODY)).contexts()[1]
-            tokens["ce"] = ctx.text_cache(math.ceil(n_ce / BODY), offset=CE_OFFSET_CONTEXTS).contexts()[1]
-        elif step == 1:
-            holder: dict = {}
-            benchmark.pedantic(lambda h=holder, f=folder: h.setdefault("m", _timed(lambda: ours(f))),
-                               rounds=1, iterations=1)
-            m, s = holder["m"]
-        else:
-            m, s = _timed(lambda f=folder: ours(f))
-        times["ours"][label].append(s)
-        figures["ours"].append(m)
-        for name, fn in (("saebench", saebench), ("saelens", saelens)):
-            m, s = _timed(lambda fn=fn, f=folder: fn(f))
-            times[name][label].append(s)
-            figures[name].append(m)
+    def read_core_tokens():  # the tokens core read (cold: it built these caches), for the peers
+        tokens["density"] = ctx.text_cache(math.ceil(n_density / BODY)).contexts()[1]
+        tokens["ce"] = ctx.text_cache(math.ceil(n_ce / BODY), offset=CE_OFFSET_CONTEXTS).contexts()[1]
+
+    times, figures = _race(benchmark, folders, not small, {"ours": ours, "saebench": saebench, "saelens": saelens},
+                           read_core_tokens)
 
     # the three scored the same thing: L0 and the CE with the SAE spliced in (same convention) agree
     for i in range(len(figures["ours"])):
@@ -208,8 +214,6 @@ def test_sparse_probing_vs_saebench(benchmark, request, lm, hook, tmp_path):
     tl.tokenizer = lm.tokenizer  # SAEBench reads its bos / pad / eos ids (plain attribute: the tokenizer is not touched)
     layer = int(hook.split(".")[1])
     artifacts = tmp_path / "saebench_artifacts"
-    times: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": []} for k in ("ours", "saebench")}
-    figures: dict[str, list[dict]] = {k: [] for k in times}
     phases: list[dict] = []
     split: dict[str, dict] = {}
     pd.clear_memo()
@@ -228,22 +232,9 @@ def test_sparse_probing_vs_saebench(benchmark, request, lm, hook, tmp_path):
                                                 llm_batch_size=16)
         return {k: round(v, 4) for k, v in results.items() if k.startswith("sae_")}
 
-    for step, (label, folder) in enumerate(_schedule(folders, repeat=not small)):
-        if label == "first":
-            m, s = _timed(lambda f=folder: ours(f))  # cold: example cache, pooled LLM activations, LLM probes
-            split.update(_saebench_split(ctx, cfg))
-        elif step == 1:
-            holder: dict = {}
-            benchmark.pedantic(lambda h=holder, f=folder: h.setdefault("m", _timed(lambda: ours(f))),
-                               rounds=1, iterations=1)
-            m, s = holder["m"]
-        else:
-            m, s = _timed(lambda f=folder: ours(f))
-        times["ours"][label].append(s)
-        figures["ours"].append(m)
-        m, s = _timed(lambda f=folder: saebench(f))
-        times["saebench"][label].append(s)
-        figures["saebench"].append(m)
+    # ours cold: example cache, pooled LLM activations, LLM probes; then SAEBench's split of the same examples
+    times, figures = _race(benchmark, folders, not small, {"ours": ours, "saebench": saebench},
+                           lambda: split.update(_saebench_split(ctx, cfg)))
 
     n_train = sum(len(v["input_ids"]) for v in split["train"].values())
     n_test = sum(len(v["input_ids"]) for v in split["test"].values())
