@@ -144,7 +144,6 @@ def planted_sae(d: int = 16, d_sae: int = 8, n_classes: int = 3, aligned: bool =
     latent 0 points in a random direction orthogonal to every class direction); the other latents
     are random directions in the non-class dimensions."""
     g = torch.Generator().manual_seed(seed)
-    sae = make_sae(SAEConfig("standard", d, d_sae))
     dirs = torch.zeros(d_sae, d)
     for i in range(d_sae):
         if i < n_classes and (aligned or i > 0):
@@ -152,6 +151,12 @@ def planted_sae(d: int = 16, d_sae: int = 8, n_classes: int = 3, aligned: bool =
         else:
             v = torch.randn(d - n_classes, generator=g)
             dirs[i, n_classes:] = v / v.norm()
+    return sae_reading_and_writing(dirs)
+
+
+def sae_reading_and_writing(dirs: torch.Tensor):
+    """A bias-free ReLU SAE whose latent i reads and writes the row `dirs[i]` (W_enc = W_decᵀ)."""
+    sae = make_sae(SAEConfig("standard", dirs.shape[1], dirs.shape[0]))
     with torch.no_grad():
         sae.W_dec.copy_(dirs)
         sae.W_enc.copy_(dirs.T)

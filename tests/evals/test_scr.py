@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
+from probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
 from saebench_scaffold.evals import probing_data as pd
 from saebench_scaffold.evals.scr import SCRConfig, SCRTask, plan_quadrants
 from saebench_scaffold.leaderboard import aggregates, ranges
@@ -71,14 +71,7 @@ def planted_sae(aligned: bool = True, seed: int = 1):
             v = torch.zeros(D)
             v[5:] = torch.randn(D - 5, generator=g)
             rows.append(v / v.norm())
-    W = torch.stack(rows)
-    sae = make_sae(SAEConfig("standard", D, len(rows)))
-    with torch.no_grad():
-        sae.W_dec.copy_(W)
-        sae.W_enc.copy_(W.T)
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae.eval()
+    return sae_reading_and_writing(torch.stack(rows))
 
 
 @pytest.fixture(scope="module")
