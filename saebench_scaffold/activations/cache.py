@@ -149,12 +149,12 @@ def get_cache(lm, spec: CacheSpec, cache_root=None, data_dir_override=None, batc
     cache = ActivationCache(root, spec)
     if cache.complete:
         return cache
-    _build_missing(root, [cache.shard_path(i) for i in range(spec.n_shards)],
+    build_missing(root, [cache.shard_path(i) for i in range(spec.n_shards)],
                    lambda missing: _build_shards(lm, cache, missing, data_dir_override, batch_contexts, progress))
     return cache
 
 
-def _build_missing(root: Path, shard_paths: list[Path], build) -> None:
+def build_missing(root: Path, shard_paths: list[Path], build) -> None:
     """Under the cache's build lock (one builder per cache; others wait here, then find the shards
     built): drop damaged shards, then `build(missing indices)` if any are absent."""
     with build_lock(root):
@@ -279,7 +279,7 @@ def get_example_cache(lm, hook: str, name: str, texts: list[str], ctx_len: int =
     cache = ExampleCache(root, spec)
     if all(shard_intact(cache.shard_path(i)) for i in range(spec.n_shards)):
         return cache
-    _build_missing(root, [cache.shard_path(i) for i in range(spec.n_shards)],
+    build_missing(root, [cache.shard_path(i) for i in range(spec.n_shards)],
                    lambda missing: _build_example_shards(lm, cache, texts, missing, batch_examples, progress))
     return cache
 

@@ -42,14 +42,8 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..activations.cache import texts_sha256
-from ..activations.shards import (
-    build_lock,
-    discard_damaged,
-    record_build,
-    save_shard,
-    shard_intact,
-)
+from ..activations.cache import build_missing, texts_sha256
+from ..activations.shards import record_build, save_shard, shard_intact
 from ..settings import UserError, cache_dir
 from .probing_data import small_ops
 
@@ -151,15 +145,15 @@ def prompt_activations(lm, hook: str, name: str, prompts: list[str], position: i
                        "position": position, "v": ACTIVATION_CACHE_VERSION}, sort_keys=True)
     root = cache_dir(cache_root) / "absorption" / hashlib.sha256(blob.encode()).hexdigest()[:20]
     paths = [root / f"shard_{i:05d}.safetensors" for i in range(math.ceil(len(prompts) / SHARD_PROMPTS))]
+    def build(missing: list[int]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        for i in missing:
+            chunk = prompts[i * SHARD_PROMPTS:(i + 1) * SHARD_PROMPTS]
+            save_shard({"acts": _activations_at(lm, hook, chunk, position, batch_prompts, progress, name)}, paths[i])
+            record_build(root, paths[i].name)
+
     if not all(shard_intact(p) for p in paths):
-        with build_lock(root):
-            root.mkdir(parents=True, exist_ok=True)
-            for i, path in enumerate(paths):
-                discard_damaged(path)
-                if not path.exists():
-                    chunk = prompts[i * SHARD_PROMPTS:(i + 1) * SHARD_PROMPTS]
-                    save_shard({"acts": _activations_at(lm, hook, chunk, position, batch_prompts, progress, name)}, path)
-                    record_build(root, path.name)
+        build_missing(root, paths, build)  # one builder per cache; damaged shards dropped first
     return torch.cat([load_file(p)["acts"] for p in paths]) if paths else torch.zeros(0, lm.hook_width(hook))
 
 
