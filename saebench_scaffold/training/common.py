@@ -70,6 +70,10 @@ class StepContext:
     k_aux: int = 0
     """Aux-k latents per token (d_in / 2 in dictionary_learning), capped by the number of dead."""
     auxk_alpha: float = 1 / 32
+    auxk_straight_through: bool = False
+    """Aux-k takes each token's top k_aux dead pre-activations whatever their sign and passes the
+    gradient straight through the ReLU (forward values stay ReLU'd). False: dictionary_learning's
+    aux-k, where a dead latent whose pre-activations are all negative gets no gradient at all."""
     group_ends: list[int] | None = None
     """Matryoshka: cumulative prefix sizes (last = d_sae); None for plain BatchTopK."""
     comm: Comm | None = None

@@ -9,13 +9,15 @@ weight gradient — although only k·B ≈ 3% of the pre-activations receive any
   * d(loss)/d(kept activation) = SDDMM of the upstream gradient with the decoder rows;
   * encoder and decoder weight gradients = transposed-CSR × dense products with k·B nonzeros;
   * the aux-k loss keeps the positive top-k_aux entries of the dead latents' pre-activations and
-    reuses the same sparse kernels (sparse_ops.relu_topk_entries).
+    reuses the same sparse kernels (sparse_ops.relu_topk_entries); its straight-through variant
+    (recipe 2, `auxk_straight_through`) runs on a dense [B, n_dead] block.
 The only dense O(B·d_sae·d_in) work left is the encoder forward (the floor every SAE pays).
 
 Manual backward, derived from the objective in naive_step.py (H = d loss / d reconstruction):
   prefix g:     e_g = x̂_g − x;   a latent of group γ feeds every prefix g ≥ γ, so its upstream
                 gradient is H_γ = Σ_{g≥γ} 2 e_g / (G·B); the bias and scaffold feed all: H_0.
-  aux:          H_aux = alpha · 2 (x_aux − r) / (B · var(r))
+  aux:          H_aux = alpha · 2 (x_aux − r) / (B · var(r)); d a_i as below for kept entries
+                (straight-through: for every selected entry, positive or not)
   kept entry i: d a_i = W_dec[j_i] · H[b_i];   dW_dec[j] += Σ a_i H[b_i]
   encoder:      dW_enc = zᵀ dpre (sparse), db_enc = column sums of dpre, dz = dpre W_encᵀ (sparse)
   scaffold:     s = p Uᵀ, p = c V, c = x − b_dec:  gs = H_0 (− dz in residual mode),
@@ -118,11 +120,19 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     dz = decode(dpre, W_enc_t)  # dpre @ W_encᵀ
     if ctx.dead is not None and ctx.auxk_alpha > 0 and bool(ctx.dead.any()):
         dead_idx = ctx.dead.nonzero().squeeze(1)
-        A = relu_topk_entries(pre.index_select(1, dead_idx), min(ctx.k_aux, dead_idx.numel()), dead_idx)
+        k_aux = min(ctx.k_aux, dead_idx.numel())
+        block = pre.index_select(1, dead_idx)
         stats = comm.sum(torch.cat([e_last.sum(0), sq_err[-1].reshape(1)]))
         denom = (stats[-1] / B - (stats[:-1] / B).pow(2).sum()).clamp_min(1e-12)
         scale = ctx.auxk_alpha * 2.0 / (B * denom)
-        if A.vals.numel() * AUX_DENSE_RATIO < B * dead_idx.numel():  # few entries: sparse kernels
+        if ctx.auxk_straight_through:
+            # the top k_aux pre-activations whatever their sign, ReLU'd forward, gradient 1 backward:
+            # B·k_aux entries by construction, so always the dense sub-block kernels
+            selected = torch.zeros_like(block, dtype=torch.bool).scatter_(1, block.topk(k_aux, dim=1).indices, True)
+            A = None
+        else:
+            A = relu_topk_entries(block, k_aux, dead_idx)
+        if A is not None and A.vals.numel() * AUX_DENSE_RATIO < B * dead_idx.numel():  # few entries: sparse kernels
             e_aux = decode(A, sae.W_dec).add_(e_last)
             H_aux = e_aux * scale
             dA = A.with_vals(row_dots(A, H_aux, sae.W_dec))  # only kept positive entries get a gradient
@@ -131,14 +141,18 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
             db_enc.index_add_(0, dA.cols, dA.vals)
             dz += decode(dA, W_enc_t)
         else:  # dense-ish: plain matmuls on the [B, n_dead] sub-block
-            local = torch.empty(n, dtype=torch.long, device=x.device)
-            local[dead_idx] = torch.arange(dead_idx.numel(), device=x.device)
-            A_d = x.new_zeros(x.shape[0], dead_idx.numel())
-            A_d[A.rows, local[A.cols]] = A.vals
+            if A is not None:
+                local = torch.empty(n, dtype=torch.long, device=x.device)
+                local[dead_idx] = torch.arange(dead_idx.numel(), device=x.device)
+                A_d = x.new_zeros(x.shape[0], dead_idx.numel())
+                A_d[A.rows, local[A.cols]] = A.vals
+                selected = A_d > 0
+            else:
+                A_d = block.clamp_min(0).mul_(selected)
             W_dead = sae.W_dec.index_select(0, dead_idx)
             e_aux = torch.addmm(e_last, A_d, W_dead)
             H_aux = e_aux * scale
-            dA_d = (H_aux @ W_dead.T) * (A_d > 0)
+            dA_d = (H_aux @ W_dead.T) * selected
             dW_dec.index_add_(0, dead_idx, A_d.T @ H_aux)
             dW_enc_t.index_add_(0, dead_idx, dA_d.T @ z)
             db_enc.index_add_(0, dead_idx, dA_d.sum(0))

@@ -6,7 +6,8 @@ Objective (dictionary_learning's), on inputs already scaled to unit mean squared
   main  = mean over prefixes g of  (1/B) Σ_b ||x_b − x̂_g,b||²      (one prefix: plain BatchTopK)
   x̂_g   = b_dec + U Vᵀ(x − b_dec) + Σ_{latents j < end_g} f_j W_dec[j]
   aux   = (1/B) Σ_b ||r_b − Σ_{top k_aux dead j} relu(pre)_j W_dec[j]||² / ((1/B) Σ_b ||r_b − r̄||²)
-          with r = x − x̂ (full dictionary, detached)
+          with r = x − x̂ (full dictionary, detached); straight-through variant: d relu(pre)/d pre
+          taken as 1 for the selected entries
   loss  = main + alpha · aux
 """
 
@@ -42,7 +43,11 @@ def naive_step(sae, x: torch.Tensor, ctx: StepContext) -> StepResult:
     if ctx.dead is not None and ctx.dead.any() and ctx.auxk_alpha > 0:
         dead_idx = ctx.dead.nonzero().squeeze(1)
         k_aux = min(ctx.k_aux, dead_idx.numel())
-        vals, j = relu[:, dead_idx].topk(k_aux, dim=1)
+        if ctx.auxk_straight_through:  # top k_aux by pre-activation; forward ReLU'd, gradient 1
+            vals, j = pre[:, dead_idx].topk(k_aux, dim=1)
+            vals = vals + (torch.relu(vals) - vals).detach()
+        else:
+            vals, j = relu[:, dead_idx].topk(k_aux, dim=1)
         x_aux = torch.zeros_like(x).index_add(0, torch.arange(x.shape[0]).repeat_interleave(k_aux),
                                              vals.reshape(-1, 1) * sae.W_dec[dead_idx[j.reshape(-1)]])
         denom = _resid_var(resid, B, comm)

@@ -55,6 +55,13 @@ class TrainRecipe:
     shuffled orders (epochs) if it holds fewer."""
     auxk_alpha: float = 1 / 32
     """Coefficient of the aux-k loss that revives dead latents."""
+    auxk_straight_through: bool = False
+    """Aux-k over each token's top d_in/2 dead pre-activations whatever their sign, with the gradient
+    passed straight through the ReLU: a dead latent whose pre-activations are all negative still
+    learns toward the residual. False: dictionary_learning's aux-k (ReLU'd, positive entries only)."""
+    resample_dead: bool = False
+    """Every `dead_tokens` of training until the learning-rate decay starts, re-initialise the dead
+    latents toward the residuals of badly reconstructed tokens (training/resample.py)."""
     dead_tokens: int = 10_000_000
     """A latent is dead after this many training tokens without firing (aux-k window)."""
     threshold_start_step: int = 1000

@@ -30,6 +30,7 @@ from .data import TokenSource, cache_source
 from .fast_step import fast_step
 from .naive_step import naive_step
 from .recipe import TrainRecipe
+from .resample import resample_dead_latents
 
 LOG_FILE = "train_log.jsonl"
 # Recipe fields that may change between a run and its resumption (they do not affect the weights).
@@ -199,7 +200,8 @@ class Trainer:
     def _context(self) -> StepContext:
         dead = (self.since_fired >= self.recipe.dead_tokens).to(self.device)
         return StepContext(k=self.recipe.k, global_batch=self.recipe.batch_size, dead=dead, k_aux=self.d_in // 2,
-                           auxk_alpha=self.recipe.auxk_alpha, group_ends=self.group_ends, comm=self.comm,
+                           auxk_alpha=self.recipe.auxk_alpha,
+                           auxk_straight_through=self.recipe.auxk_straight_through, group_ends=self.group_ends, comm=self.comm,
                            threshold_guess=self.threshold_guess)
 
     def _sync_grads(self) -> None:
@@ -239,7 +241,18 @@ class Trainer:
         self.since_fired += B
         self.since_fired[res.fired.cpu()] = 0
         self.step += 1
+        if self._resample_due():
+            done = resample_dead_latents(self.sae, self.opt, xs, (self.since_fired >= r.dead_tokens).to(self.device),
+                                         r.k, r.seed, self.step)
+            self.since_fired[done.cpu()] = 0  # a fresh window for each resampled latent
         return res
+
+    def _resample_due(self) -> bool:
+        """Resampling runs once per dead window, until the learning-rate decay starts (a latent
+        resampled then would have no time to settle)."""
+        r = self.recipe
+        window = max(1, r.dead_tokens // r.batch_size)
+        return r.resample_dead and self.step % window == 0 and self.step < int(r.total_steps * (1 - r.decay_fraction))
 
     def _update_threshold(self, min_kept: float) -> None:
         start = min(self.recipe.threshold_start_step, self.recipe.total_steps // 2)

@@ -137,7 +137,7 @@ def test_scaffold_and_sparse_parts_add_up(mode):
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka_batchtopk"])
 @pytest.mark.parametrize("k_aux, shift", [(8, 0.0), (3, 0.5), (8, -0.6), (40, 0.0)])
-@pytest.mark.parametrize("kernels", ["sparse", "dense"])
+@pytest.mark.parametrize("kernels", ["sparse", "dense", "straight_through"])
 def test_aux_k_on_dead_latents_matches_naive(arch, k_aux, shift, kernels, monkeypatch):
     """Aux-k with many dead latents: rows with more than k_aux positive dead pre-activations (top-k
     path), rows with fewer (all positives kept), k_aux above the dead count, and shifted biases that
@@ -151,7 +151,7 @@ def test_aux_k_on_dead_latents_matches_naive(arch, k_aux, shift, kernels, monkey
     x = torch.randn(32, 16, dtype=torch.double, generator=torch.Generator().manual_seed(2))
     dead = torch.rand(64, generator=torch.Generator().manual_seed(3)) < 0.5
     ctx = StepContext(k=4, global_batch=32, dead=dead, k_aux=k_aux, auxk_alpha=1 / 32,
-                      group_ends=ctx_for(arch, 32).group_ends)
+                      group_ends=ctx_for(arch, 32).group_ends, auxk_straight_through=kernels == "straight_through")
     a, b = copy.deepcopy(sae), copy.deepcopy(sae)
     ra, rb = naive_step(a, x, ctx), fast_step(b, x, ctx)
     assert ra.aux_loss > 0 and rb.aux_loss == pytest.approx(ra.aux_loss, rel=1e-12)
@@ -171,3 +171,23 @@ def test_relu_topk_entries_equals_dense_top_k_after_relu():
     got = torch.zeros(50, 100, dtype=torch.double)
     got[e.rows, e.cols] = e.vals
     assert torch.equal(got, dense) and bool((e.vals > 0).all()) and bool((e.rows.diff() >= 0).all())
+
+
+def test_straight_through_aux_k_reaches_latents_with_only_negative_pre_activations():
+    """The collapse mechanism (issue 17): a dead latent whose pre-activations are negative on every
+    token gets no gradient from dictionary_learning's aux-k; the straight-through variant moves its
+    encoder toward the residual."""
+    sae = make("batchtopk", 3, "parallel")
+    x = torch.randn(32, 16, dtype=torch.double, generator=torch.Generator().manual_seed(5))
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:8] = True
+    with torch.no_grad():
+        sae.b_enc[:8] = -50.0  # far below zero on every token
+    grads = {}
+    for st in (False, True):
+        s = copy.deepcopy(sae)
+        ctx = StepContext(k=4, global_batch=32, dead=dead, k_aux=4, auxk_alpha=1 / 32, auxk_straight_through=st)
+        fast_step(s, x, ctx)
+        grads[st] = s.W_enc.grad[:, :8].abs().sum(0)
+    assert torch.all(grads[False] == 0)
+    assert torch.all(grads[True] > 0)

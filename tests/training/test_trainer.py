@@ -127,3 +127,46 @@ def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     assert (tmp_path / "disk" / STATE_FILE).read_bytes() == before
     assert not list((tmp_path / "disk").glob("*.tmp*"))
     load_sae(tmp_path / "disk" / "sae")
+
+
+@pytest.mark.parametrize("kw", [dict(resample_dead=True), dict(auxk_straight_through=True)])
+def test_collapse_remedies_resume_bit_exactly(tmp_path, kw):
+    """Issue 17's remedies keep resume exact: resampling draws from a (seed, step) generator and
+    zeroes Adam's moments, both restored from the checkpoint."""
+    cache = write_cache(tmp_path / "cache", synthetic_acts(64 * 40))
+    kw = dict(cache_path=str(cache), shuffle_buffer_shards=2, scaffold_rank=2, dead_tokens=64 * 3, **kw)
+    full_dir = train(recipe(tmp_path, "full", **kw), progress=False)
+    rec = recipe(tmp_path, "killed", **kw)
+    with pytest.raises(Interrupt):
+        Trainer(rec, source=StopAt(cache_source(cache, 0, 2), 10), progress=False).run()
+    resumed = load_sae(train(rec, progress=False))
+    for (name, a), (_, b) in zip(load_sae(full_dir).state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_resampling_points_dead_latents_at_residuals():
+    from saebench_scaffold.saes.base import SAEConfig
+    from saebench_scaffold.saes.registry import make_sae
+    from saebench_scaffold.training.resample import resample_dead_latents
+
+    torch.manual_seed(0)
+    sae = make_sae(SAEConfig("batchtopk", 16, 64, k=4, scaffold_rank=2))
+    opt = torch.optim.Adam(sae.parameters())
+    x = torch.randn(128, 16)
+    sae(x).pow(2).sum().backward()
+    opt.step()
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 7, 40]] = True
+    before = sae.W_dec.detach().clone()
+    with torch.no_grad():  # the training forward's residual (BatchTopK), before the resampling
+        resid = x - (batch_topk(sae.pre_acts(x), 4) @ sae.W_dec + sae.b_dec + sae.scaffold(x))
+    done = resample_dead_latents(sae, opt, x, dead, 4, seed=0, step=5)
+    assert done.tolist() == [3, 7, 40]
+    cos = (sae.W_dec[done] @ (resid / resid.norm(dim=1, keepdim=True)).T).max(1).values
+    assert torch.all(cos > 0.99)
+    assert torch.equal(sae.W_dec[~dead], before[~dead])
+    assert torch.all(sae.b_enc[done] == 0)
+    assert torch.all(opt.state[sae.W_dec]["exp_avg"][done] == 0)
+    assert torch.all(opt.state[sae.W_enc]["exp_avg_sq"][:, done] == 0)
+    again = resample_dead_latents(sae, opt, x, dead, 4, seed=0, step=5)
+    assert again.tolist() == done.tolist()
