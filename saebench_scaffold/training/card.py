@@ -66,6 +66,8 @@ trained on {r['model']} `{r['hook']}` activations ({r['dataset']}, {r['n_context
 | wall time | {training['wall_time_s'] / 60:.1f} min (2 shared CPU cores) |
 | final training FVU / L0 (BatchTopK, last step) | {log_tail.get('fvu', float('nan')):.4f} / {log_tail.get('l0', float('nan')):.1f} |
 | dead at the end of training (no firing in the last {r['dead_tokens']:,} tokens) | {round(log_tail.get('dead_frac', 0) * r['d_sae'])} |
+| dead-latent warning during training | {training.get('dead_warning') or 'none'} |
+| recipe version | {r.get('recipe_version', 1)} |
 
 | held-out ({stats['tokens']:,} tokens, threshold inference) | |
 |---|---|

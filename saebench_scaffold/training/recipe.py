@@ -97,6 +97,9 @@ class TrainRecipe:
     """Use the sparse step (fast_step.py); False uses the dense autograd reference (naive_step.py)."""
     shuffle_buffer_shards: int = 16
     """Cache shards mixed together in one shuffle buffer (more: better mixing, more memory)."""
+    warn_dead_fraction: float = 0.01
+    """Warn (progress bar, train_log.jsonl, the checkpoint's cfg.json and its card) when more than this
+    fraction of latents is dead once the first dead window has passed."""
     log_every: int = 10
     """Steps between train_log.jsonl records."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +147,8 @@ class TrainRecipe:
             bad("k", f"must be <= d_sae={self.d_sae}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             bad("lr", "must be a positive number")
+        if not 0 <= self.warn_dead_fraction <= 1:
+            bad("warn_dead_fraction", "must be in [0, 1]")
         if not 0 <= self.threshold_decay < 1:
             bad("threshold_decay", "must be in [0, 1)")
         if not 0 <= self.decay_fraction <= 1:
@@ -165,6 +170,16 @@ class TrainRecipe:
             if min(sizes) <= 0 or sum(sizes) != self.d_sae:
                 raise UserError(f"recipe: group_sizes must be positive and sum to d_sae={self.d_sae} (got {sizes})")
         return self
+
+    def collapse_risks(self) -> list[str]:
+        """Settings under which nothing can revive a latent that stops firing: named when a run starts."""
+        revives = "aux-k" + (" and resampling" if self.resample_dead else "")
+        if self.total_tokens <= self.dead_tokens:
+            return [f"dead_tokens ({self.dead_tokens:,}) is not shorter than the run (total_tokens "
+                    f"{self.total_tokens:,}): no latent is ever counted dead, so {revives} never runs"]
+        if self.auxk_alpha == 0 and not self.resample_dead:
+            return ["auxk_alpha is 0 and resample_dead is false: latents that stop firing stay dead"]
+        return []
 
     # ---- files ----
     @classmethod

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -144,6 +145,7 @@ class Trainer:
             self.step, self.elapsed, self.scale = 0, 0.0, None
             self.since_fired = torch.zeros(r.d_sae, dtype=torch.long)
             self.threshold_started = False
+            self.dead_watch = {"max": 0.0, "first_step": None}
 
     def _restore(self, state: dict) -> None:
         if state["d_in"] != self.d_in:
@@ -159,6 +161,7 @@ class Trainer:
         self.step, self.elapsed, self.scale = state["step"], state["elapsed"], state["scale"]
         self.since_fired, self.threshold_started = state["since_fired"], state["threshold_started"]
         self.threshold_guess = state.get("threshold_guess")  # absent in older checkpoints: the first step goes without
+        self.dead_watch = state.get("dead_watch", {"max": 0.0, "first_step": None})
         torch.set_rng_state(state["rng"])
 
     def _first_batch_init(self, x: torch.Tensor) -> None:
@@ -180,7 +183,8 @@ class Trainer:
         return {"step": self.step, "elapsed": self.elapsed, "scale": self.scale, "d_in": self.d_in,
                 "sae": self.sae.state_dict(), "optimizer": self.opt.state_dict(),
                 "since_fired": self.since_fired, "threshold_started": self.threshold_started,
-                "threshold_guess": self.threshold_guess, "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict()}
+                "threshold_guess": self.threshold_guess, "dead_watch": dict(self.dead_watch),
+                "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict()}
 
     def checkpoint(self) -> None:
         if self.comm.rank == 0:
@@ -193,8 +197,34 @@ class Trainer:
         r = self.recipe
         self.sae.cfg.extra["training"] = {"steps": self.step, "tokens": self.step * r.batch_size,
                                           "wall_time_s": round(self.elapsed, 1), "input_scale": self.scale,
-                                          "recipe": {k: v for k, v in r.to_dict().items() if k != "extra"}, **r.extra}
+                                          "recipe": {k: v for k, v in r.to_dict().items() if k != "extra"},
+                                          "dead_frac_max": self.dead_watch["max"], "dead_warning": self.dead_warning(),
+                                          "collapse_risks": r.collapse_risks(), **r.extra}
         return save_sae(self.out, self.sae, self.scale, r.save_dtype)
+
+    # ---- dead-latent watch ----
+    def _watch_dead(self, dead_frac: float) -> bool:
+        """Track the dead fraction once a first dead window has passed (before it, nothing can be
+        dead yet); True when it is above the recipe's warning level."""
+        r = self.recipe
+        if self.step * r.batch_size < r.dead_tokens:
+            return False
+        self.dead_watch["max"] = max(self.dead_watch["max"], dead_frac)
+        over = dead_frac > r.warn_dead_fraction
+        if over and self.dead_watch["first_step"] is None:
+            self.dead_watch["first_step"] = self.step
+            self._warn(self.dead_warning())
+        return over
+
+    def dead_warning(self) -> str | None:
+        if self.dead_watch["first_step"] is None:
+            return None
+        return (f"dead latents above warn_dead_fraction {self.recipe.warn_dead_fraction:g} from step "
+                f"{self.dead_watch['first_step']} (at most {self.dead_watch['max']:.1%} of {self.recipe.d_sae} latents)")
+
+    def _warn(self, message: str) -> None:
+        if self.comm.rank == 0:
+            tqdm.write(f"warning: {message}", file=sys.stderr)
 
     # ---- the loop ----
     def _context(self) -> StepContext:
@@ -269,6 +299,8 @@ class Trainer:
     def run(self) -> Path:
         r = self.recipe
         total = r.total_steps
+        for risk in r.collapse_risks():
+            self._warn(f"{risk} (recipe {r.output_dir})")
         if self.scale is None:
             self._first_batch_init(self.source.batch(0, r.batch_size))
         if self.comm.rank == 0:
@@ -282,14 +314,17 @@ class Trainer:
             res = self.train_step(self.source.batch(self.step, r.batch_size))
             self.elapsed += time.perf_counter() - t0
             dead_frac = float((self.since_fired >= r.dead_tokens).float().mean())
+            too_dead = self._watch_dead(dead_frac)
             bar.update(1)
-            bar.set_postfix(loss=f"{res.loss:.4f}", L0=f"{res.l0:.1f}", FVU=f"{res.fvu:.3f}", dead=f"{dead_frac:.3f}")
+            bar.set_postfix(loss=f"{res.loss:.4f}", L0=f"{res.l0:.1f}", FVU=f"{res.fvu:.3f}",
+                            dead=f"{dead_frac:.3f}" + (" (too many!)" if too_dead else ""))
             if self.comm.rank == 0 and (self.step % r.log_every == 0 or self.step == total):
                 now = time.perf_counter()
                 rec = {"step": self.step, "tokens": self.step * r.batch_size, "loss": res.loss, "mse": res.mse,
                        "fvu": res.fvu, "aux_loss": res.aux_loss, "l0": res.l0, "dead_frac": dead_frac,
                        "lr": self.opt.param_groups[0]["lr"], "threshold": float(self.sae.threshold) / self.scale,
-                       "tok_per_s": (self.step * r.batch_size - tokens_last) / max(now - t_last, 1e-9)}
+                       "tok_per_s": (self.step * r.batch_size - tokens_last) / max(now - t_last, 1e-9),
+                       "dead_warning": too_dead}
                 t_last, tokens_last = now, self.step * r.batch_size
                 with open(self.out / LOG_FILE, "a") as f:
                     f.write(json.dumps(rec) + "\n")

@@ -170,3 +170,30 @@ def test_resampling_points_dead_latents_at_residuals():
     assert torch.all(opt.state[sae.W_enc]["exp_avg_sq"][:, done] == 0)
     again = resample_dead_latents(sae, opt, x, dead, 4, seed=0, step=5)
     assert again.tolist() == done.tolist()
+
+
+def test_a_collapsing_run_warns_in_the_log_the_checkpoint_and_the_card(tmp_path, capsys):
+    """Issue 17: a run whose dead fraction passes warn_dead_fraction says so (stderr, train log,
+    cfg.json), and a recipe that cannot revive latents is named at the start."""
+    from saebench_scaffold.training.card import write_card
+
+    cache = write_cache(tmp_path / "cache", synthetic_acts(64 * 40))
+    rec = recipe(tmp_path, "dying", cache_path=str(cache), shuffle_buffer_shards=2, auxk_alpha=0.0,
+                 warn_dead_fraction=0.0, d_sae=256)  # 256 latents, k 4, 64 tokens: many never fire
+    sae = load_sae(train(rec, progress=False))
+    err = capsys.readouterr().err
+    assert "auxk_alpha is 0 and resample_dead is false" in err and "dead latents above warn_dead_fraction 0" in err
+    info = sae.cfg.extra["training"]
+    assert info["dead_warning"].startswith("dead latents above") and info["dead_frac_max"] > 0
+    assert info["collapse_risks"]
+    log = [json.loads(line) for line in (tmp_path / "dying" / "train_log.jsonl").read_text().splitlines()]
+    assert not log[0]["dead_warning"] and log[-1]["dead_warning"]  # nothing is dead before the first window
+    card = write_card(tmp_path, "dying", {"tokens": 1, "fvu": 0.1, "fvu_scaffold_only": 1.0, "l0": 4.0, "dead": 9,
+                                          "dense_10pct": 0, "dense_1pct": 0}, info, log[-1]).read_text()
+    assert "dead latents above warn_dead_fraction" in card
+
+
+def test_a_dead_window_longer_than_the_run_is_named(tmp_path):
+    rec = recipe(tmp_path, "long_window", dead_tokens=64 * 31)
+    assert "no latent is ever counted dead" in rec.collapse_risks()[0]
+    assert recipe(tmp_path, "fine").collapse_risks() == []
