@@ -6,7 +6,8 @@ dataset and its content hash, context length, start offset, storage dtype, shard
 shards of contexts (`shard_00000.safetensors`: `acts` [n, ctx, d], `tokens` [n, ctx], `special`
 [n, ctx]) and `spec.json`. The number of contexts is not part of the key: a request for N contexts
 uses (and if needed extends) the first ceil(N / shard) shards, so every budget reuses the shards
-smaller budgets built. Shards are written to a temporary name and renamed: an interrupted build
+smaller budgets built. The last shard holds only the contexts its budget needs; a larger budget
+rebuilds it longer. Shards are written to a temporary name and renamed: an interrupted build
 leaves only whole shards, and building again skips them and produces identical data.
 
 Caches are shared by concurrent processes (see `shards.py`): one process builds a cache while the
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..sources import data
 from ..settings import UserError, atomic_write, cache_dir
-from .shards import build_lock, discard_damaged, record_build, save_shard, shard_intact
+from .shards import build_lock, checksum_path, discard_damaged, record_build, save_shard, shard_intact
 
 SHARD_CONTEXTS = 256
 CACHE_FORMAT_VERSION = 1
@@ -67,8 +68,17 @@ class ActivationCache:
 
     @property
     def complete(self) -> bool:
-        """Every shard the spec needs is on disk and matches its checksum."""
-        return all(shard_intact(self.shard_path(i)) for i in range(self.spec.n_shards))
+        """Every shard the spec needs is on disk, matches its checksum and holds enough contexts."""
+        return all(shard_intact(self.shard_path(i)) and not self.too_short(i) for i in range(self.spec.n_shards))
+
+    def too_short(self, i: int) -> bool:
+        """Shard i exists but holds fewer contexts than this spec needs from it: the last shard of a
+        smaller budget (built only as far as that budget went), to be rebuilt whole or longer."""
+        path = self.shard_path(i)
+        if not path.exists():
+            return False
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice("tokens").get_shape()[0] < self.contexts_in_shard(i)
 
     def shard_path(self, i: int) -> Path:
         return self.root / f"shard_{i:05d}.safetensors"
@@ -150,16 +160,20 @@ def get_cache(lm, spec: CacheSpec, cache_root=None, data_dir_override=None, batc
     if cache.complete:
         return cache
     build_missing(root, [cache.shard_path(i) for i in range(spec.n_shards)],
-                   lambda missing: _build_shards(lm, cache, missing, data_dir_override, batch_contexts, progress))
+                  lambda missing: _build_shards(lm, cache, missing, data_dir_override, batch_contexts, progress),
+                  too_short=cache.too_short)
     return cache
 
 
-def build_missing(root: Path, shard_paths: list[Path], build) -> None:
+def build_missing(root: Path, shard_paths: list[Path], build, too_short=None) -> None:
     """Under the cache's build lock (one builder per cache; others wait here, then find the shards
-    built): drop damaged shards, then `build(missing indices)` if any are absent."""
+    built): drop damaged shards (and those `too_short(i)` says a larger budget outgrew), then
+    `build(missing indices)` if any are absent."""
     with build_lock(root):
-        for path in shard_paths:
-            discard_damaged(path)
+        for i, path in enumerate(shard_paths):
+            if not discard_damaged(path) and too_short is not None and too_short(i):
+                path.unlink()
+                checksum_path(path).unlink(missing_ok=True)
         missing = [i for i, path in enumerate(shard_paths) if not path.exists()]
         if missing:
             build(missing)
@@ -177,14 +191,17 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
     contexts = data.token_contexts(lm, spec.dataset, (spec.n_shards - missing[0]) * per, spec.ctx_len,
                                    data_dir_override, skip_contexts=spec.skip_contexts + missing[0] * per)
     store_dtype = getattr(torch, spec.dtype)
-    bar = tqdm(total=len(missing) * per * spec.ctx_len, unit="tok", unit_scale=True,
+    bar = tqdm(total=sum(cache.contexts_in_shard(i) for i in missing) * spec.ctx_len, unit="tok", unit_scale=True,
                desc=f"caching {spec.hook} on {spec.dataset}", disable=not progress)
     for shard_idx in range(missing[0], spec.n_shards):
-        toks = torch.stack([next(contexts) for _ in range(per)])  # whole shards, so larger budgets can reuse them
+        # A shard holds only the contexts this budget needs (the last one may be short: a 16-context
+        # CE set must not pay for a 64-context shard); a larger budget rebuilds a short last shard.
+        n = per if shard_idx not in missing else cache.contexts_in_shard(shard_idx)
+        toks = torch.stack([next(contexts) for _ in range(n)])
         if shard_idx not in missing:
             continue
         acts = []
-        for start in range(0, per, batch_contexts):
+        for start in range(0, n, batch_contexts):
             batch = toks[start:start + batch_contexts]
             a = lm.hook_activations(batch, spec.hook)
             if not torch.isfinite(a).all():

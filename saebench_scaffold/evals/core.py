@@ -85,6 +85,8 @@ class CoreTask(Task):
         return TaskOutput(metrics=metrics, details=details, datasets=[ctx.dataset_id(cfg.dataset)], token_counts=token_counts)
 
 
+CLEAN_MEMO_BYTES = 2 << 30  # the default 4,096 CE tokens need 0.83 GB of clean log-probs (vocab 49,152)
+
 CE_KEYS = ("ce_loss_score", "ce_loss_with_sae", "ce_loss_with_ablation", "ce_loss_without_sae")
 KL_KEYS = ("kl_div_score", "kl_div_with_sae", "kl_div_with_ablation")
 
@@ -245,16 +247,24 @@ def ce_with_sae(ctx: EvalContext, sae, cache, batch_contexts: int = 8) -> dict:
     tot = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
     count = 0
     device = sae.W_enc.device
-    # The zero-ablation pass does not depend on the checkpoint: once per eval call, per batch. (The
-    # clean pass must rerun: KL needs its full distribution, too large to keep.)
+    # The zero-ablation and clean passes do not depend on the checkpoint: once per eval call, per
+    # batch. The clean pass's full log-probabilities (KL needs them) are kept only while they fit in
+    # CLEAN_MEMO_BYTES; beyond that budget (SAEBench-size CE sets) the clean pass reruns.
     root = getattr(cache, "root", None)
-    zero_memo = ctx.memo.setdefault(("core.zero_ablation", ctx.hook, str(root), tokens.shape[0], batch_contexts,
-                                     str(device), str(acts.dtype)), {}) if root is not None and hasattr(ctx, "memo") else {}
+    key = (ctx.hook, str(root), tokens.shape[0], batch_contexts, str(device), str(acts.dtype))
+    shared = root is not None and hasattr(ctx, "memo")
+    zero_memo = ctx.memo.setdefault(("core.zero_ablation", *key), {}) if shared else {}
+    clean_memo = ctx.memo.setdefault(("core.clean_log_probs", *key), {}) if shared else {}
     for s in range(0, tokens.shape[0], batch_contexts):
         a, t, sp = acts[s:s + batch_contexts], tokens[s:s + batch_contexts], special[s:s + batch_contexts]
         a = a.to(device)
         keep_pos = sp.unsqueeze(-1).to(a.device)
-        lp_clean = F.log_softmax(lm.logits_from_hook(t, ctx.hook, a), -1)
+        if s in clean_memo:
+            lp_clean = clean_memo[s]
+        else:
+            lp_clean = F.log_softmax(lm.logits_from_hook(t, ctx.hook, a), -1)
+            if shared and sum(v.nbytes for v in clean_memo.values()) + lp_clean.nbytes <= CLEAN_MEMO_BYTES:
+                clean_memo[s] = lp_clean
         ce_clean, keep = masked_ce(lp_clean, t, sp)
         tot["clean"] += ce_clean[keep].sum().item()
         edits = {"sae": lambda: torch.where(keep_pos, a, sae(a))}

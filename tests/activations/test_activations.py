@@ -71,6 +71,25 @@ def test_larger_budget_reuses_shards(lm, hook, tiny_corpus, tmp_path, monkeypatc
     assert big.contexts()[0].shape[0] == 6
 
 
+def test_last_shard_holds_only_what_the_budget_needs_and_grows_with_it(lm, hook, tiny_corpus, tmp_path, monkeypatch):
+    """4 contexts on 3-context shards run 4 contexts through the model (not 6); a budget of 6 then
+    rebuilds the short last shard only, and the data equal a fresh build's."""
+    seen = []
+    real = lm.hook_activations
+    monkeypatch.setattr(lm, "hook_activations", lambda t, h: seen.append(t.shape[0]) or real(t, h))
+    four = get_cache(lm, _spec(lm, hook, 4, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)
+    assert sum(seen) == 4 and four.contexts()[0].shape[0] == 4 and four.complete
+    seen.clear()
+    six = get_cache(lm, _spec(lm, hook, 6, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)
+    assert sum(seen) == 3  # shard 1 rebuilt whole; shard 0 reused
+    fresh = get_cache(lm, _spec(lm, hook, 6, tiny_corpus), tmp_path / "fresh", tiny_corpus, progress=False)
+    for a, b in zip(six.contexts(), fresh.contexts()):
+        assert torch.equal(a, b)
+    seen.clear()
+    assert get_cache(lm, _spec(lm, hook, 4, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False).complete
+    assert seen == []  # a smaller budget reads the longer shard as it is
+
+
 def test_corpus_too_small_is_a_clear_error(lm, hook, tiny_corpus, tmp_path):
     with pytest.raises(UserError, match="has only .* contexts"):
         get_cache(lm, _spec(lm, hook, 10_000, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)

@@ -133,16 +133,21 @@ class _CECtx:
         self.lm = LM()
 
 
-def test_zero_ablation_ce_runs_once_per_eval_call():
+@pytest.mark.parametrize("budget, later_passes", [(2 << 30, 1), (0, 2)])
+def test_zero_ablation_and_clean_ce_run_once_per_eval_call(budget, later_passes, monkeypatch):
+    """The checkpoint-independent passes run for the first checkpoint only: zero ablation always,
+    the clean pass while its log-probs fit the memo budget (else it reruns). Same numbers either way."""
+    from saebench_scaffold.evals import core
     from saebench_scaffold.evals.core import ce_with_sae
 
+    monkeypatch.setattr(core, "CLEAN_MEMO_BYTES", budget)
     cache, ctx = _CECache(), _CECtx()
     a = make_sae(SAEConfig("topk", D, 24, k=3))
     b = make_sae(SAEConfig("topk", D, 24, k=5))
     ce_with_sae(ctx, a, cache, batch_contexts=4)
     first = ctx.calls
     second = ce_with_sae(ctx, b, cache, batch_contexts=4)
-    assert first == 3 * 3 and ctx.calls - first == 2 * 3  # clean + SAE + zero per batch, then clean + SAE
+    assert first == 3 * 3 and ctx.calls - first == later_passes * 3  # clean + SAE + zero per batch, then SAE (+ clean)
     fresh_ctx = _CECtx()
     fresh = ce_with_sae(fresh_ctx, b, cache, batch_contexts=4)
     assert second == fresh  # bit-identical: the reused sums are the ones a fresh run adds up
