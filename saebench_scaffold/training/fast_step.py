@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from .common import Comm, StepContext, StepResult, scaffold_terms
-from .sparse_ops import Entries, candidate_batch_topk, decode, relu_topk_entries, row_dots, scatter_rows
+from .sparse_ops import Entries, candidate_batch_topk, decode, gpu_path, relu_topk_entries, row_dots, scatter_rows
 
 
 def _sq(t: torch.Tensor) -> torch.Tensor:
@@ -62,8 +62,8 @@ def fast_step(sae, x: torch.Tensor, ctx: StepContext, m0: int | None = None) -> 
     B = ctx.global_batch
     n = sae.cfg.d_sae
     c, p, s, z = scaffold_terms(sae, x)
-    if x.is_cuda:  # bf16 only for the one big matmul; everything downstream stays fp32
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    if gpu_path(x):  # bf16 only for the one big matmul; everything downstream stays fp32
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             pre = (z @ sae.W_enc).float() + sae.b_enc
     else:
         pre = torch.addmm(sae.b_enc, z, sae.W_enc, out=_workspace((x.shape[0], n), x))

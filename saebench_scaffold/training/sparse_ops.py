@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,17 +20,38 @@ import torch.nn.functional as F
 
 
 
+_CUDA_CODE_PATH = False
+
+
+@contextmanager
+def cuda_code_path():
+    """Take the branches the CUDA path takes on whatever device the tensors are: torch kernels
+    instead of the numpy ones, the bf16 encoder matmul, no reused workspace. CPU-only machines
+    test the GPU code this way (tests/training/test_gpu_path.py); nothing else needs it."""
+    global _CUDA_CODE_PATH
+    before, _CUDA_CODE_PATH = _CUDA_CODE_PATH, True
+    try:
+        yield
+    finally:
+        _CUDA_CODE_PATH = before
+
+
+def gpu_path(t: torch.Tensor) -> bool:
+    """Whether `t` takes the CUDA branches (it lives on a GPU, or cuda_code_path() is on)."""
+    return t.is_cuda or _CUDA_CODE_PATH
+
+
 def stable_argsort(t: torch.Tensor) -> torch.Tensor:
     """Stable argsort of integer keys. On CPU numpy's radix sort is 20x faster than torch.sort on the
     skewed key distributions here (a few latents fire on thousands of tokens)."""
-    if t.is_cuda:
+    if gpu_path(t):
         return torch.argsort(t, stable=True)
     return torch.from_numpy(t.numpy().argsort(kind="stable"))
 
 
 def counts(t: torch.Tensor, n: int) -> torch.Tensor:
     """bincount with minlength n (numpy's is much faster than torch's on CPU, for the same reason)."""
-    if t.is_cuda:
+    if gpu_path(t):
         return torch.bincount(t, minlength=n)
     return torch.from_numpy(np.bincount(t.numpy(), minlength=n))
 
@@ -158,7 +180,7 @@ def entries_above(pre: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.
     runs single-threaded, so row blocks go to torch's thread count of threads (numpy drops the GIL)."""
     B, n = pre.shape
     flat = pre.reshape(-1)
-    if pre.is_cuda:
+    if gpu_path(pre):
         idx = (flat > floor).nonzero().squeeze(1)
     else:
         a, parts = flat.numpy(), max(1, min(torch.get_num_threads(), B))
