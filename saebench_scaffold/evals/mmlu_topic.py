@@ -20,6 +20,10 @@ Procedure
     accuracies near 1 where a normal/t interval overshoots), taking the mean accuracy over resplits
     as the proportion and one resplit's test-question count as n. Averaging over resplits only
     removes split noise, so this is conservative; it is the sampling error of one test set;
+  - question bootstrap (`probe_bootstrap.py`): `*_boot_ci_*` intervals that also cover which
+    questions trained and tested the probe; `unstructured.clean_probe_dependence` splits the clean
+    probe's accuracy under each ablation by question length, by the share of the pooled vector the
+    ablation removed, and by probe C. PAPER_CLAIM_FIGURE says which figure answers the paper's claim;
   - topic latents: the N latents with the largest max-over-classes |mean_c − mean_rest| of their
     mean-pooled activation (N = `n_topic_latents`, default d_sae // 8, the paper's 2,048 of a 16k
     dictionary). They are chosen on all sampled questions of the label set, test questions included:
@@ -42,6 +46,7 @@ from ..settings import UserError
 from . import ablations as ab
 from .base import EvalContext, Task, TaskConfig, TaskOutput
 from .mmlu_categories import CATEGORIES, subject_categories
+from .probe_bootstrap import clean_probe_dependence, question_bootstrap
 
 DEFAULT_SUBJECTS = ["high_school_mathematics", "high_school_us_history", "clinical_knowledge",
                     "world_religions", "marketing", "astronomy"]
@@ -65,12 +70,14 @@ class MMLUTopicConfig(TaskConfig):
     n_topic_latents: int | None = Field(None, ge=0, description="N topic-aligned latents to ablate; default d_sae // 8")
     text_dataset: str = Field("wikipedia", description="corpus of the training split the PCA is fitted on")
     ci_level: float = Field(0.95, gt=0, lt=1)
+    n_bootstrap: int = Field(100, ge=0, description="question-bootstrap rounds: intervals that also cover which questions "
+                                                    "trained and tested the probe (probe_bootstrap.py); 0: off")
 
 
 class MMLUTopicTask(Task):
     name = "mmlu_topic"
     description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
-    version = 2
+    version = 3  # 3: question-bootstrap intervals and the clean-probe dependence analysis
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
@@ -80,7 +87,8 @@ class MMLUTopicTask(Task):
         per_set = limit // max(1, len(cfg.label_sets))
         return cfg.model_copy(update={"per_category": max(2, min(cfg.per_category, per_set // len(CATEGORIES))),
                                       "per_subject": max(2, min(cfg.per_subject, per_set // len(cfg.subjects))),
-                                      "pca_fit_tokens": min(cfg.pca_fit_tokens, max(limit, 8_192))})
+                                      "pca_fit_tokens": min(cfg.pca_fit_tokens, max(limit, 8_192)),
+                                      "n_bootstrap": min(cfg.n_bootstrap, 10)})
 
     def run(self, ctx: EvalContext, sae, cfg: MMLUTopicConfig) -> TaskOutput:
         unknown = set(cfg.label_sets) - {"category", "subject"}
@@ -103,6 +111,7 @@ class MMLUTopicTask(Task):
         n_topic = cfg.n_topic_latents if cfg.n_topic_latents is not None else max(1, sae.d_sae // 8)
         metrics: dict[str, dict] = {}
         details: list[dict] = []
+        dependence: dict[str, dict] = {}
         for set_name in cfg.label_sets:
             idx, labels, classes = sets[set_name]
             scores = ab.topic_scores(pooled_latents[idx], torch.as_tensor(labels))
@@ -113,6 +122,13 @@ class MMLUTopicTask(Task):
             feats = {name: p[idx].numpy() for name, p in pooled.items()}
             feats[topic_cond.name] = tokens.pool(topic_cond.fn)[0][idx].numpy()
             result = probe_conditions(feats, np.asarray(labels), cfg, ctx.seed)
+            make = _probe_maker(cfg)
+            boot = (question_bootstrap(feats, np.asarray(labels), make, cfg.n_bootstrap, cfg.test_fraction, ctx.seed,
+                                       cfg.ci_level) if cfg.n_bootstrap else {})
+            train, test = splits(np.asarray(labels), cfg.n_resplits, cfg.test_fraction, ctx.seed)[0]
+            dependence[set_name] = clean_probe_dependence(
+                feats, np.asarray(labels), tokens.counts.squeeze(1).numpy()[idx], train, test, make,
+                [name for name in feats if name != "clean"])
             m = {"n_classes": len(classes), "n_examples": len(idx), "chance": 1.0 / len(classes),
                  "classes": ", ".join(classes), "n_topic_latents": len(topic)}
             for cond in shared + [topic_cond]:
@@ -121,20 +137,27 @@ class MMLUTopicTask(Task):
                     m[f"{cond.name}_status"] = cond.status
                     details.append({"label_set": set_name, "condition": cond.name, "status": cond.status})
                     continue
-                res = result[cond.name]
+                res = {**result[cond.name], **boot.get(cond.name, {})}
                 m[f"{cond.name}_acc"] = res["acc"]
                 m[f"{cond.name}_acc_ci_low"], m[f"{cond.name}_acc_ci_high"] = res["acc_ci"]
+                if boot:
+                    m[f"{cond.name}_acc_boot_ci_low"], m[f"{cond.name}_acc_boot_ci_high"] = res["acc_boot_ci"]
                 if cond.name != "clean":
                     m[f"{cond.name}_clean_probe_acc"] = res["clean_probe_acc"]
                     m[f"{cond.name}_clean_probe_acc_ci_low"], m[f"{cond.name}_clean_probe_acc_ci_high"] = res["clean_probe_acc_ci"]
+                    if boot:
+                        m[f"{cond.name}_clean_probe_acc_boot_ci_low"], m[f"{cond.name}_clean_probe_acc_boot_ci_high"] = \
+                            res["clean_probe_acc_boot_ci"]
                 details.append({"label_set": set_name, "condition": cond.name, "status": "ok",
                                 "description": cond.description, **cond.info, **res})
             metrics[set_name] = m
         metrics["setup"] = {"subspace_rank": r, "pca_fit_tokens": pca.n_tokens, "n_resplits": cfg.n_resplits,
                             "n_questions": len(texts), "n_tokens": tokens.n_tokens,
-                            "category_mapping_source": subject_categories()[1]}
+                            "category_mapping_source": subject_categories()[1],
+                            "n_bootstrap": cfg.n_bootstrap, "paper_claim_figure": PAPER_CLAIM_FIGURE}
         return TaskOutput(metrics=metrics, details=details,
-                          unstructured={"subjects_per_label_set": {k: v[2] for k, v in sets.items()}},
+                          unstructured={"subjects_per_label_set": {k: v[2] for k, v in sets.items()},
+                                        "clean_probe_dependence": dependence},
                           datasets=[ctx.dataset_id("mmlu"), ctx.dataset_id(cfg.text_dataset)],
                           token_counts={"mmlu_tokens": tokens.n_tokens, "pca_fit_tokens": pca.n_tokens})
 
@@ -242,6 +265,23 @@ def example_tokens(ctx: EvalContext, texts: list[str], cfg: MMLUTopicConfig) -> 
 
 
 # ---- probing ------------------------------------------------------------------------------------
+
+# Which figure answers the paper's "topic accuracy drops to chance without the scaffold" (issue 17).
+PAPER_CLAIM_FIGURE = (
+    "scaffold_removed_acc: a probe retrained on scaffold-removed features, i.e. whether topic is still "
+    "linearly readable once the scaffold is gone, which is what 'carries MMLU topic' asserts. "
+    "scaffold_removed_clean_probe_acc (the clean probe on ablated features) also moves with the distribution "
+    "shift of every mean-pooled vector, which depends on question length, probe regularisation and which "
+    "questions trained the probe (unstructured.clean_probe_dependence; *_boot_ci intervals); it is reported, "
+    "not used for the claim")
+
+
+def _probe_maker(cfg: MMLUTopicConfig):
+    """make(init=None, C=None): an unfitted probe of this config (C overrides probe_C)."""
+    def make(init=None, C=None):
+        return _probe(cfg if C is None else cfg.model_copy(update={"probe_C": C}), init)
+    return make
+
 
 def _probe(cfg: MMLUTopicConfig, init=None):
     """Standardiser + L2 logistic regression. `init`: a fitted probe whose weights start the solver

@@ -52,6 +52,7 @@ class Claim:
     reference: tuple[str, str, str] | None  # within: the figure compared against
     expect: str  # "lower", "higher" or "no change"
     labels: tuple[str, str] = ("r=0", "r=24")  # (reference, tested)
+    note: str = ""  # printed under the table: what the tested figure is and why it answers the claim
 
 
 CLAIMS = (
@@ -69,7 +70,11 @@ CLAIMS = (
           ("aligned latents", "scaffold")),
     Claim("mmlu_no_scaffold", "MMLU topic at chance without the scaffold", "chance (98.7% clean)", "within",
           ("mmlu_topic", "category", "scaffold_removed_acc"), ("mmlu_topic", "category", "chance"), "no change",
-          ("chance", "no scaffold")),
+          ("chance", "no scaffold"),
+          "the tested figure is the probe retrained on scaffold-removed features (is topic still linearly "
+          "readable?); the clean probe applied to them also tracks the shift of every pooled vector, which "
+          "depends on question length and on the questions the probe was fitted on (mmlu_topic's "
+          "clean_probe_dependence and question-bootstrap intervals)"),
     Claim("mmlu_topic_latents", "Topic-latent ablation leaves MMLU topic unchanged", "unchanged", "within",
           ("mmlu_topic", "category", "topic_latents_removed_acc"), ("mmlu_topic", "category", "clean_acc"), "no change",
           ("clean", "topic latents removed")),
@@ -322,6 +327,9 @@ def run_claims(source: Path, out_dir: Path) -> tuple[str, list[Path]]:
         raise UserError(f"no checkpoint under {source} has the figures any claim needs "
                         f"(architecture, scaffold rank 0 or {CLAIM_RANK}, seed in sae_cfg_dict)")
     text = render(rows)
+    notes = "\n".join(f"- {c.text}: {c.note}" for c in CLAIMS if c.note and any(r["claim"] == c.key for r in rows))
+    if notes:
+        text += "\n\nNotes:\n" + notes
     length = training_length(rows)
     md = (f"# The paper's claims against our results\n\nSource: `{source}`. Differences are r=24 − r=0 (paired by seed) "
           f"or tested − reference on r=24 checkpoints; {LEVEL:.0%} t-interval over training seeds. Verdict rule: "

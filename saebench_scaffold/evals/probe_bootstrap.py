@@ -1,0 +1,117 @@
+"""Intervals for `mmlu_topic`'s probe accuracies that cover the choice of questions, and what the
+clean-probe figure under an ablation depends on (issue 17, part 7).
+
+Why: the Wilson interval of `mmlu_topic` covers the sampling of *test* questions only. The clean
+probe applied to ablated features is not a fixed quantity of the model: it also depends on which
+questions trained the probe (its weights decide how much it leans on the removed directions) and on
+what questions are asked (their length sets how much of each mean-pooled vector the removed part
+is). On a second, shorter question set the same checkpoint read 0.551 [0.494, 0.606] where the test
+questions gave 0.388 [0.335, 0.444]; the retrained-probe figure agreed (0.681 vs 0.683).
+
+Question bootstrap: each round draws, per class, as many questions as the class has, with
+replacement; splits the *distinct* drawn questions into train and test (stratified, `test_fraction`;
+a question's copies stay on one side, so no question is both trained and tested on); fits the clean
+probe and the retrained probes; scores every condition. The percentile interval over rounds covers
+question sampling, the train/test split and the probe refit together.
+
+Dependence: on the first resplit of `mmlu_topic`, the clean probe's accuracy under an ablation split
+by question length (real tokens pooled) and by the share of the question's pooled vector the
+ablation removed (‖pooled clean − pooled ablated‖ / ‖pooled clean − mean pooled clean‖), in
+thirds (by rank), and refitted at other probe regularisations C.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+PROBE_C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def _split_rounds(labels: np.ndarray, n_rounds: int, test_fraction: float, seed: int):
+    """(train rows, test rows) per bootstrap round; rows index into the original questions and may repeat."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    for _ in range(n_rounds):
+        train, test = [], []
+        for c in classes:
+            members = np.flatnonzero(labels == c)
+            draw = rng.choice(members, size=members.size, replace=True)
+            distinct = rng.permutation(np.unique(draw))
+            n_test = max(1, int(round(test_fraction * distinct.size)))
+            if distinct.size - n_test < 1:
+                continue
+            is_test = np.isin(draw, distinct[:n_test])
+            test.append(draw[is_test])
+            train.append(draw[~is_test])
+        yield np.concatenate(train), np.concatenate(test)
+
+
+def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_probe, n_rounds: int,
+                       test_fraction: float, seed: int, level: float = 0.95) -> dict[str, dict]:
+    """{condition: {"acc_boot_ci": [lo, hi], "clean_probe_acc_boot_ci": [lo, hi], ...}} (module doc).
+    `make_probe(init=None)` returns an unfitted probe (init: a fitted probe to warm-start from)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    acc = {name: [] for name in feats}
+    clean_acc = {name: [] for name in feats}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in _split_rounds(labels, n_rounds, test_fraction, seed):
+            clean = make_probe().fit(feats["clean"][train], labels[train])
+            for name, X in feats.items():
+                score = float(clean.score(X[test], labels[test]))
+                clean_acc[name].append(score)
+                if name == "clean":
+                    acc[name].append(score)
+                else:
+                    acc[name].append(float(make_probe(init=clean).fit(X[train], labels[train]).score(X[test], labels[test])))
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    out = {}
+    for name in feats:
+        out[name] = {"acc_boot_ci": [float(v) for v in np.percentile(acc[name], q)],
+                     "clean_probe_acc_boot_ci": [float(v) for v in np.percentile(clean_acc[name], q)],
+                     "acc_boot_mean": float(np.mean(acc[name])),
+                     "clean_probe_acc_boot_mean": float(np.mean(clean_acc[name])),
+                     "boot_rounds": len(acc[name]), "boot_method": "question bootstrap (percentile)"}
+    return out
+
+
+def _terciles(values: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Accuracy in the lowest, middle and highest third of questions by `values` (by rank, so ties
+    such as many zero shares cannot leave a third empty)."""
+    order = np.argsort(values, kind="stable")
+    out = []
+    for part in np.array_split(order, 3):
+        out.append({"range": [float(values[part].min()), float(values[part].max())] if part.size else None,
+                    "n": int(part.size), "clean_probe_acc": float(correct[part].mean()) if part.size else None})
+    return out
+
+
+def clean_probe_dependence(feats: dict[str, np.ndarray], labels: np.ndarray, n_tokens: np.ndarray,
+                           train: np.ndarray, test: np.ndarray, make_probe, conditions: list[str],
+                           c_grid=PROBE_C_GRID) -> dict[str, dict]:
+    """Per condition: the clean probe's test accuracy by question-length tercile and by removed-share
+    tercile, and at each probe C of `c_grid` (module doc)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    clean = feats["clean"]
+    centred = np.linalg.norm(clean - clean.mean(0), axis=1)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probes = {C: make_probe(C=C).fit(clean[train], labels[train]) for C in c_grid}
+        for name in conditions:
+            X = feats[name]
+            base = probes[1.0] if 1.0 in probes else next(iter(probes.values()))
+            correct = base.predict(X[test]) == labels[test]
+            share = np.linalg.norm(clean[test] - X[test], axis=1) / np.maximum(centred[test], 1e-12)
+            out[name] = {
+                "by_question_tokens": _terciles(n_tokens[test].astype(float), correct),
+                "by_removed_share": _terciles(share, correct),
+                "by_probe_C": {f"{C:g}": float(p.score(X[test], labels[test])) for C, p in probes.items()},
+                "clean_acc_by_probe_C": {f"{C:g}": float(p.score(clean[test], labels[test])) for C, p in probes.items()},
+                "mean_removed_share": float(share.mean()),
+            }
+    return out

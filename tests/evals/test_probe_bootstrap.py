@@ -1,0 +1,56 @@
+"""Question-bootstrap intervals and the clean-probe dependence analysis of `mmlu_topic` (issue 17)."""
+
+import numpy as np
+import pytest
+
+from saebench_scaffold.evals import mmlu_topic as mt
+from saebench_scaffold.evals.probe_bootstrap import _split_rounds, clean_probe_dependence, question_bootstrap
+
+
+def test_bootstrap_rounds_never_train_and_test_on_one_question():
+    labels = np.arange(120) % 4
+    for train, test in _split_rounds(labels, 20, 0.25, seed=0):
+        assert not set(train) & set(test)
+        assert len(train) + len(test) <= 120 and set(labels[test]) == {0, 1, 2, 3}
+        assert len(set(test)) < len(test) or len(set(train)) < len(train)  # drawn with replacement
+
+
+def _planted(n=240, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    topic = np.eye(d)[labels] * 3.0
+    X = topic + rng.normal(size=(n, d))
+    removed = X.copy()
+    removed[:, :4] = rng.normal(size=(n, 4))  # the topic coordinates replaced by noise
+    return labels, {"clean": X, "topic_removed": removed, "noise_removed": X - np.r_[np.zeros(8), np.ones(4)] * 0.0}
+
+
+def test_question_bootstrap_intervals_bracket_the_figures():
+    labels, feats = _planted()
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    out = question_bootstrap(feats, labels, make, 30, 0.25, seed=1)
+    assert out["clean"]["boot_rounds"] == 30
+    lo, hi = out["clean"]["acc_boot_ci"]
+    assert 0.85 < lo <= out["clean"]["acc_boot_mean"] <= hi <= 1.0
+    lo, hi = out["topic_removed"]["acc_boot_ci"]
+    assert hi < 0.5  # retrained: the information is gone
+    lo, hi = out["topic_removed"]["clean_probe_acc_boot_ci"]
+    assert hi < 0.5 and lo < hi
+    assert out["noise_removed"]["clean_probe_acc_boot_ci"] == pytest.approx(out["clean"]["acc_boot_ci"])
+
+
+def test_clean_probe_dependence_splits_by_length_share_and_C():
+    labels, feats = _planted(seed=2)
+    n_tokens = np.random.default_rng(3).integers(5, 60, size=labels.size)
+    short = n_tokens < 20  # on short questions the ablation removes the topic, on long ones it leaves it
+    mixed = np.where(short[:, None], feats["topic_removed"], feats["clean"])
+    feats = {"clean": feats["clean"], "partly_removed": mixed}
+    train, test = mt.splits(labels, 3, 0.25, seed=0)[0]
+    out = clean_probe_dependence(feats, labels, n_tokens, train, test, mt._probe_maker(mt.MMLUTopicConfig()),
+                                 ["partly_removed"])["partly_removed"]
+    by_len = out["by_question_tokens"]
+    assert sum(t["n"] for t in by_len) == len(test)
+    assert by_len[0]["clean_probe_acc"] < by_len[2]["clean_probe_acc"] - 0.3  # short questions lose it
+    by_share = out["by_removed_share"]
+    assert by_share[0]["clean_probe_acc"] > by_share[2]["clean_probe_acc"]
+    assert set(out["by_probe_C"]) == {"0.01", "0.1", "1", "10"} and out["clean_acc_by_probe_C"]["1"] > 0.85
