@@ -77,7 +77,7 @@ class MMLUTopicConfig(TaskConfig):
 class MMLUTopicTask(Task):
     name = "mmlu_topic"
     description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
-    version = 3  # 3: question-bootstrap intervals and the clean-probe dependence analysis
+    version = 2  # the bootstrap intervals and clean_probe_dependence are additions: v2 results without them stay valid
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
