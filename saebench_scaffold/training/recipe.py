@@ -26,8 +26,20 @@ def default_lr(d_sae: int) -> float:
     return 2e-4 / math.sqrt(d_sae / 2**14)
 
 
+# The defaults that changed between recipe versions (docs/training.md says why). A recipe file that
+# names no version gets the current one; `--set recipe_version=1` rebuilds the first board's runs.
+RECIPE_VERSIONS: dict[int, dict[str, Any]] = {
+    1: {"auxk_straight_through": False, "resample_dead": False},  # dictionary_learning's aux-k only
+    2: {"auxk_straight_through": True, "resample_dead": False},
+}
+CURRENT_RECIPE_VERSION = 2
+
+
 @dataclass
 class TrainRecipe:
+    recipe_version: int = CURRENT_RECIPE_VERSION
+    """Which version's defaults fill the fields left unset (None); see RECIPE_VERSIONS. Recorded in
+    the checkpoint and its results; old checkpoints without it are version 1."""
     architecture: str = "batchtopk"
     """`batchtopk` or `matryoshka_batchtopk`."""
     d_sae: int = 4608
@@ -55,13 +67,15 @@ class TrainRecipe:
     shuffled orders (epochs) if it holds fewer."""
     auxk_alpha: float = 1 / 32
     """Coefficient of the aux-k loss that revives dead latents."""
-    auxk_straight_through: bool = False
+    auxk_straight_through: bool | None = None
     """Aux-k over each token's top d_in/2 dead pre-activations whatever their sign, with the gradient
     passed straight through the ReLU: a dead latent whose pre-activations are all negative still
-    learns toward the residual. False: dictionary_learning's aux-k (ReLU'd, positive entries only)."""
-    resample_dead: bool = False
+    learns toward the residual. False: dictionary_learning's aux-k (ReLU'd, positive entries only).
+    None: the recipe version's default."""
+    resample_dead: bool | None = None
     """Every `dead_tokens` of training until the learning-rate decay starts, re-initialise the dead
-    latents toward the residuals of badly reconstructed tokens (training/resample.py)."""
+    latents toward the residuals of badly reconstructed tokens (training/resample.py). None: the
+    recipe version's default."""
     dead_tokens: int = 10_000_000
     """A latent is dead after this many training tokens without firing (aux-k window)."""
     threshold_start_step: int = 1000
@@ -105,6 +119,11 @@ class TrainRecipe:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes copied into the SAE's cfg.json (provenance)."""
 
+    def __post_init__(self):
+        for key, value in RECIPE_VERSIONS.get(self.recipe_version, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
     # ---- derived ----
     @property
     def learning_rate(self) -> float:
@@ -132,6 +151,8 @@ class TrainRecipe:
         def bad(key: str, why: str):
             raise UserError(f"recipe: {key} {why} (got {getattr(self, key)!r})")
 
+        if self.recipe_version not in RECIPE_VERSIONS:
+            bad("recipe_version", f"must be one of {', '.join(map(str, RECIPE_VERSIONS))}")
         if self.architecture not in ARCHITECTURES:
             bad("architecture", f"must be one of {', '.join(ARCHITECTURES)}")
         if self.scaffold_mode not in SCAFFOLD_MODES:

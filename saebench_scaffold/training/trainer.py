@@ -30,13 +30,13 @@ from .common import Comm, StepContext
 from .data import TokenSource, cache_source
 from .fast_step import fast_step
 from .naive_step import naive_step
-from .recipe import TrainRecipe
+from .recipe import RECIPE_VERSIONS, TrainRecipe
 from .resample import resample_dead_latents
 
 LOG_FILE = "train_log.jsonl"
 # Recipe fields that may change between a run and its resumption (they do not affect the weights).
 RESUMABLE_CHANGES = {"output_dir", "checkpoint_every", "log_every", "device", "fast", "extra", "save_dtype",
-                     "cache_path", "shuffle_buffer_shards"}
+                     "cache_path", "shuffle_buffer_shards", "warn_dead_fraction"}
 
 
 def geometric_median(x: torch.Tensor, iters: int = 100) -> torch.Tensor:
@@ -151,7 +151,8 @@ class Trainer:
         if state["d_in"] != self.d_in:
             raise UserError(f"{self.out}: the checkpoint was trained on activations of width {state['d_in']}, "
                             f"but the activation cache has width {self.d_in} (another model or hook?)")
-        old = state["recipe"]
+        old = {"recipe_version": 1, **state["recipe"]}  # states from before recipe versions: version 1
+        old.update({k: v for k, v in RECIPE_VERSIONS[1].items() if k not in state["recipe"]})
         changed = sorted(k for k, v in self.recipe.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v)
         if changed:
             raise UserError(f"{self.out} holds a run with a different recipe ({', '.join(changed)} changed); "

@@ -53,3 +53,37 @@ def test_scaffold_rank_must_be_below_d_in(tmp_path):
     r = TrainRecipe(d_sae=32, k=4, scaffold_rank=16, batch_size=64, total_tokens=640, output_dir=str(tmp_path))
     with pytest.raises(UserError, match="scaffold_rank"):
         Trainer(r, source=tensor_source(synthetic_acts(512, d=16)), progress=False)
+
+
+def test_recipe_versions_fill_unset_fields(tmp_path):
+    from saebench_scaffold.training.recipe import CURRENT_RECIPE_VERSION, RECIPE_VERSIONS
+
+    assert TrainRecipe().recipe_version == CURRENT_RECIPE_VERSION
+    for version, defaults in RECIPE_VERSIONS.items():
+        r = TrainRecipe(recipe_version=version)
+        assert {k: getattr(r, k) for k in defaults} == defaults
+    assert TrainRecipe(recipe_version=1, auxk_straight_through=True).auxk_straight_through  # explicit wins
+    p = tmp_path / "r.yaml"
+    p.write_text("d_sae: 64\nk: 4\n")
+    assert TrainRecipe.load(p, ["recipe_version=1"]).to_dict()["auxk_straight_through"] is False
+    with pytest.raises(UserError, match="recipe_version"):
+        TrainRecipe.load(p, ["recipe_version=99"])
+
+
+@pytest.mark.parametrize("name", ["batchtopk_r0", "batchtopk_r24", "matryoshka_r0", "matryoshka_r24"])
+def test_bundled_recipe_files_name_the_recipe_their_checkpoints_were_trained_with(name):
+    """`train baselines/<name>/recipe.yaml` must rebuild the bundled weights: every setting recorded in
+    the checkpoint equals the recipe file's (a run from before recipe versions counts as version 1)."""
+    import json
+    from pathlib import Path
+
+    from saebench_scaffold.training.recipe import RECIPE_VERSIONS
+
+    root = Path(__file__).resolve().parents[2] / "baselines" / name
+    recipe = TrainRecipe.load(root / "recipe.yaml").to_dict()
+    trained = json.loads((root / "cfg.json").read_text())["extra"]["training"]["recipe"]
+    version = trained.get("recipe_version", 1)
+    trained = {"recipe_version": version, **RECIPE_VERSIONS[version], **trained}
+    for key, value in trained.items():
+        if key not in ("output_dir", "cache_path"):
+            assert recipe[key] == value, key

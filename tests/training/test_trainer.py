@@ -197,3 +197,18 @@ def test_a_dead_window_longer_than_the_run_is_named(tmp_path):
     rec = recipe(tmp_path, "long_window", dead_tokens=64 * 31)
     assert "no latent is ever counted dead" in rec.collapse_risks()[0]
     assert recipe(tmp_path, "fine").collapse_risks() == []
+
+
+def test_a_run_from_before_recipe_versions_resumes_as_version_1(tmp_path):
+    """Its saved recipe has no recipe_version / remedy keys: they mean version 1, not a changed recipe."""
+    cache = write_cache(tmp_path / "cache", synthetic_acts(64 * 40))
+    rec = recipe(tmp_path, "old", cache_path=str(cache), shuffle_buffer_shards=2, recipe_version=1)
+    with pytest.raises(Interrupt):
+        Trainer(rec, source=StopAt(cache_source(cache, 0, 2), 10), progress=False).run()
+    state = torch.load(tmp_path / "old" / STATE_FILE, weights_only=False)
+    for key in ("recipe_version", "auxk_straight_through", "resample_dead", "warn_dead_fraction"):
+        del state["recipe"][key]
+    torch.save(state, tmp_path / "old" / STATE_FILE)
+    assert load_sae(train(rec, progress=False)).cfg.extra["training"]["steps"] == 30
+    with pytest.raises(UserError, match="auxk_straight_through|recipe_version"):
+        Trainer(recipe(tmp_path, "old", cache_path=str(cache), shuffle_buffer_shards=2), progress=False)
