@@ -22,6 +22,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "tpp": {"train_per_class": 4000, "test_per_class": 1000},
         "scr": {"train_set_size": 4000, "test_set_size": 1000},
         "absorption": {"max_words": None, "k_sparse_probe_batch_size": 4096},  # the whole vocabulary  # the local Amazon file caps them at 1600/400 (budget_capped)
+        "autointerp": {"n_latents": 1000, "total_tokens": 2_000_000},  # needs a corpus larger than the embedded sample
     },
 }
 

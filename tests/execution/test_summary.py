@@ -14,7 +14,7 @@ from saebench_scaffold.execution.summary import WIDTH, summary_table
 from saebench_scaffold.execution.units import headline
 from saebench_scaffold.saes import SAEConfig, make_sae
 
-BUILTIN = ("core", "sparse_probing", "tpp", "scr", "absorption", "ce_ablation", "mmlu_topic")
+BUILTIN = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp", "ce_ablation", "mmlu_topic")
 LONG_NAME = "gemma-scope-2b-pt-res-canonical__layer_12__width_16k__canonical"
 
 

@@ -1,0 +1,349 @@
+"""`autointerp`: SAEBench's automated interpretability eval (detection scoring, after EleutherAI's
+"Open Source Automated Interpretability for Sparse Autoencoder Features"): an LLM judge explains a
+latent from its top-activating and importance-sampled contexts, then tells from that explanation which
+of a shuffled mix of contexts make the latent fire.
+
+Checkpoint-independent, once per eval call: the token set's LM activations (the shared on-disk
+activation cache: the same held-out contexts `core` reads, 128 tokens each with BOS) and tokens, and
+the judge (the embedded model is loaded once; an endpoint is checked once). Per checkpoint, SAEBench
+0.6.0's `evals/autointerp/main.py`:
+  1. latents: those whose firing rate over the non-special tokens × `total_tokens` exceeds
+     `dead_latent_threshold` (SAEBench's sparsity × total_tokens), `n_latents` of them drawn with
+     `random.Random(random_seed).sample` (all when fewer are alive), or `override_latents`;
+  2. their activations over the token set, zero at BOS and special tokens (SAEBench masks BOS, pad
+     and EOS), kept in bfloat16 as SAEBench collects them;
+  3. per latent, generation and scoring examples (`autointerp_examples.py`; torch draws from a
+     generator seeded with `random_seed`, Python draws continuing the latent sample's stream);
+  4. the judge explains, then detects (`autointerp_prompts.py`, `autointerp_judge.py`); a latent's
+     score is the fraction of its scoring examples classified correctly;
+  5. `autointerp.autointerp_score` / `autointerp_std_dev`: mean and sample std dev over the latents
+     scored (one latent: std dev 0, where SAEBench's torch.std gives NaN).
+The scaffold is not a latent: only sparse latents are judged.
+
+Beyond SAEBench: a judge call that times out, returns malformed JSON, refuses, or answers in no
+readable form skips its latent with the reason recorded (SAEBench crashes or drops it silently); a
+judge that cannot be reached stops the task in one line (no result); `n_random_active` counts random
+contexts SAEBench calls inactive although the latent fires in them; the judge that scored is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from tqdm.auto import tqdm
+
+from ..settings import UserError
+from ..sources import data
+from ..sources.model import ModelSpec, load_model
+from .autointerp_examples import LatentExamples, latent_examples
+from .autointerp_judge import EmbeddedJudge, HttpJudge, JudgeError, check_judge_url
+from .autointerp_prompts import (
+    example_answer,
+    generation_messages,
+    is_refusal,
+    parse_explanation,
+    parse_predictions,
+    score_predictions,
+    scoring_messages,
+)
+from .base import EvalContext, Task, TaskConfig, TaskOutput
+
+CTX = data.DEFAULT_CONTEXT
+MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent
+LATENTS_PER_LIMIT = 100  # --limit N judges N // 100 latents (at least 2)
+ENCODE_CONTEXTS = 16
+EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
+                    "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
+                    "comparable with those, only with other checkpoints judged by the same judge on the same settings")
+
+
+class AutointerpConfig(TaskConfig):
+    n_latents: int = Field(100, ge=1, description="latents judged, two judge calls each (SAEBench: 1000)")
+    override_latents: list[int] | None = Field(None, description="judge these latents instead of a random sample")
+    dead_latent_threshold: float = Field(15, ge=0, description="a latent must fire more often than this in total_tokens")
+    random_seed: int = 42
+    dataset: str = "wikipedia"
+    total_tokens: int = Field(131_072, ge=CTX, description="tokens examples are drawn from, in 128-token contexts "
+                              "(SAEBench: 2,000,000; the default is the token set core reads)")
+    buffer: int = Field(10, ge=1, lt=CTX // 2, description="tokens shown either side of an example's token")
+    no_overlap: bool = True
+    act_threshold_frac: float = Field(0.01, ge=0, lt=1, description="a token is active above this fraction of the "
+                                      "latent's largest activation in its top examples")
+    max_tokens_in_explanation: int = Field(30, ge=1)
+    use_demos_in_explanation: bool = True
+    n_top_ex_for_generation: int = Field(10, ge=1)
+    n_iw_sampled_ex_for_generation: int = Field(5, ge=1)
+    n_top_ex_for_scoring: int = Field(2, ge=1)
+    n_random_ex_for_scoring: int = Field(10, ge=0)
+    n_iw_sampled_ex_for_scoring: int = Field(2, ge=1)
+    judge_url: str | None = Field(None, description="an OpenAI-compatible chat endpoint (e.g. http://host:8000/v1); "
+                                  "None: the embedded SmolLM2-135M-Instruct, in process")
+    judge_model: str | None = Field(None, description="model name sent to judge_url (default gpt-4o-mini, SAEBench's)")
+    judge_api_key_env: str = Field("SAEBENCH_JUDGE_API_KEY", description="environment variable holding the API key")
+    judge_timeout_s: float = Field(60.0, gt=0)
+    judge_retries: int = Field(2, ge=0, description="further tries after HTTP 429 / 5xx or a dropped connection")
+    judge_concurrency: int = Field(10, ge=1, description="requests in flight to judge_url (SAEBench: 10)")
+    judge_max_consecutive_failures: int = Field(10, ge=1, description="failed judge requests in a row that stop the task")
+
+    @field_validator("judge_url")
+    @classmethod
+    def _url(cls, v):
+        return None if v is None else check_judge_url(v)
+
+    @field_validator("judge_api_key_env")
+    @classmethod
+    def _env_name(cls, v):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"judge_api_key_env must be an environment variable's name, not {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _model_needs_url(self):
+        if self.judge_model is not None and self.judge_url is None:
+            raise ValueError("judge_model names a model at judge_url; set judge_url too (without it the embedded "
+                             "model judges)")
+        return self
+
+    @property
+    def n_ex_for_scoring(self) -> int:
+        return self.n_top_ex_for_scoring + self.n_random_ex_for_scoring + self.n_iw_sampled_ex_for_scoring
+
+    @property
+    def n_correct_for_scoring(self) -> int:
+        return self.n_top_ex_for_scoring + self.n_iw_sampled_ex_for_scoring
+
+    @property
+    def max_tokens_in_prediction(self) -> int:
+        return 2 * self.n_ex_for_scoring + 5  # SAEBench: one token per number and per comma
+
+
+# ---- latents and their activations (per checkpoint) -----------------------------------------------
+
+def token_set(ctx: EvalContext, cfg: AutointerpConfig):
+    """(activation cache, tokens [n, 128], special mask) of the token set; tokens read once per eval call."""
+    n_contexts = math.ceil(cfg.total_tokens / CTX)
+    cache = ctx.text_cache(n_contexts, dataset=cfg.dataset)
+    key = ("autointerp_tokens", ctx.hook, cfg.dataset, n_contexts)
+    if key not in ctx.memo:
+        shards = [(s["tokens"], s["special"]) for s in cache.iter_shards()]
+        ctx.memo[key] = (torch.cat([t for t, _ in shards]), torch.cat([s for _, s in shards]))
+    return (cache, *ctx.memo[key])
+
+
+@torch.no_grad()
+def _encoded(sae, cache):
+    """(latents [b, ctx, d_sae], special [b, ctx]) per block of contexts, in cache order."""
+    p = sae.W_enc
+    for shard in cache.iter_shards():
+        for s in range(0, len(shard["acts"]), ENCODE_CONTEXTS):
+            x = shard["acts"][s:s + ENCODE_CONTEXTS]
+            yield sae.encode(x.to(p.device, p.dtype)).float().cpu(), shard["special"][s:s + ENCODE_CONTEXTS]
+
+
+def firing_counts(sae, cache) -> tuple[torch.Tensor, int]:
+    """(times each latent fires (> 0) on non-special tokens, number of non-special tokens)."""
+    counts, n = torch.zeros(sae.d_sae, dtype=torch.float64), 0
+    for f, special in _encoded(sae, cache):
+        keep = ~special
+        counts += (f[keep] > 0).sum(0).double()
+        n += int(keep.sum())
+    return counts, n
+
+
+def alive_latents(rate: torch.Tensor, total_tokens: int, threshold: float) -> list[int]:
+    """SAEBench's rule: a latent is alive when its firing rate × total_tokens exceeds the threshold."""
+    return torch.nonzero(rate * total_tokens > threshold).squeeze(1).tolist()
+
+
+def choose_latents(sae, cache, cfg: AutointerpConfig, rng: random.Random) -> tuple[list[int], dict]:
+    """The latents to judge (SAEBench's draw: `n_latents` of the alive ones, all when fewer are alive)."""
+    if cfg.override_latents is not None:
+        bad = [i for i in cfg.override_latents if not 0 <= i < sae.d_sae]
+        if bad:
+            raise UserError(f"autointerp: override_latents {bad[:5]} are not latents of this {sae.d_sae}-latent SAE")
+        return list(cfg.override_latents), {"override_latents": True}
+    counts, n = firing_counts(sae, cache)
+    alive = alive_latents(counts / max(n, 1), cfg.total_tokens, cfg.dead_latent_threshold)
+    if not alive:
+        raise UserError(f"autointerp: no latent fires more than {cfg.dead_latent_threshold:g} times in "
+                        f"{cfg.total_tokens:,} tokens; nothing to explain")
+    chosen = alive if len(alive) < cfg.n_latents else rng.sample(alive, k=cfg.n_latents)
+    return chosen, {"n_alive": len(alive), "fewer_alive_than_n_latents": len(alive) < cfg.n_latents}
+
+
+@torch.no_grad()
+def latent_activations(sae, cache, latents: list[int], n_contexts: int) -> torch.Tensor:
+    """[len(latents), n_contexts, ctx] bfloat16 activations, zero at special tokens."""
+    out = torch.zeros(len(latents), n_contexts, CTX, dtype=torch.bfloat16)
+    idx, row = torch.tensor(latents), 0
+    for f, special in _encoded(sae, cache):
+        picked = f[..., idx] * (~special).unsqueeze(-1)
+        out[:, row:row + len(f)] = picked.permute(2, 0, 1).to(torch.bfloat16)
+        row += len(f)
+    return out
+
+
+# ---- the judge ------------------------------------------------------------------------------------
+
+def get_judge(ctx: EvalContext, cfg: AutointerpConfig):
+    """The judge `cfg` names, built (and for an endpoint, checked reachable) once per eval call."""
+    if cfg.judge_url is None:
+        key = ("autointerp_judge", "embedded", ctx.model.device)
+        if key not in ctx.memo:
+            ctx.memo[key] = EmbeddedJudge(load_model(ModelSpec(device=ctx.model.device), ctx.cache_dir))
+        return ctx.memo[key]
+    key = ("autointerp_judge", cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env, cfg.judge_timeout_s,
+           cfg.judge_retries, cfg.judge_concurrency)
+    if key not in ctx.memo:
+        judge = HttpJudge(cfg.judge_url, cfg.judge_model or "gpt-4o-mini", cfg.judge_api_key_env, cfg.judge_timeout_s,
+                          cfg.judge_retries, cfg.judge_concurrency)
+        judge.check_reachable()
+        ctx.memo[key] = judge
+    return ctx.memo[key]
+
+
+class FailureBreaker:
+    """Stops the task once the judge has failed `limit` requests in a row (a dead endpoint would
+    otherwise cost a timeout per latent before the task could say so)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.count, self.lock = limit, 0, threading.Lock()
+
+    def record(self, err: JudgeError | None) -> None:
+        with self.lock:
+            self.count = self.count + 1 if err is not None and err.transport else 0
+            if self.count >= self.limit:
+                raise UserError(f"autointerp: the judge failed {self.count} requests in a row (last: {err.reason}); "
+                                "stopped without a result")
+
+
+def _ask(judge, breaker: FailureBreaker, messages, max_tokens: int, form: str, n_examples: int) -> str:
+    try:
+        answer = judge.complete(messages, max_tokens, form, n_examples)
+    except JudgeError as err:
+        breaker.record(err)
+        raise
+    breaker.record(None)
+    return answer
+
+
+def judge_latent(judge, ex: LatentExamples, sample_answer: str, cfg: AutointerpConfig, breaker: FailureBreaker) -> dict:
+    """One latent through both phases: its detail row, or {"latent", "phase", "reason"} when skipped."""
+    phase = "explanation"
+    try:
+        raw_explanation = _ask(judge, breaker, generation_messages(ex.generation, cfg.use_demos_in_explanation),
+                               cfg.max_tokens_in_explanation, phase, 0)
+        if is_refusal(raw_explanation):
+            return {"latent": ex.latent, "phase": phase, "reason": f"the judge refused: {raw_explanation[:120]!r}"}
+        explanation = parse_explanation(raw_explanation)
+        if not explanation:
+            return {"latent": ex.latent, "phase": phase, "reason": f"no explanation in {raw_explanation[:120]!r}"}
+        phase = "detection"
+        messages = scoring_messages(explanation, ex.scoring, cfg.n_ex_for_scoring, sample_answer)
+        raw_predictions = _ask(judge, breaker, messages, cfg.max_tokens_in_prediction, "prediction", len(ex.scoring))
+    except JudgeError as err:
+        return {"latent": ex.latent, "phase": phase, "reason": err.reason}
+    predictions = parse_predictions(raw_predictions)
+    if predictions is None:
+        why = "the judge refused" if is_refusal(raw_predictions) else "no example numbers or None in"
+        return {"latent": ex.latent, "phase": phase, "reason": f"{why}: {raw_predictions[:120]!r}"}
+    return {"latent": ex.latent, "explanation": explanation, "predictions": predictions,
+            "correct_seqs": [i for i, e in enumerate(ex.scoring, start=1) if e.is_active],
+            "score": score_predictions(predictions, ex.scoring), "n_examples": len(ex.scoring),
+            "n_random_active": ex.n_random_active, "n_iw_candidates": ex.n_iw_candidates,
+            "raw_explanation": raw_explanation, "raw_predictions": raw_predictions}
+
+
+def judge_latents(judge, examples: list[LatentExamples], answers: list[str], cfg: AutointerpConfig,
+                  progress: bool) -> list[dict]:
+    """Every latent's outcome, in the latents' order; endpoint requests run `judge_concurrency` at a time."""
+    breaker = FailureBreaker(cfg.judge_max_consecutive_failures)
+    jobs = list(zip(examples, answers))
+    with tqdm(total=len(jobs), unit="latent", desc="autointerp judge", disable=not progress) as bar:
+        if judge.kind == "embedded" or cfg.judge_concurrency == 1:  # in this thread, one after another
+            out = []
+            for ex, a in jobs:
+                out.append(judge_latent(judge, ex, a, cfg, breaker))
+                bar.update(1)
+            return out
+        pool = ThreadPoolExecutor(max_workers=cfg.judge_concurrency)
+        futures = [pool.submit(judge_latent, judge, ex, a, cfg, breaker) for ex, a in jobs]
+        try:
+            out = []
+            for fut in futures:
+                out.append(fut.result())
+                bar.update(1)
+            return out
+        finally:  # a stopped task must not keep asking the judge
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def summarize(rows: list[dict]) -> dict[str, float]:
+    scores = [r["score"] for r in rows]
+    return {"autointerp_score": statistics.mean(scores),
+            "autointerp_std_dev": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+
+
+class AutointerpTask(Task):
+    name = "autointerp"
+    description = "automated interpretability (SAEBench): an LLM judge explains latents, then detects their contexts"
+    version = 1
+    Config = AutointerpConfig
+    summary_metrics = (("autointerp", "autointerp_score"),)
+
+    def apply_limit(self, cfg: AutointerpConfig, limit: int) -> AutointerpConfig:
+        n = max(2, limit // LATENTS_PER_LIMIT)
+        update = {"n_latents": min(cfg.n_latents, n), "total_tokens": min(cfg.total_tokens, max(limit, MIN_LIMIT_TOKENS))}
+        if cfg.override_latents is not None:
+            update["override_latents"] = cfg.override_latents[:n]
+        return cfg.model_copy(update=update)
+
+    def run(self, ctx: EvalContext, sae, cfg: AutointerpConfig) -> TaskOutput:
+        judge = get_judge(ctx, cfg)  # an unusable judge fails here, before any checkpoint work
+        t0 = time.perf_counter()
+        cache, tokens, special = token_set(ctx, cfg)
+        rng, gen = random.Random(cfg.random_seed), torch.Generator().manual_seed(cfg.random_seed)
+        latents, selection = choose_latents(sae, cache, cfg, rng)
+        acts = latent_activations(sae, cache, latents, len(tokens))
+        examples, without = [], []
+        for j, latent in enumerate(latents):
+            ex = latent_examples(latent, acts[j], tokens, cfg, gen, rng, ctx.lm.tokenizer)
+            (examples.append(ex) if ex is not None else without.append(latent))
+        answers = [example_answer(rng, cfg.n_ex_for_scoring, cfg.n_correct_for_scoring) for _ in examples]
+        t1 = time.perf_counter()
+        outcomes = judge_latents(judge, examples, answers, cfg, ctx.progress)
+        t2 = time.perf_counter()
+        rows = [o for o in outcomes if "score" in o]
+        skipped = [o for o in outcomes if "score" not in o]
+        if not rows:
+            reasons = "; ".join(sorted({s["reason"][:60] for s in skipped})[:3]) or "no latent has examples"
+            raise UserError(f"autointerp: no latent could be scored ({len(skipped)} skipped by the judge, "
+                            f"{len(without)} without examples: {reasons}); no result written")
+        judge_record = judge.describe()
+        if judge.kind == "embedded":
+            judge_record["warning"] = EMBEDDED_WARNING
+        counts = {"n_selected": len(latents), "n_without_examples": len(without), "n_skipped": len(skipped),
+                  "n_scored": len(rows)}
+        if "n_alive" in selection:
+            counts["n_alive"] = selection["n_alive"]
+        unstructured = {
+            "judge": judge_record,
+            "latents_skipped": skipped,
+            "latents_without_examples": without,
+            "selection": selection,
+            "excluded_positions": "BOS (position 0) and tokenizer special tokens: their activations are set to 0 "
+                                  "(SAEBench masks BOS, pad and EOS)",
+            "scaffold_rank": sae.scaffold_rank,
+            "timings_s": {"latents_and_examples": t1 - t0, "judge": t2 - t1},
+        }
+        return TaskOutput(metrics={"autointerp": summarize(rows), "latents": counts}, details=rows,
+                          unstructured=unstructured, datasets=[ctx.dataset_id(cfg.dataset)],
+                          token_counts={"tokens": int(tokens.numel()), "non_special_tokens": int((~special).sum())})
