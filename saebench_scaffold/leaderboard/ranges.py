@@ -79,6 +79,16 @@ RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
         ("details.n_*_words", 1, INF),
         ("details.scaffold_probe_share", -INF, INF),
     ],
+    "autointerp": [
+        ("autointerp.*", 0, 1),                  # mean detection score and its std dev over latents
+        ("latents.*", 0, D_SAE),                 # latents selected, alive, without examples, skipped, scored
+        ("details.latent", 0, D_SAE),
+        ("details.score", 0, 1),
+        ("details.correct_seqs", 1, INF),        # example numbers, element by element
+        ("details.n_examples", 1, INF),
+        ("details.n_random_active", 0, INF),
+        ("details.n_iw_candidates", 0, INF),
+    ],
     "ce_ablation": [
         ("*.ce_increase", -INF, INF),
         ("*.ce_ratio*", 0, INF),

@@ -44,6 +44,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("TPP@20", "tpp", ("tpp_metrics", "tpp_threshold_20_total_metric")),
     _c("SCR@20", "scr", ("scr_metrics", "scr_metric_threshold_20")),
     _c("absorption", "absorption", ("mean", "mean_absorption_fraction_score"), better=False),
+    _c("autointerp", "autointerp", ("autointerp", "autointerp_score")),
     _c("CE× no scaffold", "ce_ablation", ("summary", "scaffold_ce_ratio"), better=None),
     _c("CE× no top-r PCs", "ce_ablation", ("summary", "pca_ce_ratio"), better=None),
     _c("MMLU topic clean", "mmlu_topic", ("category", "clean_acc"), better=None),

@@ -6,8 +6,10 @@ SAEBench's layout: one folder per eval type, one file per SAE named
 `<release>_<sae_id>_eval_results.json`; its readers key results by that file name, so the name must
 be unique per checkpoint: release = `saebench_scaffold_<submission>` (the folder above the
 checkpoint folders), sae_id = the checkpoint folder. Only SAEBench's evals are exported (core,
-sparse_probing, tpp, scr, absorption (as `absorption_first_letter`); its readers reject other eval types), with SAEBench's categories and metric
-names. Where a name is SAEBench's, the figure is SAEBench's: core's `explained_variance` /
+sparse_probing, tpp, scr, absorption (as `absorption_first_letter`), autointerp; its readers reject other
+eval types), with SAEBench's categories and metric names. autointerp's per-latent results go where
+SAEBench puts them: its `eval_result_unstructured`, keyed by latent, with SAEBench's field names (no
+`logs`); its details list stays empty, as there. Where a name is SAEBench's, the figure is SAEBench's: core's `explained_variance` /
 `explained_variance_legacy` are our `saebench_compat` figures, never our around-the-mean headline
 (results written before core v2 lack them, and the export leaves them out rather than mislabel ours).
 Our complete metrics travel along in `eval_result_unstructured["saebench_scaffold_metrics"]`.
@@ -25,13 +27,13 @@ from pathlib import Path
 from .schema import EvalResult, read_result
 from ..settings import UserError, atomic_write
 
-SAEBENCH_EVALS = ("core", "sparse_probing", "tpp", "scr", "absorption")
+SAEBENCH_EVALS = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp")
 # SAEBench's eval_type_id and folder where they differ from our task name (absorption/eval_output.py)
 SAEBENCH_EVAL_TYPE = {"absorption": "absorption_first_letter"}
 # SAEBench's AbsorptionResultDetail fields; ours (split latents, probe F1s, scaffold share) travel in unstructured
 ABSORPTION_DETAIL_KEYS = ("first_letter", "mean_absorption_fraction", "full_absorption_rate", "num_full_absorption",
                           "num_probe_true_positives", "num_split_features")
-KNOWN_TASKS = ("core", "sparse_probing", "tpp", "scr", "absorption", "ce_ablation", "mmlu_topic")
+KNOWN_TASKS = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp", "ce_ablation", "mmlu_topic")
 
 
 def find_results(folder: Path) -> dict[tuple[str, str], dict[str, Path]]:
@@ -89,8 +91,15 @@ def saebench_core_metrics(result: EvalResult) -> dict:
 def saebench_metrics(task: str, result: EvalResult) -> dict:
     if task == "core":
         return saebench_core_metrics(result)
-    keep = {"sparse_probing": ("llm", "sae"), "tpp": ("tpp_metrics",), "scr": ("scr_metrics",), "absorption": ("mean",)}[task]
+    keep = {"sparse_probing": ("llm", "sae"), "tpp": ("tpp_metrics",), "scr": ("scr_metrics",), "absorption": ("mean",),
+            "autointerp": ("autointerp",)}[task]
     return {k: v for k, v in result.eval_result_metrics.items() if k in keep}
+
+
+def saebench_autointerp_latents(rows: list[dict]) -> dict[str, dict]:
+    """SAEBench's per-latent autointerp results: {latent: {latent, explanation, predictions, "correct seqs", score}}."""
+    return {str(r["latent"]): {"latent": r["latent"], "explanation": r["explanation"], "predictions": r["predictions"],
+                               "correct seqs": r["correct_seqs"], "score": r["score"]} for r in rows}
 
 
 def _slug(text: str) -> str:
@@ -119,13 +128,19 @@ def export(results_dir: Path, out_dir: Path) -> list[Path]:
                 doc["eval_result_details"] = [{k: row[k] for k in ABSORPTION_DETAIL_KEYS} for row in res.eval_result_details]
                 doc["eval_result_unstructured"].update(saebench_scaffold_details=res.eval_result_details,
                                                        saebench_scaffold_unstructured=res.eval_result_unstructured)
+            if task == "autointerp":
+                doc["eval_result_details"] = []
+                doc["eval_result_unstructured"].update(saebench_autointerp_latents(res.eval_result_details),
+                                                       saebench_scaffold_details=res.eval_result_details,
+                                                       saebench_scaffold_unstructured=res.eval_result_unstructured)
             doc["sae_lens_release_id"], doc["sae_lens_id"] = release, _slug(checkpoint)
             path = out_dir / eval_type / f"{release}_{_slug(checkpoint)}_eval_results.json"
             if path in planned:
                 raise UserError(f"two checkpoints would both be exported as {path.name}; rename one folder")
             planned[path] = json.dumps(doc, indent=2)
     if not planned:
-        raise UserError(f"no core, sparse_probing, tpp, scr or absorption results under {results_dir}: nothing SAEBench can read")
+        raise UserError(f"no core, sparse_probing, tpp, scr, absorption or autointerp results under {results_dir}: "
+                        "nothing SAEBench can read")
     try:
         for path, text in planned.items():
             atomic_write(path, text)

@@ -110,3 +110,34 @@ def test_v1_core_keys_are_upgraded():
 def test_export_of_nothing_is_a_user_error(tmp_path):
     res = CliRunner().invoke(app, ["export-saebench", str(tmp_path), str(tmp_path / "out")])
     assert res.exit_code == 2 and "error:" in res.output and not (tmp_path / "out").exists()
+
+
+def test_autointerp_exports_to_saebench_layout(tmp_path):
+    """An autointerp result (envelope of a bundled core result, autointerp's own metrics and rows)
+    lands in `autointerp/` with SAEBench's metric category, its empty details list and its per-latent
+    `eval_result_unstructured`; SAEBench's reader takes the score from it."""
+    gu = _graphing_utils()
+    source = BOARD / "submissions" / "bundled_baselines" / "batchtopk_r24" / "core.json"
+    if not source.exists():
+        pytest.skip("no bundled leaderboard submissions")
+    doc = json.loads(source.read_text())
+    rows = [{"latent": 7, "explanation": "the token 'also'", "predictions": [1, 4], "correct_seqs": [1, 4, 9],
+             "score": 13 / 14, "n_examples": 14}, {"latent": 40, "explanation": "numbers", "predictions": [],
+                                                   "correct_seqs": [2, 3, 5, 6], "score": 10 / 14, "n_examples": 14}]
+    doc.update(eval_type_id="autointerp", eval_config={"n_latents": 2},
+               eval_result_metrics={"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15},
+                                    "latents": {"n_scored": 2}},
+               eval_result_details=rows, eval_result_unstructured={"judge": {"kind": "embedded"}})
+    (tmp_path / "res" / "my_sae").mkdir(parents=True)
+    (tmp_path / "res" / "my_sae" / "autointerp.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "out" / "autointerp").glob("*_eval_results.json")
+    out = json.loads(path.read_text())
+    assert out["eval_type_id"] == "autointerp" and out["eval_result_details"] == []
+    assert out["eval_result_metrics"] == {"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15}}
+    assert out["eval_result_unstructured"]["40"] == {"latent": 40, "explanation": "numbers", "predictions": [],
+                                                     "correct seqs": [2, 3, 5, 6], "score": 10 / 14}
+    assert out["eval_result_unstructured"]["saebench_scaffold_unstructured"] == {"judge": {"kind": "embedded"}}
+    (read,) = gu.get_eval_results([str(path)]).values()
+    assert read["autointerp_score"] == 23 / 28
