@@ -62,7 +62,10 @@ LATENTS_PER_LIMIT = 100  # --limit N judges N // 100 latents (at least 2)
 ENCODE_CONTEXTS = 16
 EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
                     "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
-                    "comparable with those, only with other checkpoints judged by the same judge on the same settings")
+                    "comparable with those, only with other checkpoints judged by the same judge on the same settings. "
+                    "In our runs its explanations mostly echo the prompt's demos and its detections list nearly every "
+                    "example, so its score sits near `trivial_answers.all_active`: it checks the pipeline offline; "
+                    "score checkpoints with an endpoint judge (autointerp.judge_url)")
 
 
 class AutointerpConfig(TaskConfig):
@@ -286,6 +289,13 @@ def judge_latents(judge, examples: list[LatentExamples], answers: list[str], cfg
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def trivial_answers(rows: list[dict]) -> dict[str, float]:
+    """The mean score a judge would get answering "None" every time, or every example: what a score
+    must beat to say anything (with SAEBench's 4 active of 14 examples, "None" scores about 0.71)."""
+    return {"none_active": statistics.mean((r["n_examples"] - len(r["correct_seqs"])) / r["n_examples"] for r in rows),
+            "all_active": statistics.mean(len(r["correct_seqs"]) / r["n_examples"] for r in rows)}
+
+
 def summarize(rows: list[dict]) -> dict[str, float]:
     scores = [r["score"] for r in rows]
     return {"autointerp_score": statistics.mean(scores),
@@ -336,6 +346,7 @@ class AutointerpTask(Task):
             counts["n_alive"] = selection["n_alive"]
         unstructured = {
             "judge": judge_record,
+            "trivial_answers": trivial_answers(rows),
             "latents_skipped": skipped,
             "latents_without_examples": without,
             "selection": selection,

@@ -115,6 +115,8 @@ def test_planted_words_are_explained_and_detected_noise_is_not(world, offline, m
         # counts as inactive
         assert row["score"] == (14 - row["n_random_active"]) / 14
     assert any(r["n_random_active"] for r in planted.details)
+    assert planted.unstructured["trivial_answers"] == {"none_active": 10 / 14, "all_active": 4 / 14}
+    assert m["autointerp_score"] > 10 / 14 + 0.1 and noise.metrics["autointerp"]["autointerp_score"] < 10 / 14 + 0.1
     # the result passes the leaderboard's headline and range checks; a hand-edited score does not
     res = SimpleNamespace(eval_result_metrics=planted.metrics, eval_result_details=planted.details)
     assert aggregates.check_autointerp(res) == []
