@@ -6,7 +6,8 @@
   - `JudgeServer`: an OpenAI-compatible chat endpoint on 127.0.0.1 (http.server in a thread,
     POST /v1/chat/completions) answering by that rule. It records every request's headers and body
     and misbehaves on demand, per token the rule lands on: stalls past the client's timeout, returns
-    malformed JSON, refuses; or wants an API key (401 without it).
+    malformed JSON, refuses, answers with an HTTP error status, drops its first request unanswered;
+    or wants an API key (401 without it).
   - `WordLM`: a stand-in for LanguageModel over whitespace words (hashed ids, decodable), random
     embeddings plus a little of the causal running mean, so a latent can be planted on one word.
 """
@@ -47,9 +48,12 @@ def rule_answer(messages: list[dict]) -> str:
 
 class JudgeServer:
     def __init__(self, stall: set[str] = frozenset(), malformed: set[str] = frozenset(), refuse: set[str] = frozenset(),
-                 stall_s: float = 2.0, require_key: str | None = None, refuse_all: bool = False, stall_all: bool = False):
+                 stall_s: float = 2.0, require_key: str | None = None, refuse_all: bool = False, stall_all: bool = False,
+                 status: dict[str, int] | None = None, flaky: set[str] = frozenset()):
         self.stall, self.malformed, self.refuse, self.stall_s = set(stall), set(malformed), set(refuse), stall_s
         self.require_key, self.refuse_all, self.stall_all = require_key, refuse_all, stall_all
+        self.status = dict(status or {})  # token -> HTTP error status for its explanation request
+        self.flaky, self.dropped = set(flaky), set()  # tokens whose first request is dropped without a reply
         self.requests: list[dict] = []
         self.lock = threading.Lock()
 
@@ -69,6 +73,12 @@ class JudgeServer:
                 if server.require_key and self.headers.get("Authorization") != f"Bearer {server.require_key}":
                     return self.reply(401, b'{"error": {"message": "invalid api key"}}')
                 phase, token = explained_token(body["messages"])
+                if phase == "explanation" and token in server.flaky and token not in server.dropped:
+                    server.dropped.add(token)
+                    self.close_connection = True
+                    return None
+                if phase == "explanation" and token in server.status:
+                    return self.reply(server.status[token], b'{"error": {"message": "overloaded"}}')
                 if server.stall_all or token in server.stall:
                     time.sleep(server.stall_s)
                 if phase == "explanation" and token in server.malformed:

@@ -35,6 +35,7 @@ from ..settings import UserError
 
 EXPLANATION_START = "This neuron activates on"
 KEY_LIKE = ("key", "token", "secret", "password", "sig", "auth")
+DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
 class JudgeError(Exception):
@@ -141,13 +142,16 @@ class HttpJudge:
             except urllib.error.URLError as err:
                 if isinstance(err.reason, (TimeoutError, socket.timeout)):
                     raise JudgeError(f"no answer within {self.timeout_s:g} s (judge_timeout_s)") from None
-                raise UserError(f"autointerp: the judge at {self.url} is unreachable ({err.reason}); "
-                                "check autointerp.judge_url") from None
-            except (ConnectionError, http.client.HTTPException) as err:  # dropped mid-reply: worth another try
-                if retry:
-                    time.sleep(2 ** attempt)
-                    continue
-                raise JudgeError(f"the connection to the judge broke ({type(err).__name__})") from None
+                if not isinstance(err.reason, DROPPED):  # refused, no such host, TLS failure: not this request's fault
+                    raise UserError(f"autointerp: the judge at {self.url} is unreachable ({err.reason}); "
+                                    "check autointerp.judge_url") from None
+                broken = err.reason
+            except (*DROPPED, http.client.HTTPException) as err:
+                broken = err
+            if retry:  # the connection dropped mid-request or mid-reply: worth another try
+                time.sleep(2 ** attempt)
+                continue
+            raise JudgeError(f"the connection to the judge broke ({type(broken).__name__})")
         raise AssertionError("unreachable")
 
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from autointerp_fakes import REFUSAL, JudgeServer, WordLM
+from autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
 
 from saebench_scaffold.evals.autointerp import AutointerpConfig, AutointerpTask, token_set
 from saebench_scaffold.evals.autointerp_examples import Example
@@ -148,6 +148,23 @@ def test_judge_failures_skip_their_latents_with_the_reason(world, offline):
     assert len(out.details) == 3 and out.metrics["latents"]["n_skipped"] == 3
     assert out.metrics["autointerp"]["autointerp_score"] == pytest.approx(
         sum(r["score"] for r in out.details) / 3)  # the skipped latents are out of the mean, not zeros
+
+
+def test_server_errors_are_retried_then_skip_and_a_wrong_path_is_one_error(world, offline):
+    """HTTP 503 on one word: retried (judge_retries), then that latent is skipped; a connection dropped
+    without a reply on another: retried, and the second try scores it. A URL without a chat endpoint
+    behind it (HTTP 404): one error line."""
+    busy, flaky = world.words[:2]
+    with JudgeServer(status={busy: 503}, flaky={flaky}) as server:
+        out = run(world, server.url, judge_retries=1)
+        skipped = {s["latent"]: s["reason"] for s in out.unstructured["latents_skipped"]}
+        assert skipped == {world.words.index(busy): 'HTTP 503 from the judge: {"error": {"message": "overloaded"}}'}
+        assert world.words.index(flaky) in {r["latent"] for r in out.details} and server.dropped == {flaky}
+        asked = [explained_token(r["body"]["messages"]) for r in server.requests]
+        assert asked.count(("explanation", busy)) == 2  # the first try and one retry
+        with pytest.raises(UserError, match=r"^autointerp: HTTP 404 from http://127.0.0.1:\d+/api/chat/completions: no "
+                                            r"chat-completions endpoint there, or no model 'gpt-4o-mini'"):
+            run(world, server.url.replace("/v1", "/api"))
 
 
 def test_every_latent_refused_is_one_error(world, offline):
