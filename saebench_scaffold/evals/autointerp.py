@@ -326,7 +326,10 @@ class AutointerpTask(Task):
         examples, without = [], []
         for j, latent in enumerate(latents):
             ex = latent_examples(latent, acts[j], tokens, cfg, gen, rng, ctx.lm.tokenizer)
-            (examples.append(ex) if ex is not None else without.append(latent))
+            if ex is None:
+                without.append(latent)
+            else:
+                examples.append(ex)
         answers = [example_answer(rng, cfg.n_ex_for_scoring, cfg.n_correct_for_scoring) for _ in examples]
         t1 = time.perf_counter()
         outcomes = judge_latents(judge, examples, answers, cfg, ctx.progress)
