@@ -214,7 +214,8 @@ class Trainer:
         over = dead_frac > r.warn_dead_fraction
         if over and self.dead_watch["first_step"] is None:
             self.dead_watch["first_step"] = self.step
-            self._warn(self.dead_warning())
+            self._warn(f"{dead_frac:.1%} of the {r.d_sae} latents are dead at step {self.step}, above "
+                       f"warn_dead_fraction {r.warn_dead_fraction:g} (the checkpoint's card will record the maximum)")
         return over
 
     def dead_warning(self) -> str | None:

@@ -80,13 +80,20 @@ def saelens_step(size, arch):
     return step
 
 
-def our_step(size, arch, r, fast=True):
+def our_step(size, arch, r, fast=True, dead_frac=0.0, recipe_version=None):
+    """One training step; `dead_frac` of the latents counted dead, so the aux-k loss runs too."""
+    version = {} if recipe_version is None else {"recipe_version": recipe_version}
     recipe = TrainRecipe(architecture=arch, d_sae=size["d_sae"], k=size["k"], scaffold_rank=r, batch_size=size["batch"],
-                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent")
+                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent", **version)
     x = _acts(size)
     trainer = Trainer(recipe, source=tensor_source(x), progress=False)
     trainer._first_batch_init(x)
-    return lambda: trainer.train_step(x)
+    n_dead = int(dead_frac * size["d_sae"])
+
+    def step():
+        trainer.since_fired[:n_dead] = recipe.dead_tokens  # the same latents dead at every step
+        return trainer.train_step(x)
+    return step
 
 
 def _cached(key, make, reps=3):
@@ -123,3 +130,19 @@ def test_our_step(benchmark, size, arch, r):
         "speedup_vs_saelens": theirs / ours, "fraction_of_matmul_floor": floor / ours})
     print(f"\n{arch} r={r}: ours {size['batch'] / ours:,.0f} tok/s, sae-lens {size['batch'] / theirs:,.0f} tok/s, "
           f"x{theirs / ours:.2f}; floor {size['batch'] / floor:,.0f} tok/s ({floor / ours:.0%} of it)")
+
+
+@pytest.mark.parametrize("recipe_version", [1, 2])
+def test_our_step_with_dead_latents(benchmark, size, recipe_version):
+    """With 5% of the latents dead the aux-k loss runs: recipe 2's straight-through aux-k (a dense
+    [B, n_dead] block) against recipe 1's sparse positive entries, as a fraction of the matmul floor."""
+    step = our_step(size, "batchtopk", min(24, size["d_in"] // 2), dead_frac=0.05, recipe_version=recipe_version)
+    if not benchmark.enabled:
+        benchmark(step)
+        return
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    ours = benchmark.stats.stats.median
+    theirs = _cached("saelens-batchtopk", lambda: saelens_step(size, "batchtopk"))
+    floor = _cached("floor", lambda: floor_step(size), reps=11)
+    benchmark.extra_info.update({"tok_per_s": size["batch"] / ours, "speedup_vs_saelens": theirs / ours,
+                                 "fraction_of_matmul_floor": floor / ours, "dead_frac": 0.05})
