@@ -80,11 +80,10 @@ def saelens_step(size, arch):
     return step
 
 
-def our_step(size, arch, r, fast=True, dead_frac=0.0, recipe_version=None):
+def our_step(size, arch, r, fast=True, dead_frac=0.0, **recipe):
     """One training step; `dead_frac` of the latents counted dead, so the aux-k loss runs too."""
-    version = {} if recipe_version is None else {"recipe_version": recipe_version}
     recipe = TrainRecipe(architecture=arch, d_sae=size["d_sae"], k=size["k"], scaffold_rank=r, batch_size=size["batch"],
-                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent", **version)
+                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent", **recipe)
     x = _acts(size)
     trainer = Trainer(recipe, source=tensor_source(x), progress=False)
     trainer._first_batch_init(x)
@@ -132,11 +131,11 @@ def test_our_step(benchmark, size, arch, r):
           f"x{theirs / ours:.2f}; floor {size['batch'] / floor:,.0f} tok/s ({floor / ours:.0%} of it)")
 
 
-@pytest.mark.parametrize("recipe_version", [1, 2])
-def test_our_step_with_dead_latents(benchmark, size, recipe_version):
-    """With 5% of the latents dead the aux-k loss runs: recipe 2's straight-through aux-k (a dense
-    [B, n_dead] block) against recipe 1's sparse positive entries, as a fraction of the matmul floor."""
-    step = our_step(size, "batchtopk", min(24, size["d_in"] // 2), dead_frac=0.05, recipe_version=recipe_version)
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_our_step_with_dead_latents(benchmark, size, straight_through):
+    """With 5% of the latents dead the aux-k loss runs: the straight-through aux-k (a dense [B, n_dead]
+    block) against dictionary_learning's sparse positive entries, as a fraction of the matmul floor."""
+    step = our_step(size, "batchtopk", min(24, size["d_in"] // 2), dead_frac=0.05, auxk_straight_through=straight_through)
     if not benchmark.enabled:
         benchmark(step)
         return
