@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..sources import data
 from ..settings import UserError, atomic_write, cache_dir
-from .shards import build_lock, checksum_path, discard_damaged, record_build, save_shard, shard_intact
+from .shards import build_lock, discard_damaged, record_build, save_shard, shard_intact
 
 SHARD_CONTEXTS = 256
 CACHE_FORMAT_VERSION = 1
@@ -167,14 +167,14 @@ def get_cache(lm, spec: CacheSpec, cache_root=None, data_dir_override=None, batc
 
 def build_missing(root: Path, shard_paths: list[Path], build, too_short=None) -> None:
     """Under the cache's build lock (one builder per cache; others wait here, then find the shards
-    built): drop damaged shards (and those `too_short(i)` says a larger budget outgrew), then
-    `build(missing indices)` if any are absent."""
+    built): drop damaged shards, then `build(indices)` for the absent ones and those `too_short(i)`
+    says a larger budget outgrew. A short shard stays in place until its longer version is renamed
+    over it, so a process still reading the smaller budget never finds it missing."""
     with build_lock(root):
-        for i, path in enumerate(shard_paths):
-            if not discard_damaged(path) and too_short is not None and too_short(i):
-                path.unlink()
-                checksum_path(path).unlink(missing_ok=True)
-        missing = [i for i, path in enumerate(shard_paths) if not path.exists()]
+        for path in shard_paths:
+            discard_damaged(path)
+        missing = [i for i, path in enumerate(shard_paths)
+                   if not path.exists() or (too_short is not None and too_short(i))]
         if missing:
             build(missing)
 

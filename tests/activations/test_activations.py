@@ -80,8 +80,17 @@ def test_last_shard_holds_only_what_the_budget_needs_and_grows_with_it(lm, hook,
     four = get_cache(lm, _spec(lm, hook, 4, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)
     assert sum(seen) == 4 and four.contexts()[0].shape[0] == 4 and four.complete
     seen.clear()
+    short = four.shard_path(1)
+
+    def still_readable(t, h):  # a reader of the 4-context budget must find shard 1 during the rebuild
+        assert short.exists()
+        seen.append(t.shape[0])
+        return real(t, h)
+
+    monkeypatch.setattr(lm, "hook_activations", still_readable)
     six = get_cache(lm, _spec(lm, hook, 6, tiny_corpus), tmp_path / "c", tiny_corpus, progress=False)
     assert sum(seen) == 3  # shard 1 rebuilt whole; shard 0 reused
+    monkeypatch.setattr(lm, "hook_activations", lambda t, h: seen.append(t.shape[0]) or real(t, h))
     fresh = get_cache(lm, _spec(lm, hook, 6, tiny_corpus), tmp_path / "fresh", tiny_corpus, progress=False)
     for a, b in zip(six.contexts(), fresh.contexts()):
         assert torch.equal(a, b)
