@@ -151,8 +151,7 @@ class Trainer:
         if state["d_in"] != self.d_in:
             raise UserError(f"{self.out}: the checkpoint was trained on activations of width {state['d_in']}, "
                             f"but the activation cache has width {self.d_in} (another model or hook?)")
-        old = {"recipe_version": 1, **state["recipe"]}  # states from before recipe versions: version 1
-        old.update({k: v for k, v in RECIPE_VERSIONS[1].items() if k not in state["recipe"]})
+        old = {"recipe_version": 1, **RECIPE_VERSIONS[1], **state["recipe"]}  # states from before versions: version 1
         changed = sorted(k for k, v in self.recipe.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v)
         if changed:
             raise UserError(f"{self.out} holds a run with a different recipe ({', '.join(changed)} changed); "

@@ -80,10 +80,11 @@ def saelens_step(size, arch):
     return step
 
 
-def our_step(size, arch, r, fast=True, dead_frac=0.0, **recipe):
-    """One training step; `dead_frac` of the latents counted dead, so the aux-k loss runs too."""
+def our_step(size, arch, r, fast=True, dead_frac=0.0, **fields):
+    """One training step; `dead_frac` of the latents counted dead, so the aux-k loss runs too.
+    `fields`: further recipe fields."""
     recipe = TrainRecipe(architecture=arch, d_sae=size["d_sae"], k=size["k"], scaffold_rank=r, batch_size=size["batch"],
-                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent", **recipe)
+                         total_tokens=size["batch"] * 100, fast=fast, output_dir="/nonexistent", **fields)
     x = _acts(size)
     trainer = Trainer(recipe, source=tensor_source(x), progress=False)
     trainer._first_batch_init(x)
