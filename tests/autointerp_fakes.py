@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import torch
+from probing_fakes import FakeLM
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -131,26 +132,14 @@ class WordTokenizer:
         return [self.words.get(i, f"w{i}") if i < 3 else " " + self.words.get(i, f"w{i}") for (i,) in ids]
 
 
-class WordLM:
-    device = "cpu"
+class WordLM(FakeLM):
+    """probing_fakes.FakeLM with a tokenizer that decodes words back, and EOS special too."""
 
     def __init__(self, d_model: int = 64, vocab: int = 20_011, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.d_model, self.emb = d_model, torch.randn(vocab, d_model, generator=g)
+        super().__init__(d_model, vocab, seed, mix=0.3, name="word-lm")
         self.tokenizer = WordTokenizer(vocab)
-        self.bos_token_id = 1
-        self.source_id = f"word-lm:d{d_model}:v{vocab}:s{seed}"
-        self.calls = 0
 
     def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         special = tokens < 3
         special[..., 0] = True
         return special
-
-    def hook_width(self, hook: str, head_index: int | None = None) -> int:
-        return self.d_model
-
-    def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
-        self.calls += 1
-        e = self.emb[tokens]
-        return e + 0.3 * e.cumsum(1) / torch.arange(1, tokens.shape[1] + 1).view(1, -1, 1)

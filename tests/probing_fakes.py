@@ -40,13 +40,14 @@ class FakeLM:
 
     device = "cpu"
 
-    def __init__(self, d_model: int = 32, vocab: int = 1009, seed: int = 0):
+    def __init__(self, d_model: int = 32, vocab: int = 1009, seed: int = 0, mix: float = 0.5, name: str = "fake-lm"):
         g = torch.Generator().manual_seed(seed)
         self.d_model = d_model
         self.emb = torch.randn(vocab, d_model, generator=g)
         self.tokenizer = _HashTokenizer(vocab)
         self.bos_token_id = 1
-        self.source_id = f"fake-lm:d{d_model}:v{vocab}:s{seed}"
+        self.source_id = f"{name}:d{d_model}:v{vocab}:s{seed}"
+        self.mix = mix  # weight of the causal running mean in the activations
         self.calls = 0
 
     def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -60,8 +61,7 @@ class FakeLM:
     def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
         self.calls += 1
         e = self.emb[tokens]
-        running = e.cumsum(1) / torch.arange(1, tokens.shape[1] + 1).view(1, -1, 1)
-        return e + 0.5 * running
+        return e + self.mix * e.cumsum(1) / torch.arange(1, tokens.shape[1] + 1).view(1, -1, 1)
 
 
 def _texts(classes: list[str], counts: dict[str, int], seed: int, class_words: int = 12, shared_words: int = 150):
