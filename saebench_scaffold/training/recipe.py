@@ -19,6 +19,7 @@ from ..settings import UserError, load_json
 
 ARCHITECTURES = ("batchtopk", "matryoshka_batchtopk")
 SCAFFOLD_MODES = ("parallel", "residual")
+INPUT_SCALINGS = ("rms", "median_sqrt_d")
 
 
 def default_lr(d_sae: int) -> float:
@@ -27,12 +28,14 @@ def default_lr(d_sae: int) -> float:
 
 
 # The defaults that change between recipe versions. A recipe file that names no version gets the
-# current one; the board's runs are version 1. No remedy measured so far keeps every r = 24 seed
-# healthy (docs/training.md), so none has become a new version's default yet.
+# current one. Version 1 (the board's first runs) scaled inputs by their RMS norm, which massive
+# tokens dominate; at r = 24 Adam's absolute steps on b_enc then silence latents right after warm-up
+# on most seeds. Version 2 scales by the median token norm (docs/training.md).
 RECIPE_VERSIONS: dict[int, dict[str, Any]] = {
-    1: {"auxk_straight_through": False, "resample_dead": False},  # dictionary_learning's aux-k only
+    1: {"auxk_straight_through": False, "resample_dead": False, "input_scaling": "rms"},  # dictionary_learning's aux-k only
+    2: {"auxk_straight_through": False, "resample_dead": False, "input_scaling": "median_sqrt_d"},
 }
-CURRENT_RECIPE_VERSION = 1
+CURRENT_RECIPE_VERSION = 2
 
 
 @dataclass
@@ -76,6 +79,11 @@ class TrainRecipe:
     """Every `dead_tokens` of training until the learning-rate decay starts, re-initialise the dead
     latents toward the residuals of badly reconstructed tokens (training/resample.py). None: the
     recipe version's default."""
+    input_scaling: str | None = None
+    """How the first batch sets the constant input scale (folded back into the saved weights):
+    `rms`: unit root-mean-squared token norm, which a few massive-activation tokens dominate (typical
+    tokens end near norm 0.35 on SmolLM2); `median_sqrt_d`: the median token norm becomes sqrt(d_in),
+    as SAELens's normalisation does with the mean. None: the recipe version's default."""
     dead_tokens: int = 10_000_000
     """A latent is dead after this many training tokens without firing (aux-k window)."""
     threshold_start_step: int = 1000
@@ -155,6 +163,8 @@ class TrainRecipe:
             bad("recipe_version", f"must be one of {', '.join(map(str, RECIPE_VERSIONS))}")
         if self.architecture not in ARCHITECTURES:
             bad("architecture", f"must be one of {', '.join(ARCHITECTURES)}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            bad("input_scaling", f"must be one of {', '.join(INPUT_SCALINGS)}")
         if self.scaffold_mode not in SCAFFOLD_MODES:
             bad("scaffold_mode", f"must be one of {', '.join(SCAFFOLD_MODES)}")
         for key in ("d_sae", "k", "batch_size", "total_tokens", "checkpoint_every", "n_contexts",

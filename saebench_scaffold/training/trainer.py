@@ -151,7 +151,9 @@ class Trainer:
         if state["d_in"] != self.d_in:
             raise UserError(f"{self.out}: the checkpoint was trained on activations of width {state['d_in']}, "
                             f"but the activation cache has width {self.d_in} (another model or hook?)")
-        old = {"recipe_version": 1, **RECIPE_VERSIONS[1], **state["recipe"]}  # states from before versions: version 1
+        # A state saved before a field existed holds that field's value of its own version (no version: 1).
+        version = state["recipe"].get("recipe_version", 1)
+        old = {"recipe_version": version, **RECIPE_VERSIONS[version], **state["recipe"]}
         changed = sorted(k for k, v in self.recipe.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v)
         if changed:
             raise UserError(f"{self.out} holds a run with a different recipe ({', '.join(changed)} changed); "
@@ -165,8 +167,12 @@ class Trainer:
         torch.set_rng_state(state["rng"])
 
     def _first_batch_init(self, x: torch.Tensor) -> None:
-        """Input scale (unit mean squared norm), b_dec at the geometric median, scaffold at PCA."""
-        self.scale = float(1 / x.pow(2).sum(1).mean().sqrt())
+        """Input scale (recipe.input_scaling), b_dec at the geometric median, scaffold at PCA."""
+        norms = x.float().norm(dim=1)
+        if self.recipe.input_scaling == "median_sqrt_d":
+            self.scale = float(math.sqrt(x.shape[1]) / norms.median().clamp_min(1e-12))
+        else:
+            self.scale = float(1 / norms.pow(2).mean().sqrt())
         xs = x * self.scale
         with torch.no_grad():
             self.sae.b_dec.copy_(geometric_median(xs))

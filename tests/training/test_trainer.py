@@ -206,10 +206,38 @@ def test_a_run_from_before_recipe_versions_resumes_as_version_1(tmp_path):
     with pytest.raises(Interrupt):
         Trainer(rec, source=StopAt(cache_source(cache, 0, 2), 10), progress=False).run()
     state = torch.load(tmp_path / "old" / STATE_FILE, weights_only=False)
-    for key in ("recipe_version", "auxk_straight_through", "resample_dead", "warn_dead_fraction"):
+    for key in ("recipe_version", "auxk_straight_through", "resample_dead", "warn_dead_fraction", "input_scaling"):
         del state["recipe"][key]
     torch.save(state, tmp_path / "old" / STATE_FILE)
     assert load_sae(train(rec, progress=False)).cfg.extra["training"]["steps"] == 30
     with pytest.raises(UserError, match="auxk_straight_through"):
         Trainer(recipe(tmp_path, "old", cache_path=str(cache), shuffle_buffer_shards=2, auxk_straight_through=True),
                 progress=False)
+
+
+@pytest.mark.parametrize("scaling", ["rms", "median_sqrt_d"])
+def test_input_scaling_sets_the_named_statistic_and_massive_tokens_move_only_rms(tmp_path, scaling):
+    """Version 2 scales by the median token norm: a few huge tokens (SmolLM2's massive activations)
+    shrink every typical token under `rms` scaling, not under `median_sqrt_d`."""
+    x = synthetic_acts(64 * 4, seed=3)
+    d = x.shape[1]
+    spiked = x.clone()
+    spiked[:4] *= 200  # 1.5% of tokens with 200x the norm
+
+    def scaled_norms(acts):
+        trainer = Trainer(recipe(tmp_path, f"s_{scaling}", input_scaling=scaling), source=tensor_source(acts, seed=0),
+                          progress=False)
+        trainer._first_batch_init(acts)
+        return (acts * trainer.scale).norm(dim=1)
+
+    plain, spikes = scaled_norms(x), scaled_norms(spiked)
+    if scaling == "rms":
+        torch.testing.assert_close(plain.pow(2).mean().sqrt(), torch.tensor(1.0))
+        assert float(spikes[4:].median()) < 0.1 * float(plain.median())
+    else:
+        torch.testing.assert_close(plain.median(), torch.tensor(float(d) ** 0.5))
+        torch.testing.assert_close(spikes[4:].median(), plain[4:].median(), rtol=0.05, atol=0)
+    assert TrainRecipe(recipe_version=1).input_scaling == "rms"
+    assert TrainRecipe(recipe_version=2).input_scaling == "median_sqrt_d"
+    with pytest.raises(UserError, match="input_scaling"):
+        recipe(tmp_path, "bad", input_scaling="mean")
