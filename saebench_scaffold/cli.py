@@ -240,13 +240,14 @@ def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to
                      hook: Optional[str] = typer.Option(None, help="Only this hook."),
                      arch: Optional[str] = typer.Option(None, help="Only this architecture."),
                      rank: Optional[int] = typer.Option(None, "--rank", help="Only this scaffold rank."),
+                     recipe: Optional[str] = typer.Option(None, help="Only checkpoints of this training recipe version."),
                      include_path: list[str] = _INCLUDE_PATH,
                      board: Optional[Path] = _LB_BOARD):
     """Print the leaderboard table (mean ± std where a std exists)."""
     from . import leaderboard as lb
 
     try:
-        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank}, reverse, include_path))
+        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank, "recipe": recipe}, reverse, include_path))
     except UserError as err:
         _fail(err)
 

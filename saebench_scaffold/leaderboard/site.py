@@ -31,7 +31,7 @@ from pathlib import Path
 from ..settings import atomic_write
 from . import claims
 from .groups import Group, ce_ratio, column_value, group_checkpoints, has_seeds, pairs, summarize
-from .table import COLUMNS, IDENTITY_HEADERS, fmt
+from .table import COLUMNS, FILTERS, IDENTITY_HEADERS, fmt
 
 RANK_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 ARCH_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "cross", "star"]
@@ -371,8 +371,8 @@ def write_site(board: Path, recs: list[dict], results: dict) -> Path:
                       **{task: res.provenance.model_dump() for task, res in sorted(by_task.items())}}
         rows.append(_row(rec, provenance))
     options = {}
-    for key in ("model", "hook", "arch", "r"):
-        values = sorted({str(r.get(key)) for r in recs})
+    for key in FILTERS:
+        values = sorted({str(r.get(key)) for r in recs if r.get(key) is not None})
         options[key] = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
     page = TEMPLATE.format(
         n=len(recs), n_configs=len(groups),

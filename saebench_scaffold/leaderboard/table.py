@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from ..results.schema import EvalResult
 from ..settings import UserError
+from .claims import recipe_version
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("MMLU topic clean", "mmlu_topic", ("category", "clean_acc"), better=None),
     _c("MMLU topic no scaffold", "mmlu_topic", ("category", "scaffold_removed_acc"), better=None),
 )
-IDENTITY_HEADERS = ["submission", "checkpoint", "arch", "r", "d_sae", "model", "hook"]
-FILTERS = ("model", "hook", "arch", "r")
+IDENTITY_HEADERS = ["submission", "checkpoint", "arch", "r", "d_sae", "recipe", "model", "hook"]
+FILTERS = ("model", "hook", "arch", "r", "recipe")
 
 
 def metric(res: EvalResult | None, where) -> tuple[float | None, float | None]:
@@ -76,6 +77,7 @@ def records(board: dict) -> list[dict]:
             cfg = any_res.sae_cfg_dict
             rec = {"submission": submission, "checkpoint": checkpoint, "arch": cfg.get("architecture"),
                    "r": cfg.get("scaffold_rank") or 0, "d_sae": cfg.get("d_sae"), "k": cfg.get("k"),
+                   "recipe": recipe_version(cfg) if _trained_here(cfg) else None,
                    "model": any_res.provenance.model.get("name"), "hook": any_res.provenance.hook_name,
                    "files": {task: label for task, (label, _) in results.items()}}
             for col in COLUMNS:
@@ -87,8 +89,13 @@ def records(board: dict) -> list[dict]:
     return out
 
 
+def _trained_here(cfg: dict) -> bool:
+    """Only our trainer writes a recipe: foreign checkpoints have no recipe version to show."""
+    return "training" in (cfg.get("extra") or {})
+
+
 def select(recs: list[dict], sort_by: str | None = None, filters: dict | None = None, reverse: bool = False) -> list[dict]:
-    """Filter by identity fields (model, hook, arch, r: exact match) and sort by any column: best
+    """Filter by identity fields (model, hook, arch, r, recipe: exact match) and sort by any column: best
     first for columns with a direction, descending otherwise; rows without the value last."""
     for key, want in (filters or {}).items():
         if want is not None:

@@ -55,6 +55,22 @@ def payload_board(tmp_path_factory):
     return board
 
 
+def test_show_and_the_page_filter_by_recipe_version(board60):
+    """Runs of an earlier recipe stay on the board, labelled, and both views can pick one recipe."""
+    from saebench_scaffold.leaderboard.table import IDENTITY_HEADERS, records, select
+    from saebench_scaffold.leaderboard.validate import TaskVersions
+
+    recs = records(lb.load_board(board60, TaskVersions([])))
+    assert {r["recipe"] for r in recs} == {"1", "2"}
+    by_recipe = {v: select(recs, filters={"recipe": v}) for v in ("1", "2")}
+    assert len(by_recipe["2"]) == 16 and len(by_recipe["1"]) == 44
+    assert all(r["submission"] == "synthetic_2" for r in by_recipe["2"])
+    assert lb.show(board60, filters={"recipe": "3"}) == "(no submissions match)"
+    page = (board60 / "site" / "index.html").read_text()
+    col = IDENTITY_HEADERS.index("recipe")
+    assert f'<label>recipe <select data-col="{col}"><option value="">all</option><option value="1">1</option><option value="2">2</option></select>' in page
+
+
 @pytest.mark.parametrize("page", ["index.html", "claims.html"])
 def test_submitted_strings_are_escaped(payload_board, page):
     text = (payload_board / "site" / page).read_text()
@@ -252,6 +268,9 @@ def test_page_in_headless_chromium(browser, payload_board):
     assert page.locator("#shown").inner_text() == "8"
     page.select_option("#filters select[data-col='3']", "")
     assert page.locator("#shown").inner_text() == "16"
+    page.select_option("#filters select[data-col='5']", "1")  # the recipe column: the board's runs are version 1
+    assert page.locator("#shown").inner_text() == "16"
+    page.select_option("#filters select[data-col='5']", "")
     _show(page, "checkpoints")
     assert page.locator("#plot-ce .point").count() >= 16
     page.goto((payload_board / "site" / "claims.html").as_uri())
