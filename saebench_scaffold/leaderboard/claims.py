@@ -2,9 +2,14 @@
 our results, each with its training-seed noise and a verdict.
 
 Input: an eval --output-dir or a leaderboard folder (`submissions/<name>/<checkpoint>/<task>.json`).
-Checkpoints are grouped by setting = (architecture, training tokens), scaffold rank (0 or 24) and
-training seed, all read from the result's `sae_cfg_dict` (the trainer stores its recipe there; the
-bundled baselines are seed 0). The same checkpoint evaluated twice (same sha256) counts once.
+Checkpoints are grouped by setting = (architecture, training tokens, training recipe version),
+scaffold rank (0 or 24) and training seed, all read from the result's `sae_cfg_dict` (the trainer
+stores its recipe there; the bundled baselines are seed 0). The same checkpoint evaluated twice (same
+sha256) counts once. Rows of one claim are adjacent, so a newer recipe's interval sits next to the
+earlier one's.
+
+Besides the paper's claims, `QUESTIONS` asks the same of figures the paper did not report
+(absorption, SCR): same rule, marked "question" in the paper column.
 
 Two kinds of claim:
   - paired: r = 24 vs r = 0, pairs matched by setting and seed; difference = r24 − r0 per seed;
@@ -78,6 +83,13 @@ CLAIMS = (
     Claim("mmlu_topic_latents", "Topic-latent ablation leaves MMLU topic unchanged", "unchanged", "within",
           ("mmlu_topic", "category", "topic_latents_removed_acc"), ("mmlu_topic", "category", "clean_acc"), "no change",
           ("clean", "topic latents removed")),
+    Claim("absorption", "Absorption lower at r = 24? (mean absorption fraction)", "question", "paired",
+          ("absorption", "mean", "mean_absorption_fraction_score"), None, "lower",
+          note="not a paper claim: does the scaffold change first-letter feature absorption (SAEBench's eval, "
+               "designed for wide SAEs on >= 1B models; here 4,608 latents on a 135M model)?"),
+    Claim("scr", "SCR better at r = 24? (top-20 latents ablated)", "question", "paired",
+          ("scr", "scr_metrics", "scr_metric_threshold_20"), None, "higher",
+          note="not a paper claim: spurious-correlation removal (SAEBench's SHIFT) on Amazon domain x sentiment"),
 )
 
 
@@ -165,11 +177,12 @@ def verdict(expect: str, n: int, low: float | None, high: float | None, margin: 
 
 def evaluate(checkpoints: list[Checkpoint]) -> list[dict]:
     """One row per (claim, setting)."""
-    settings = sorted({(c.architecture, c.tokens) for c in checkpoints}, key=lambda s: (s[0], s[1] or 0))
+    settings = sorted({(c.architecture, c.tokens, c.recipe) for c in checkpoints}, key=lambda s: (s[0], s[1] or 0, s[2]))
     rows = []
     for claim in CLAIMS:
-        for arch, tokens in settings:
-            here = [c for c in checkpoints if (c.architecture, c.tokens) == (arch, tokens) and c.seed is not None]
+        for arch, tokens, recipe in settings:
+            here = [c for c in checkpoints if (c.architecture, c.tokens, c.recipe) == (arch, tokens, recipe)
+                    and c.seed is not None]
             by_seed = {r: {c.seed: c for c in here if c.rank == r} for r in (0, CLAIM_RANK)}
             pairs = []  # (seed, reference value, tested value)
             if claim.kind == "paired":
@@ -190,7 +203,7 @@ def evaluate(checkpoints: list[Checkpoint]) -> list[dict]:
             if len(diffs) >= 2:
                 low, high, p = t_interval(diffs)
             row = {"claim": claim.key, "text": claim.text, "paper": claim.paper, "architecture": arch,
-                   "training_tokens": tokens, "kind": claim.kind, "expect": claim.expect,
+                   "training_tokens": tokens, "recipe": recipe, "kind": claim.kind, "expect": claim.expect,
                    "reference_label": claim.labels[0], "tested_label": claim.labels[1],
                    "seeds": [p_[0] for p_ in pairs], "n": len(pairs),
                    "reference_mean": mean(refs), "reference_std": stdev(refs) if len(refs) > 1 else None,
@@ -256,20 +269,21 @@ def length_outcome(expect: str, base: list[float], longer: list[float]) -> tuple
 
 
 def training_length(rows: list[dict]) -> list[dict]:
-    """Each claim's effect at the other training lengths of an architecture against the length with
-    the most seeds (ties: the shortest), by `length_outcome`."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Each claim's effect at the other training lengths of an architecture and recipe against the
+    length with the most seeds (ties: the shortest), by `length_outcome`."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         if r["training_tokens"]:
-            groups.setdefault((r["claim"], r["architecture"]), []).append(r)
+            groups.setdefault((r["claim"], r["architecture"], r.get("recipe", "1")), []).append(r)
     out = []
-    for (claim, arch), group in groups.items():
+    for (claim, arch, recipe), group in groups.items():
         base = max(group, key=lambda g: (g["n"], -g["training_tokens"]))
         for other in sorted(group, key=lambda g: g["training_tokens"]):
             if other is base:
                 continue
             outcome, low, high = length_outcome(other["expect"], base["differences"], other["differences"])
-            out.append({"claim": claim, "text": other["text"], "architecture": arch, "expect": other["expect"],
+            out.append({"claim": claim, "text": other["text"], "architecture": arch, "recipe": recipe,
+                        "expect": other["expect"],
                         "base_tokens": base["training_tokens"], "tokens": other["training_tokens"],
                         "base_n": base["n"], "n": other["n"],
                         "base_difference_mean": base["difference_mean"], "base_difference_std": base["difference_std"],
@@ -289,7 +303,7 @@ def render_length(rows: list[dict]) -> str:
         s = f"{m:+.4g}" + (f" ± {sd:.2g}" if sd is not None else "") + f" (n={n})"
         return s + (f", {rel:+.1%} rel." if rel is not None else "")
 
-    table = [[r["text"], r["architecture"],
+    table = [[r["text"], f"{r['architecture']}, recipe {r.get('recipe', '1')}",
               f"{r['base_tokens'] / 1e6:.1f}M → {r['tokens'] / 1e6:.1f}M",
               fig(r["base_difference_mean"], r["base_difference_std"], r["base_n"], r["base_relative_change"]),
               fig(r["difference_mean"], r["difference_std"], r["n"], r["relative_change"]),
@@ -314,7 +328,8 @@ def render(rows: list[dict]) -> str:
         diff = f"{r['difference_mean']:+.4g}"
         diff += f" [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" if r["ci_low"] is not None else " (no interval)"
         p = f"{r['p_value']:.3g}" if r["p_value"] is not None else "—"
-        setting = r["architecture"] + (f", {r['training_tokens'] / 1e6:.1f}M tok" if r["training_tokens"] else "")
+        setting = (r["architecture"] + (f", {r['training_tokens'] / 1e6:.1f}M tok" if r["training_tokens"] else "")
+                   + (f", recipe {r['recipe']}" if "recipe" in r else ""))
         table.append([r["text"], setting, r["paper"], ours, diff, p, r["n"], r["verdict"]])
     head = ["claim", "setting", "paper", "ours (mean ± std over seeds)", f"difference [{LEVEL:.0%} CI]", "p", "seeds",
             "verdict"]

@@ -13,9 +13,11 @@ from saebench_scaffold.cli import app
 from saebench_scaffold.results.schema import EvalResult, Provenance, write_result
 
 
-def _write(folder, name, arch, r, seed, metrics_by_task, tokens=1000):
+def _write(folder, name, arch, r, seed, metrics_by_task, tokens=1000, recipe=None):
     cfg = {"architecture": arch, "d_in": 8, "d_sae": 32, "scaffold_rank": r,
            "extra": {"training": {"tokens": tokens, "recipe": {"seed": seed, "total_tokens": tokens}}}}
+    if recipe is not None:
+        cfg["extra"]["training"]["recipe"]["recipe_version"] = recipe
     for task, metrics in metrics_by_task.items():
         prov = Provenance(model={"name": "toy"}, model_source="toy", hook_name="h", checkpoint_path=name,
                           checkpoint_format="saebench_scaffold", checkpoint_sha256=f"sha-{name}", seed=0,
@@ -75,6 +77,29 @@ def test_pairs_are_matched_by_seed_and_duplicates_count_once(tmp_path):
            {"core": {"density": {"dense_frac_gt_0.1": 0.5}}})
     rows = _by_claim(evaluate(load_checkpoints(tmp_path / "board")))
     assert rows["dense_latents"]["n"] == 3 and rows["dense_latents"]["seeds"] == [0, 1, 2]
+
+
+def test_recipe_versions_are_separate_settings_with_adjacent_rows(tmp_path):
+    """Seeds 0-2 of recipe 1 and seeds 0-4 of recipe 2 share seed numbers: never paired across recipes."""
+    _synthetic(tmp_path / "board" / "submissions" / "v1")
+    for seed, (a, b) in enumerate([(0.5, 0.1), (0.5, 0.12), (0.5, 0.11), (0.5, 0.09), (0.5, 0.1)]):
+        for r, value in ((0, a), (24, b)):
+            _write(tmp_path / "board" / "submissions" / "v2", f"v2_r{r}_s{seed}", "batchtopk", r, seed,
+                   {"core": {"density": {"dense_frac_gt_0.1": value}}}, recipe=2)
+    rows = [r for r in evaluate(load_checkpoints(tmp_path / "board")) if r["claim"] == "dense_latents"]
+    assert [(r["recipe"], r["n"]) for r in rows] == [("1", 3), ("2", 5)]
+    assert rows[1]["difference_mean"] == pytest.approx(-0.396) and rows[0]["difference_mean"] == pytest.approx(-0.009)
+
+
+def test_question_rows_for_absorption_and_scr(tmp_path):
+    for seed in range(3):
+        for r in (0, 24):
+            _write(tmp_path / "res", f"q_r{r}_s{seed}", "batchtopk", r, seed, {
+                "absorption": {"mean": {"mean_absorption_fraction_score": 0.2 - 0.05 * (r > 0) + 0.01 * seed}},
+                "scr": {"scr_metrics": {"scr_metric_threshold_20": 0.1 + 0.002 * seed}}})
+    rows = _by_claim(evaluate(load_checkpoints(tmp_path / "res")))
+    assert rows["absorption"]["paper"] == "question" and rows["absorption"]["verdict"] == "reproduced"
+    assert rows["scr"]["verdict"] == "inconclusive" and rows["scr"]["difference_mean"] == pytest.approx(0.0)
 
 
 def test_verdict_rule_and_interval():

@@ -4,7 +4,7 @@ on hand-made checkpoints: the key, the statistics, the r = 0 / r > 0 pairs, and 
 from __future__ import annotations
 
 import pytest
-from lb_helpers import COMMITTED
+from lb_helpers import COMMITTED, committed_board
 
 from saebench_scaffold.leaderboard import claims
 from saebench_scaffold.leaderboard.claims import Checkpoint, load_checkpoints, recipe_version, t_interval
@@ -69,10 +69,12 @@ def test_claims_table_cells_are_cut_by_column_even_with_a_pipe_in_a_name():
     assert '<td class="verdict maybe">inconclusive</td>' in table
 
 
-def test_claims_page_renders_the_boards_claims():
-    page = claims_page(load_checkpoints(COMMITTED.parent))
-    rows = claims.evaluate(load_checkpoints(COMMITTED.parent))
-    assert page.count('<td class="verdict') == len(rows) == 21
+def test_claims_page_renders_the_boards_claims(tmp_path):
+    board = committed_board(tmp_path)  # the recipe-1 runs: 7 claims x 3 settings + 2 questions x 2 settings
+    page = claims_page(load_checkpoints(board))
+    rows = claims.evaluate(load_checkpoints(board))
+    assert page.count('<td class="verdict') == len(rows) == 25
+    assert {r["recipe"] for r in rows} == {"1"} and "recipe 1" in page
     assert 'href="index.html"' in page and "Do the effects change with training length?" in page
     assert "VERDICT RULE" in page
     assert "<p>No checkpoint" in claims_page([])
