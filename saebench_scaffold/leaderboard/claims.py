@@ -8,8 +8,8 @@ stores its recipe there; the bundled baselines are seed 0). The same checkpoint 
 sha256) counts once. Rows of one claim are adjacent, so a newer recipe's interval sits next to the
 earlier one's.
 
-Besides the paper's claims, `QUESTIONS` asks the same of figures the paper did not report
-(absorption, SCR): same rule, marked "question" in the paper column.
+Besides the paper's claims, the last two entries of `CLAIMS` ask the same of figures the paper did
+not report (absorption, SCR): same rule, marked "question" in the paper column.
 
 Two kinds of claim:
   - paired: r = 24 vs r = 0, pairs matched by setting and seed; difference = r24 − r0 per seed;
