@@ -3,6 +3,7 @@
 # configurations at 1x, then the BatchTopK r=0 / r=24 pair at 4x with seeds 0-2. Each run resumes
 # where it stopped, and a finished run is skipped, so rerunning this script continues the queue.
 #     bash scripts/retrain_board.sh 2 runs/v2
+# SEEDS and X4_SEEDS choose the seeds (defaults "1 3 4 0 2" and "0 1 2"; X4_SEEDS= skips the 4x runs).
 # Seed 0 at 1x is the bundled baseline: copy runs/v2/<cfg>_s0/sae/* into baselines/<cfg>/.
 set -euo pipefail
 version=${1:-2}
@@ -15,9 +16,9 @@ train() {  # cfg seed name [extra --set ...]
       "$@" -o "$out/$name" --no-progress
 }
 for cfg in batchtopk_r24 matryoshka_r24 batchtopk_r0 matryoshka_r0; do
-  for seed in 1 3 4 0 2; do train $cfg $seed ${cfg}_s$seed; done
+  for seed in ${SEEDS-1 3 4 0 2}; do train $cfg $seed ${cfg}_s$seed; done
 done
-for seed in 0 1 2; do
+for seed in ${X4_SEEDS-0 1 2}; do
   for cfg in batchtopk_r24 batchtopk_r0; do
     train $cfg $seed ${cfg}_x4_s$seed --set total_tokens=8323072
   done
