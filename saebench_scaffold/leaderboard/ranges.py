@@ -98,7 +98,9 @@ RANGES: dict[str, list[tuple[str, float | str, float | str]]] = {
         ("summary.*_ce_ratio", 0, INF),
         ("subspaces.principal_angle_*_deg", 0, 90),
         ("*outlier_mass*", 0, 1),
-        ("*.variance_removed_frac", 0, INF),
+        # 1 − Var(X − A)/Var(X): below 0 when the subtracted part A adds variance (Cov(X, A) small,
+        # measured: Matryoshka r=24's aligned latents, −0.02); never above 1.
+        ("*.variance_removed_frac", -INF, 1),
         ("*.rank", 0, D_IN),
     ],
     "mmlu_topic": [

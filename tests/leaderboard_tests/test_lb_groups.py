@@ -24,15 +24,18 @@ def test_recipe_version_is_read_where_the_trainer_writes_it_and_defaults_to_1():
     assert recipe_version({"extra": {"training": {"recipe": {"recipe_version": "3"}}}}) == "3"
 
 
-def test_committed_board_has_six_configurations():
+def test_committed_board_configurations_by_recipe():
     groups = group_checkpoints(load_checkpoints(COMMITTED.parent))
     got = {(g.config.architecture, g.config.rank, g.config.tokens, g.config.recipe): sorted(c.seed for c in g.members)
            for g in groups}
-    assert got == {("batchtopk", r, 2080768, "1"): [0, 1, 2] for r in (0, 24)} | {
+    recipe_1 = {("batchtopk", r, 2080768, "1"): [0, 1, 2] for r in (0, 24)} | {
         ("matryoshka_batchtopk", r, 2080768, "1"): [0, 1, 2] for r in (0, 24)} | {
         ("batchtopk", r, 8323072, "1"): [0, 1] for r in (0, 24)}
+    recipe_2 = {(arch, r, 2080768, "2"): [0, 1, 2, 3, 4] for arch in ("batchtopk", "matryoshka_batchtopk") for r in (0, 24)}
+    recipe_2[("matryoshka_batchtopk", 0, 2080768, "2")] = [0, 1, 3, 4]  # seed 2 not retrained yet
+    assert got == recipe_1 | recipe_2
     assert has_seeds(groups)
-    assert len(pairs(groups)) == 3 and all(a.config.setting == b.config.setting for a, b in pairs(groups))
+    assert len(pairs(groups)) == 5 and all(a.config.setting == b.config.setting for a, b in pairs(groups))
     for a, b in pairs(groups):  # a pair reads as one hue: light r = 0, dark r = 24
         assert (a.config.rank, b.config.rank) == (0, 24) and a.colour != b.colour
 
