@@ -38,6 +38,13 @@ RECIPE_VERSIONS: dict[int, dict[str, Any]] = {
 CURRENT_RECIPE_VERSION = 2
 
 
+def with_version_defaults(recorded: dict) -> dict:
+    """A recorded recipe (a checkpoint's or a trainer state's) with the fields it predates filled
+    from its own version's defaults (no version recorded: version 1)."""
+    version = recorded.get("recipe_version", 1)
+    return {"recipe_version": version, **RECIPE_VERSIONS[version], **recorded}
+
+
 @dataclass
 class TrainRecipe:
     recipe_version: int = CURRENT_RECIPE_VERSION

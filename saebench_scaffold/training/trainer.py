@@ -30,7 +30,7 @@ from .common import Comm, StepContext
 from .data import TokenSource, cache_source
 from .fast_step import fast_step
 from .naive_step import naive_step
-from .recipe import RECIPE_VERSIONS, TrainRecipe
+from .recipe import TrainRecipe, with_version_defaults
 from .resample import resample_dead_latents
 
 LOG_FILE = "train_log.jsonl"
@@ -151,9 +151,7 @@ class Trainer:
         if state["d_in"] != self.d_in:
             raise UserError(f"{self.out}: the checkpoint was trained on activations of width {state['d_in']}, "
                             f"but the activation cache has width {self.d_in} (another model or hook?)")
-        # A state saved before a field existed holds that field's value of its own version (no version: 1).
-        version = state["recipe"].get("recipe_version", 1)
-        old = {"recipe_version": version, **RECIPE_VERSIONS[version], **state["recipe"]}
+        old = with_version_defaults(state["recipe"])
         changed = sorted(k for k, v in self.recipe.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v)
         if changed:
             raise UserError(f"{self.out} holds a run with a different recipe ({', '.join(changed)} changed); "

@@ -77,13 +77,11 @@ def test_bundled_recipe_files_name_the_recipe_their_checkpoints_were_trained_wit
     import json
     from pathlib import Path
 
-    from saebench_scaffold.training.recipe import RECIPE_VERSIONS
+    from saebench_scaffold.training.recipe import with_version_defaults
 
     root = Path(__file__).resolve().parents[2] / "baselines" / name
     recipe = TrainRecipe.load(root / "recipe.yaml").to_dict()
-    trained = json.loads((root / "cfg.json").read_text())["extra"]["training"]["recipe"]
-    version = trained.get("recipe_version", 1)
-    trained = {"recipe_version": version, **RECIPE_VERSIONS[version], **trained}
+    trained = with_version_defaults(json.loads((root / "cfg.json").read_text())["extra"]["training"]["recipe"])
     for key, value in trained.items():
         if key not in ("output_dir", "cache_path"):
             assert recipe[key] == value, key
