@@ -9,6 +9,10 @@ set -euo pipefail
 version=${1:-2}
 out=${2:-runs/v$version}
 cd "$(dirname "$0")/.."
+# The board was trained on the data folder's Wikipedia sample; without it "wikipedia" is the small
+# embedded sample, another dataset (the trainer records which one and will not resume across them).
+if [ -z "${SAEBENCH_DATA_DIR:-}" ] && [ -d ../shared/data ]; then export SAEBENCH_DATA_DIR=$(cd ../shared/data && pwd); fi
+[ -n "${SAEBENCH_DATA_DIR:-}" ] || echo "warning: SAEBENCH_DATA_DIR is not set: training on the embedded Wikipedia sample, not the board's data" >&2
 [ -x .venv/bin/saebench-scaffold ] && PATH="$PWD/.venv/bin:$PATH"
 train() {  # cfg seed name [extra --set ...]
   local cfg=$1 seed=$2 name=$3; shift 3

@@ -33,13 +33,17 @@ class TokenSource:
     already removed). `load(i)` returns shard i; `lengths[i]` is its token count."""
 
     def __init__(self, lengths: list[int], load: Callable[[int], torch.Tensor], d_in: int,
-                 seed: int = 0, buffer_shards: int = 16, description: str = "activations"):
+                 seed: int = 0, buffer_shards: int = 16, description: str = "activations",
+                 identity: dict | None = None):
         if sum(lengths) == 0:
             raise UserError(f"{description}: no (non-special) tokens to train on")
         self.lengths, self._load, self.d_in, self.seed = list(lengths), load, d_in, seed
         self.buffer_shards = max(1, buffer_shards)
         self.tokens_per_epoch = sum(self.lengths)
         self.description = description
+        # What the tokens are (cache key, dataset digest, shards used): recorded in the checkpoint so
+        # that a run cannot silently resume on, or be described as trained on, other data.
+        self.identity = identity
         self._chunk_key: tuple[int, int] | None = None
         self._chunk: torch.Tensor | None = None
 
@@ -118,4 +122,7 @@ def cache_source(root: str | Path, seed: int = 0, buffer_shards: int = 16, n_sha
         acts = t["acts"]
         return acts.reshape(-1, acts.shape[-1])[t["special"].reshape(-1) == 0]
 
-    return TokenSource(lengths, load, int(meta["d_in"]), seed, buffer_shards, f"activation cache {root}")
+    identity = {k: meta.get(k) for k in ("key", "model_source", "hook", "dataset", "dataset_sha256", "ctx_len",
+                                         "skip_contexts", "dtype", "excluded_positions")}
+    identity.update(n_shards=len(paths), tokens=sum(lengths))
+    return TokenSource(lengths, load, int(meta["d_in"]), seed, buffer_shards, f"activation cache {root}", identity)

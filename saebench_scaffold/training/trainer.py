@@ -118,6 +118,7 @@ class Trainer:
             raise UserError(f"recipe: batch_size {recipe.batch_size} must be divisible by the {self.comm.world} processes")
         self.source = source or source_for(recipe)
         self.d_in = self.source.d_in
+        self.data_identity = getattr(self.source, "identity", None)  # wrapped test sources have none
         recipe.validate(d_in=self.d_in)
         self.out = Path(recipe.output_dir)
         self.progress = progress and self.comm.rank == 0
@@ -156,6 +157,7 @@ class Trainer:
         if changed:
             raise UserError(f"{self.out} holds a run with a different recipe ({', '.join(changed)} changed); "
                             "use another output_dir or --no-resume")
+        self._check_same_data(state.get("activations"))
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.scale = state["step"], state["elapsed"], state["scale"]
@@ -163,6 +165,19 @@ class Trainer:
         self.threshold_guess = state.get("threshold_guess")  # absent in older checkpoints: the first step goes without
         self.dead_watch = state.get("dead_watch", {"max": 0.0, "first_step": None})
         torch.set_rng_state(state["rng"])
+
+    def _check_same_data(self, saved: dict | None) -> None:
+        """Refuse to resume on other activations than the run started on: the recipe names a dataset
+        ("wikipedia"), but its contents depend on the data dir (SAEBENCH_DATA_DIR or the embedded sample)."""
+        now = self.data_identity
+        if not saved or not now:  # states written before identities were recorded, or in-memory sources
+            return
+        differs = [k for k in ("dataset_sha256", "key", "n_shards") if saved.get(k) != now.get(k)]
+        if differs:
+            raise UserError(f"{self.out} was trained on activation cache {saved.get('key')} (dataset sha256 "
+                            f"{str(saved.get('dataset_sha256'))[:12]}…), but this run would read {now.get('key')} "
+                            f"(dataset sha256 {str(now.get('dataset_sha256'))[:12]}…): is SAEBENCH_DATA_DIR "
+                            "set as it was? Use another output_dir or --no-resume")
 
     def _first_batch_init(self, x: torch.Tensor) -> None:
         """Input scale (recipe.input_scaling), b_dec at the geometric median, scaffold at PCA."""
@@ -188,7 +203,7 @@ class Trainer:
                 "sae": self.sae.state_dict(), "optimizer": self.opt.state_dict(),
                 "since_fired": self.since_fired, "threshold_started": self.threshold_started,
                 "threshold_guess": self.threshold_guess, "dead_watch": dict(self.dead_watch),
-                "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict()}
+                "rng": torch.get_rng_state(), "recipe": self.recipe.to_dict(), "activations": self.data_identity}
 
     def checkpoint(self) -> None:
         if self.comm.rank == 0:
@@ -203,7 +218,8 @@ class Trainer:
                                           "wall_time_s": round(self.elapsed, 1), "input_scale": self.scale,
                                           "recipe": {k: v for k, v in r.to_dict().items() if k != "extra"},
                                           "dead_frac_max": self.dead_watch["max"], "dead_warning": self.dead_warning(),
-                                          "collapse_risks": r.collapse_risks(), **r.extra}
+                                          "collapse_risks": r.collapse_risks(), "activations": self.data_identity,
+                                          **r.extra}
         return save_sae(self.out, self.sae, self.scale, r.save_dtype)
 
     # ---- dead-latent watch ----

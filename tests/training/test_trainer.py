@@ -241,3 +241,22 @@ def test_input_scaling_sets_the_named_statistic_and_massive_tokens_move_only_rms
     assert TrainRecipe(recipe_version=2).input_scaling == "median_sqrt_d"
     with pytest.raises(UserError, match="input_scaling"):
         recipe(tmp_path, "bad", input_scaling="mean")
+
+
+def test_a_run_does_not_resume_on_other_data(tmp_path):
+    """The recipe names a dataset; its contents depend on the data dir. The checkpoint records the
+    cache it read (key, dataset digest), and resuming on another cache is refused."""
+    first = write_cache(tmp_path / "a", synthetic_acts(2048, seed=0))
+    other = write_cache(tmp_path / "b", synthetic_acts(2048, seed=1))
+    for root, key, digest in ((first, "first", "a" * 64), (other, "other", "f" * 64)):
+        meta = json.loads((root / "spec.json").read_text())
+        (root / "spec.json").write_text(json.dumps({**meta, "key": key, "dataset_sha256": digest}))
+    rec = recipe(tmp_path, "d", total_tokens=64 * 8)
+    train(rec, source=cache_source(first), progress=False)
+    recorded = load_sae(tmp_path / "d" / "sae").cfg.extra["training"]["activations"]
+    assert recorded["key"] == "first" and recorded["dataset_sha256"] == "a" * 64
+    assert recorded["tokens"] == 2048 // 16 * 15 and recorded["n_shards"] == 16
+    with pytest.raises(UserError, match="trained on activation cache first .* would read other .* SAEBENCH_DATA_DIR"):
+        train(rec, source=cache_source(other), progress=False)
+    train(rec, source=cache_source(first), progress=False)  # the same cache resumes (here: is already done)
+    assert load_sae(tmp_path / "d" / "sae").cfg.extra["training"]["steps"] == 8
