@@ -176,16 +176,17 @@ def ce_kl(lm, hook: str, sae, acts: torch.Tensor, tokens: torch.Tensor, conventi
     """CE clean / with SAE / with zero ablation and KL(clean ‖ edited), token-weighted means over the
     counted entries, for each named convention (`our_convention`, `peer_convention`). The same
     operations as `core.ce_with_sae`: activations from `lm.hook_activations`, the rest of the model run
-    by `lm.logits_from_hook`, log-softmax in float32, CE by `F.cross_entropy`, KL = Σ p_clean (log p_clean
-    − log p_edited). Conventions that make the same edit share its forward pass."""
+    by `lm.logits_from_hook`, CE and KL per position by `core.CleanBatch` and `core.ce_and_kl` (float32).
+    Conventions that make the same edit share its forward pass."""
+    from saebench_scaffold.evals.core import CleanBatch, ce_and_kl
+
     sums = {name: {k: 0.0 for k in ("clean", "sae", "zero", "kl_sae", "kl_zero", "n_ce", "n_kl")} for name in conventions}
     device = sae.W_enc.device
     for s in range(0, tokens.shape[0], batch_contexts):
         a, t = acts[s:s + batch_contexts].to(device), tokens[s:s + batch_contexts]
         convs = {name: {k: v[s:s + batch_contexts].to(device) for k, v in c.items()} for name, c in conventions.items()}
-        lp_clean = F.log_softmax(lm.logits_from_hook(t, hook, a), -1)
-        targets = t[:, 1:].to(lp_clean.device)
-        ce_clean = F.cross_entropy(lp_clean[:, :-1].flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+        clean = CleanBatch(lm.logits_from_hook(t, hook, a), t)
+        ce_clean = clean.ce
         recon = sae(a)
         done: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (edit, positions) -> (CE, KL) per position
         for name, c in convs.items():
@@ -194,9 +195,7 @@ def ce_kl(lm, hook: str, sae, acts: torch.Tensor, tokens: torch.Tensor, conventi
             for edit, where, new in (("sae", c["splice"], recon), ("zero", c["zero"], torch.zeros_like(a))):
                 key = (edit, where.cpu().numpy().tobytes())
                 if key not in done:
-                    lp = F.log_softmax(lm.logits_from_hook(t, hook, torch.where(where.unsqueeze(-1), new, a)), -1)
-                    ce = F.cross_entropy(lp[:, :-1].flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
-                    done[key] = ce, (lp_clean.exp() * (lp_clean - lp)).sum(-1)
+                    done[key] = ce_and_kl(lm.logits_from_hook(t, hook, torch.where(where.unsqueeze(-1), new, a)), t, clean)
                 ce, kl = done[key]
                 acc[edit] += ce[c["ce_count"]].sum().item()
                 acc[f"kl_{edit}"] += kl[c["kl_count"]].sum().item()

@@ -152,3 +152,30 @@ def test_zero_ablation_and_clean_ce_run_once_per_eval_call(budget, later_passes,
     fresh = ce_with_sae(fresh_ctx, b, cache, batch_contexts=4)
     assert second == fresh  # bit-identical: the reused sums are the ones a fresh run adds up
     assert second["ce_loss_with_ablation"] == pytest.approx(math.log(7))  # zeroed acts: uniform logits
+
+
+def test_ce_and_kl_equal_the_log_softmax_form():
+    """CE/KL computed in the log-softmax's own buffer equal the textbook form (in float64), also where
+    the clean distribution is so peaked that most probabilities underflow to zero."""
+    import torch.nn.functional as F
+
+    from saebench_scaffold.evals.core import CleanBatch, ce_and_kl, masked_ce, prediction_mask
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (3, 9), generator=g)
+    special = torch.zeros(3, 9, dtype=torch.bool)
+    special[:, 0] = True
+    special[1, 4] = True
+    clean_logits = torch.randn(3, 9, 50, generator=g) * 4
+    clean_logits[2] *= 60  # one-hot-like rows: p underflows, p·log p must stay finite
+    logits = clean_logits + torch.randn(3, 9, 50, generator=g)
+    clean = CleanBatch(clean_logits, tokens)
+    ce, kl = ce_and_kl(logits, tokens, clean)
+    lp_clean, lp = F.log_softmax(clean_logits.double(), -1), F.log_softmax(logits.double(), -1)
+    ce_ref, keep = masked_ce(lp, tokens, special)
+    kl_ref = (lp_clean.exp() * (lp_clean - lp)).sum(-1)
+    assert int(prediction_mask(special).sum()) == 3 * 8 - 5  # from position 0 (each row), and to and from [1, 4]
+    torch.testing.assert_close(ce.flatten().double(), ce_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kl.double(), kl_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(clean.ce.flatten().double(), masked_ce(lp_clean, tokens, special)[0], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(kl).all()
