@@ -34,8 +34,9 @@ SPARSE_DECODE_MAX_DENSITY = 0.05
 def sparse_latent_product(f: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """f @ W for latents f [..., d_sae] that are mostly zero; the dense product when they are not."""
     flat = f.reshape(-1, f.shape[-1])
-    if flat.shape[0] == 0 or flat.dtype != W.dtype or torch.is_grad_enabled() and (f.requires_grad or W.requires_grad):
-        return f @ W  # autograd and mixed dtypes keep the plain product
+    if (flat.shape[0] == 0 or flat.dtype != W.dtype or W.dtype not in (torch.float32, torch.float64)
+            or torch.is_grad_enabled() and (f.requires_grad or W.requires_grad)):
+        return f @ W  # autograd, half precision and mixed dtypes keep the plain product
     nnz = int(torch.count_nonzero(flat))
     if nnz > SPARSE_DECODE_MAX_DENSITY * flat.numel():
         return f @ W
