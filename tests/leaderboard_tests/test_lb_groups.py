@@ -32,7 +32,7 @@ def test_committed_board_configurations_by_recipe():
         ("matryoshka_batchtopk", r, 2080768, "1"): [0, 1, 2] for r in (0, 24)} | {
         ("batchtopk", r, 8323072, "1"): [0, 1] for r in (0, 24)}
     recipe_2 = {(arch, r, 2080768, "2"): [0, 1, 2, 3, 4] for arch in ("batchtopk", "matryoshka_batchtopk") for r in (0, 24)} | {
-        ("batchtopk", r, 8323072, "2"): [0] for r in (0, 24)}  # the 4x pair: seeds 1-2 not retrained yet
+        ("batchtopk", r, 8323072, "2"): [0, 1, 2] for r in (0, 24)}
     assert got == recipe_1 | recipe_2
     assert has_seeds(groups)
     assert len(pairs(groups)) == 6 and all(a.config.setting == b.config.setting for a, b in pairs(groups))
