@@ -105,6 +105,27 @@ def test_embedded_sample_holds_the_default_core_budget(offline, lm):
 
 
 @pytest.mark.slow
+def test_batched_tokenization_gives_the_contexts_of_one_call_per_document(offline, lm):
+    """`token_contexts` tokenizes documents in growing batches (faster); its contexts, skipped ones
+    included, are exactly those of one tokenizer call per document."""
+    def one_call_per_document(n, skip, body=data.DEFAULT_CONTEXT - 1):
+        out, produced = [], 0
+        for text in data.iterate("wikipedia"):
+            ids = lm.tokenizer(text, add_special_tokens=False).input_ids
+            for start in range(0, len(ids) - body + 1, body):
+                if produced >= skip + n:
+                    return out
+                if produced >= skip:
+                    out.append([lm.bos_token_id] + ids[start:start + body])
+                produced += 1
+        return out
+
+    for n, skip in ((3, 0), (40, 700)):
+        got = [t.tolist() for t in data.token_contexts(lm, "wikipedia", n, skip_contexts=skip)]
+        assert got == one_call_per_document(n, skip)
+
+
+@pytest.mark.slow
 def test_main_job_offline_without_data_dir(tmp_path):
     """scripts/main.sh's eval, from a clean environment with no data dir and no hub (small --limit)."""
     env = {k: v for k, v in os.environ.items() if k != "SAEBENCH_DATA_DIR"}
