@@ -313,7 +313,7 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
                unit="ex", desc=f"caching {hook} on {name}", disable=not progress)
     for shard_idx in missing:
         chunk = texts[shard_idx * spec.shard_examples:(shard_idx + 1) * spec.shard_examples]
-        ids = [[lm.bos_token_id] + lm.tokenizer(t, add_special_tokens=False).input_ids[: ctx_len - 1] for t in chunk]
+        ids = [[lm.bos_token_id] + x[: ctx_len - 1] for x in data.document_ids(lm, chunk)]
         if any(len(x) < 2 for x in ids):
             empty = next(i for i, x in enumerate(ids) if len(x) < 2) + shard_idx * spec.shard_examples
             raise UserError(f"example set {name}: text #{empty} tokenizes to nothing")

@@ -19,7 +19,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -261,7 +261,7 @@ register(DatasetEntry(
 ))
 
 
-def _document_ids(lm, texts: Iterator[str], first_batch: int = 4, max_batch: int = 128) -> Iterator[list[int]]:
+def document_ids(lm, texts: Iterable[str], first_batch: int = 4, max_batch: int = 128) -> Iterator[list[int]]:
     """Token ids of each document, in order. A fast tokenizer encodes a list of documents on all
     cores: 2.3x faster than one call per document on 2 cores (measured on 3,000 Wikipedia articles,
     the same ids), which matters when a token set starts 50,000 contexts into the corpus (the CE
@@ -288,7 +288,7 @@ def token_contexts(lm, corpus: str, n_contexts: int, ctx_len: int = DEFAULT_CONT
     SAELens' `prepend_bos` packing does per document). Deterministic for a given corpus file."""
     body = ctx_len - 1
     produced = 0
-    for ids in _document_ids(lm, iterate(corpus, data_dir_override)):
+    for ids in document_ids(lm, iterate(corpus, data_dir_override)):
         for start in range(0, len(ids) - body + 1, body):
             if produced >= skip_contexts + n_contexts:
                 return

@@ -106,8 +106,9 @@ def test_embedded_sample_holds_the_default_core_budget(offline, lm):
 
 @pytest.mark.slow
 def test_batched_tokenization_gives_the_contexts_of_one_call_per_document(offline, lm):
-    """`token_contexts` tokenizes documents in growing batches (faster); its contexts, skipped ones
-    included, are exactly those of one tokenizer call per document."""
+    """`token_contexts` and the example caches tokenize documents in growing batches (faster); the
+    contexts, skipped ones included, and the ids of short texts (an empty one too) are exactly those
+    of one tokenizer call per document."""
     def one_call_per_document(n, skip, body=data.DEFAULT_CONTEXT - 1):
         out, produced = [], 0
         for text in data.iterate("wikipedia"):
@@ -123,6 +124,8 @@ def test_batched_tokenization_gives_the_contexts_of_one_call_per_document(offlin
     for n, skip in ((3, 0), (40, 700)):
         got = [t.tolist() for t in data.token_contexts(lm, "wikipedia", n, skip_contexts=skip)]
         assert got == one_call_per_document(n, skip)
+    texts = ["", "Ünïcode — and emoji 🙂", "two\nlines", *[f"example {i} " * (i % 7) for i in range(40)]]
+    assert list(data.document_ids(lm, texts)) == [lm.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
 @pytest.mark.slow
