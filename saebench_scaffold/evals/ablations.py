@@ -302,15 +302,23 @@ def subspace_rank(sae, pca_rank: int | None, default: int = 24) -> int:
 
 # ---- the standard condition set ------------------------------------------------------------------
 
+def scaffold_condition(sae) -> Condition:
+    """scaffold removed (not applicable, fn None, for r = 0 SAEs)."""
+    if sae.scaffold_rank:
+        return Condition("scaffold_removed", remove_scaffold(sae), "x - U V^T (x - b_dec)", {"rank": sae.scaffold_rank})
+    return Condition("scaffold_removed", None, "x - U V^T (x - b_dec)", {"rank": 0}, NOT_APPLICABLE_SCAFFOLD)
+
+
+def reference_conditions(sae) -> list[Condition]:
+    """The SAE spliced in (error term dropped) and zero ablation: the two ends CE and accuracy are read between."""
+    return [Condition("sae_spliced", sae_splice(sae), "x replaced by the SAE reconstruction"),
+            Condition("zero_ablation", zero_ablation, "x replaced by zeros", model_only=True)]
+
+
 def subspace_conditions(sae, pca: ActivationPCA, r: int, generator: torch.Generator) -> list[Condition]:
     """scaffold removed, top-r PCA removed (both variants), random r-dim subspace removed."""
     check_rank(r, sae.d_in)
-    conds = []
-    if sae.scaffold_rank:
-        conds.append(Condition("scaffold_removed", remove_scaffold(sae), "x - U V^T (x - b_dec)",
-                               {"rank": sae.scaffold_rank}))
-    else:
-        conds.append(Condition("scaffold_removed", None, "x - U V^T (x - b_dec)", {"rank": 0}, NOT_APPLICABLE_SCAFFOLD))
+    conds = [scaffold_condition(sae)]
     top = pca.top(r)
     conds.append(Condition("pca_removed_mean_preserving", remove_subspace(top, pca.mean),
                            f"x - P(x - mu), P = projector on the top-{r} PCs", {"rank": r}, model_only=True))

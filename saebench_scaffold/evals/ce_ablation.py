@@ -65,10 +65,7 @@ class CEAblationTask(Task):
                                       "n_bootstrap": min(cfg.n_bootstrap, 200)})
 
     def run(self, ctx: EvalContext, sae, cfg: CEAblationConfig) -> TaskOutput:
-        r = ab.subspace_rank(sae, cfg.pca_rank)
-        pca = ctx.train_pca(cfg.pca_fit_tokens, cfg.dataset)
-        sample = ab.reference_sample(ctx, cfg.match_sample_tokens, cfg.dataset)
-        conditions = build_conditions(sae, pca, r, sample, cfg, ctx.generator(salt=4141))
+        r, pca, sample, conditions = conditions_for(ctx, sae, cfg)
 
         cache = ctx.text_cache(math.ceil(cfg.n_ce_tokens / BODY), offset=CE_OFFSET_CONTEXTS, dataset=cfg.dataset)
         acts, tokens, special = cache.contexts(math.ceil(cfg.n_ce_tokens / BODY))
@@ -103,6 +100,15 @@ class CEAblationTask(Task):
                                         "match_sample_tokens": int(sample.shape[0])})
 
 
+def conditions_for(ctx: EvalContext, sae, cfg: CEAblationConfig) -> tuple[int, object, torch.Tensor, list[ab.Condition]]:
+    """(r, PCA fit, variance-matching sample, conditions) of `cfg` for this checkpoint: what
+    `ce_ablation` measures CE under and `downstream` measures task accuracy under (one implementation)."""
+    r = ab.subspace_rank(sae, cfg.pca_rank)
+    pca = ctx.train_pca(cfg.pca_fit_tokens, cfg.dataset)
+    sample = ab.reference_sample(ctx, cfg.match_sample_tokens, cfg.dataset)
+    return r, pca, sample, build_conditions(sae, pca, r, sample, cfg, ctx.generator(salt=4141))
+
+
 def build_conditions(sae, pca, r: int, sample: torch.Tensor, cfg: CEAblationConfig, generator: torch.Generator) -> list[ab.Condition]:
     conds = ab.subspace_conditions(sae, pca, r, generator)
     target = None
@@ -112,8 +118,7 @@ def build_conditions(sae, pca, r: int, sample: torch.Tensor, cfg: CEAblationConf
     n_fixed = cfg.n_aligned_latents if cfg.n_aligned_latents is not None else max(1, sae.d_sae // 20)
     conds += ab.aligned_latent_conditions(sae, pca, r, n_fixed, sample, target)
     if cfg.reference_conditions:
-        conds.append(ab.Condition("sae_spliced", ab.sae_splice(sae), "x replaced by the SAE reconstruction"))
-        conds.append(ab.Condition("zero_ablation", ab.zero_ablation, "x replaced by zeros", model_only=True))
+        conds += ab.reference_conditions(sae)
     return conds
 
 

@@ -35,7 +35,7 @@ from .base import Task
 
 ENTRY_POINT_GROUP = "saebench_scaffold.tasks"
 BUILTIN_TASK_PACKAGE = "saebench_scaffold.builtin_tasks"
-BUILTIN_TASKS = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp", "ce_ablation", "mmlu_topic")
+BUILTIN_TASKS = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp", "ce_ablation", "mmlu_topic", "downstream")
 
 
 def builtin_task_dir() -> Path:

@@ -175,7 +175,7 @@ class LanguageModel:
 
     @torch.inference_mode()
     def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor,
-                         head_index: int | None = None) -> torch.Tensor:
+                         head_index: int | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Logits when the activation at `hook` (as `hook_activations` returns it) is replaced by `acts`.
 
         Residual-stream hooks skip the layers before the hook (they would only compute what `acts`
@@ -183,17 +183,21 @@ class LanguageModel:
         input with its attention output replaced by `acts`, so its resid_mid = 0 + acts = acts
         exactly. The branch hooks (attn_out, mlp_out, z) are added to a residual stream the earlier
         layers compute, so nothing is skipped: a full forward with the module's output (for z, the
-        output projection's input) replaced; with a head index, only that head's slice of z."""
+        output projection's input) replaced; with a head index, only that head's slice of z.
+
+        `positions` (1-D indices): logits at those positions only, [batch, len(positions), vocab]
+        (HF's `logits_to_keep`: the unembedding and any logit soft cap run on those rows alone)."""
         hp = self._check_hook(hook, head_index)
         tokens = tokens.to(self.device)
         acts = acts.to(self.device, dtype=next(self.hf.parameters()).dtype)
+        keep = {} if positions is None else {"logits_to_keep": positions.to(self.device)}
         if hp.kind in ("resid_pre", "resid_post"):
-            return self._logits_skipping(tokens, hp.last_layer_needed + 1, acts)
+            return self._logits_skipping(tokens, hp.last_layer_needed + 1, acts, keep)
         if hp.kind == "resid_mid":
             attention = self.layers[hp.layer].get_submodule(block_sites(self.hf.config, hp).attn_out)
             handle = _replace(attention, "output", lambda _out: acts)
             try:
-                return self._logits_skipping(tokens, hp.layer, torch.zeros_like(acts))
+                return self._logits_skipping(tokens, hp.layer, torch.zeros_like(acts), keep)
             finally:
                 handle.remove()
         heads = None if hp.head is None else self._head_slice(hp.head)
@@ -208,11 +212,12 @@ class LanguageModel:
         module, side = self._hook_site(hp)
         handle = _replace(module, side, edit)
         try:
-            return self.hf(input_ids=tokens, use_cache=False).logits.float()
+            return self.hf(input_ids=tokens, use_cache=False, **keep).logits.float()
         finally:
             handle.remove()
 
-    def _logits_skipping(self, tokens: torch.Tensor, first_kept: int, block_input: torch.Tensor) -> torch.Tensor:
+    def _logits_skipping(self, tokens: torch.Tensor, first_kept: int, block_input: torch.Tensor,
+                         lm_kwargs: dict | None = None) -> torch.Tensor:
         """Logits with blocks [0, first_kept) passed through and `block_input` fed to block `first_kept`
         (to the final norm when that is past the last block)."""
         target = self.layers[first_kept] if first_kept < self.n_layers else self.final_norm
@@ -221,7 +226,7 @@ class LanguageModel:
         try:
             for i in range(first_kept):
                 self.layers[i] = _Passthrough(self._layer_returns_tuple, originals[i])
-            return self.hf(input_ids=tokens, use_cache=False).logits.float()
+            return self.hf(input_ids=tokens, use_cache=False, **(lm_kwargs or {})).logits.float()
         finally:
             handle.remove()
             for i, layer in enumerate(originals):

@@ -1,0 +1,237 @@
+"""`downstream`: lm-eval task accuracy with the checkpoint applied at its hook under `ce_ablation`'s
+conditions — how much *capability* survives splicing the SAE in, removing the scaffold, the top-r PCs,
+the scaffold-aligned latents or a random subspace (next to how much next-token loss, `ce_ablation`).
+
+Procedure
+  - lm-eval's own task definitions (prompts, metrics, standard errors, versions), run by lm-eval's
+    `evaluate` on `SAESplicedLM` (`lm_eval_model.py`): with a data directory, the `*_local` task files
+    shipped in `tasks/lm_eval_tasks/` (lm-eval's prompts on the local copies under
+    `downstream/`); without one, lm-eval's hub tasks of the same names. `include_path` adds folders of
+    one's own lm-eval task files (e.g. `dataset_path: json` on a local file), named in `tasks`;
+  - the first `n_docs` documents of each task (lm-eval's `limit`: the same documents for every
+    condition and checkpoint); zero-shot;
+  - every condition is scored in the same pass over each batch of requests: the layers up to the hook
+    run once, those after it once per condition (`SAESplicedLM.condition_logits`); lm-eval's
+    `evaluate` then runs once per condition on the kept answers;
+  - conditions as in `ce_ablation` (`ce_ablation.conditions_for`: same formulas, PCA fit and random
+    subspace), each editing non-special positions only; `conditions: [all]` takes every condition that
+    applies to the checkpoint (scaffold_removed not for r = 0), a named one that does not apply is an error;
+  - retained = (acc − chance) / (acc_clean − chance), chance = mean of 1 / (number of choices) for
+    multiple-choice tasks and 0 otherwise; percentile bootstrap interval over documents, paired (clean
+    and the condition resampled together; seeded by the eval seed); the summary averages it over tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from importlib import metadata
+
+import torch
+from pydantic import Field, field_validator
+
+from ..settings import UserError
+from .base import EvalContext, Task, TaskConfig, TaskOutput
+
+DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
+LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory)
+    "lambada_openai": ("lambada_openai_local", "downstream/lambada_openai/lambada_test.jsonl"),
+    "piqa": ("piqa_local", "downstream/piqa/piqa_validation.jsonl"),
+    "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl"),
+    "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl"),
+}
+SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
+           "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
+"""Short names of the headline retained accuracies (`summary` category; None when a condition was not run)."""
+DEFAULT_CONDITIONS = ["clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "pca_removed_zeroing",
+                      "aligned_latents_removed", "random_subspace_removed", "zero_ablation"]
+
+
+class DownstreamConfig(TaskConfig):
+    tasks: list[str] = Field(DEFAULT_TASKS, description="lm-eval task names (local copies of the four defaults with a data directory)")
+    conditions: list[str] = Field(["all"], description="conditions to score (lm_eval_model.CONDITIONS); 'all' = every default one that applies")
+    n_docs: int = Field(100, gt=0, description="documents per task (lm-eval's limit; the first ones, the same for every condition)")
+    batch_size: int = Field(16, gt=0, description="requests per forward pass")
+    include_path: list[str] = Field([], description="folders of one's own lm-eval task files")
+    pca_rank: int | None = Field(None, description="r of the PCA/random subspaces (ce_ablation's: the scaffold rank, or 24)")
+    pca_fit_tokens: int = Field(200_000, gt=0, description="training-split tokens for the PCA fit (ce_ablation's)")
+    n_aligned_latents: int | None = Field(None, ge=0, description="N for aligned_latents_removed (ce_ablation's default d_sae // 20)")
+    match_sample_tokens: int = Field(8_192, gt=0, description="training tokens for aligned_latents_removed_variance_matched")
+    n_bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of documents for the retained-accuracy intervals")
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    stderr_bootstrap_iters: int = Field(1000, ge=0, description="lm-eval's bootstrap_iters (stderr of perplexity)")
+    dataset: str = Field("wikipedia", description="corpus of the PCA fit (ce_ablation's)")
+
+    @field_validator("tasks", "conditions")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one")
+        return list(dict.fromkeys(v))
+
+
+class DownstreamTask(Task):
+    name = "downstream"
+    description = ("lm-eval task accuracy (LAMBADA, PIQA, HellaSwag, WinoGrande) clean vs SAE spliced / scaffold / "
+                   "top-r PCs / aligned latents / random subspace removed; retained accuracy with intervals")
+    version = 1
+    Config = DownstreamConfig
+    summary_metrics = (("summary", "spliced_retained"), ("summary", "scaffold_retained"), ("summary", "pca_retained"),
+                       ("summary", "random_retained"))
+
+    def apply_limit(self, cfg: DownstreamConfig, limit: int) -> DownstreamConfig:
+        # --limit caps documents per task; the PCA fit and the matching sample shrink to one cache shard (as ce_ablation)
+        return cfg.model_copy(update={"n_docs": min(cfg.n_docs, limit),
+                                      "pca_fit_tokens": min(cfg.pca_fit_tokens, max(limit, 8_192)),
+                                      "match_sample_tokens": min(cfg.match_sample_tokens, max(limit, 2_048)),
+                                      "n_bootstrap": min(cfg.n_bootstrap, 200)})
+
+    def run(self, ctx: EvalContext, sae, cfg: DownstreamConfig) -> TaskOutput:
+        from .ce_ablation import CEAblationConfig
+        from .lm_eval_model import SAESplicedLM, build_edits
+
+        task_dict, names, datasets = load_tasks(ctx, cfg)
+        every = "all" in cfg.conditions
+        wanted = DEFAULT_CONDITIONS if every else ["clean", *cfg.conditions]
+        ablation_cfg = CEAblationConfig(pca_rank=cfg.pca_rank, pca_fit_tokens=cfg.pca_fit_tokens,
+                                        n_aligned_latents=cfg.n_aligned_latents, match_sample_tokens=cfg.match_sample_tokens,
+                                        dataset=cfg.dataset)
+        edits, built = build_edits(ctx, sae, wanted, ablation_cfg, skip_inapplicable=every)
+        lm = SAESplicedLM.from_context(ctx, edits, batch_size=cfg.batch_size)
+        runs = {}
+        for condition in edits:  # the first evaluate scores every condition; the others read the kept answers
+            lm.condition = condition
+            runs[condition] = evaluate(lm, task_dict, cfg)
+        metrics, details = summarize(runs, names, cfg, ctx.generator(salt=2626))
+        clean = runs["clean"]
+        skipped = {n: built[n].status for n in wanted if n not in edits and n in built}
+        unstructured = {
+            "lm_eval_version": metadata.version("lm_eval"),
+            "task_versions": {ours: clean["versions"].get(run) for ours, run in names.items()},
+            "lm_eval_tasks": names,
+            "n_samples": {ours: clean["n-samples"].get(run) for ours, run in names.items()},
+            "limit": cfg.n_docs,
+            "conditions": {n: built[n].description if n in built else "unedited" for n in edits},
+            "not_applicable": skipped,
+        }
+        n_docs = sum(clean["n-samples"][run]["effective"] for run in names.values())
+        return TaskOutput(metrics=metrics, details=details, unstructured=unstructured, datasets=datasets,
+                          token_counts={"documents": n_docs})
+
+
+def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str, str], list[dict]]:
+    """lm-eval's task dict, our name -> the lm-eval task run for it, and the datasets read. One clear
+    line for an unknown task, a missing local file, or a hub task while the hub is unreachable."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from ..settings import data_dir
+    from ..sources.data import file_sha256, hub_offline_reason
+    from .registry import builtin_task_dir
+
+    root = data_dir(ctx.data_dir)
+    for folder in cfg.include_path:
+        if not __import__("pathlib").Path(folder).is_dir():
+            raise UserError(f"downstream.include_path {folder} is not a folder")
+    manager = TaskManager(include_path=[str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path],
+                          metadata={"data_dir": str(root) if root else None})
+    known = set(manager.all_tasks)
+    names, datasets = {}, []
+    for task in cfg.tasks:
+        if task not in known:
+            raise UserError(f"unknown lm-eval task {task!r} (not in lm-eval {metadata.version('lm_eval')} "
+                            f"nor in {', '.join(cfg.include_path) or 'an include_path'})")
+        local = LOCAL_FILES.get(task)
+        if local and root is not None:
+            path = root / local[1]
+            if not path.is_file():
+                raise UserError(f"downstream task {task}: local file {path} does not exist")
+            names[task] = local[0]
+            datasets.append({"name": task, "source": "local", "path": str(path), "sha256": file_sha256(path)})
+            continue
+        if local and hub_offline_reason():
+            raise UserError(f"downstream task {task} needs the Hugging Face hub ({hub_offline_reason()}); "
+                            f"provide {local[1]} under a data directory (--data-dir) instead")
+        names[task] = task
+        datasets.append({"name": task, "source": "lm-eval task definition"})
+    try:
+        task_dict = get_task_dict(list(names.values()), manager)
+    except FileNotFoundError as err:
+        raise UserError(f"downstream: {err}") from err
+    except Exception as err:  # datasets / lm-eval raise many kinds; one line naming the task list
+        raise UserError(f"downstream: lm-eval could not load {', '.join(names.values())}: "
+                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    return task_dict, names, datasets
+
+
+def evaluate(lm, task_dict: dict, cfg: DownstreamConfig) -> dict:
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
+
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return lm_eval_evaluate(lm, task_dict, limit=cfg.n_docs, bootstrap_iters=cfg.stderr_bootstrap_iters,
+                            log_samples=True, verbosity="WARNING")
+
+
+def _chance(samples: list[dict], output_type: str) -> float:
+    if output_type != "multiple_choice":
+        return 0.0
+    return sum(1.0 / len(s["arguments"]) for s in samples) / len(samples)
+
+
+def summarize(runs: dict[str, dict], names: dict[str, str], cfg: DownstreamConfig,
+              generator: torch.Generator) -> tuple[dict[str, dict], list[dict]]:
+    """Per task: lm-eval's metrics and stderrs under every condition, chance, retained accuracy with a
+    paired bootstrap interval; `summary`: clean accuracy and retained accuracy averaged over tasks."""
+    lo_q, hi_q = (1 - cfg.ci_level) / 2, 1 - (1 - cfg.ci_level) / 2
+    metrics: dict[str, dict] = {}
+    details: list[dict] = []
+    retained_boot: dict[str, list[torch.Tensor]] = {c: [] for c in runs}
+    retained_mean: dict[str, list[float]] = {c: [] for c in runs}
+    clean = runs["clean"]
+    for task, run in names.items():
+        samples = {c: sorted(r["samples"][run], key=lambda s: s["doc_id"]) for c, r in runs.items()}
+        output_type = clean["configs"][run].get("output_type", "")
+        chance = _chance(samples["clean"], output_type)
+        correct = {c: torch.tensor([float(s["acc"]) for s in rows], dtype=torch.float64)
+                   for c, rows in samples.items() if rows and "acc" in rows[0]}
+        n = len(samples["clean"])
+        idx = torch.randint(0, n, (cfg.n_bootstrap, n), generator=generator)
+        row = {"chance": chance, "n_docs": n}
+        for c, r in runs.items():
+            res = r["results"][run]
+            for key, value in res.items():
+                metric, _, filt = key.partition(",")
+                if filt == "none" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    row[f"{c}_{metric}"] = float(value) if math.isfinite(float(value)) else None
+            if c in correct and "clean" in correct:
+                denom = float(correct["clean"].mean()) - chance
+                boot_denom = correct["clean"][idx].mean(1) - chance
+                boot = (correct[c][idx].mean(1) - chance) / boot_denom
+                ok = denom > 0
+                value = (float(correct[c].mean()) - chance) / denom if ok else None
+                row[f"{c}_retained"] = value
+                row[f"{c}_retained_ci_low"] = float(boot.quantile(lo_q)) if ok and boot.isfinite().all() else None
+                row[f"{c}_retained_ci_high"] = float(boot.quantile(hi_q)) if ok and boot.isfinite().all() else None
+                if value is not None:
+                    retained_mean[c].append(value)
+                    retained_boot[c].append(boot)
+            details.append({"task": task, "lm_eval_task": run, "condition": c,
+                            **{k.removeprefix(f"{c}_"): v for k, v in row.items() if k.startswith(f"{c}_")}})
+        metrics[task] = row
+    summary: dict[str, float | None] = {"clean_acc_mean": _mean([metrics[t].get("clean_acc") for t in names])}
+    for short, cond in SUMMARY.items():
+        vals = retained_mean.get(cond, [])
+        full = cond in runs and len(vals) == len(names)
+        summary[f"{short}_retained"] = sum(vals) / len(vals) if full else None
+        boot = torch.stack(retained_boot[cond]).mean(0) if full else None
+        good = boot is not None and bool(boot.isfinite().all())
+        summary[f"{short}_retained_ci_low"] = float(boot.quantile(lo_q)) if good else None
+        summary[f"{short}_retained_ci_high"] = float(boot.quantile(hi_q)) if good else None
+    summary["ci_level"] = cfg.ci_level
+    metrics["summary"] = summary
+    return metrics, details
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
