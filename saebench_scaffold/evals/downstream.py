@@ -14,8 +14,9 @@ Procedure
     run once, those after it once per condition (`SAESplicedLM.condition_logits`); lm-eval's
     `evaluate` then runs once per condition on the kept answers;
   - conditions as in `ce_ablation` (`ce_ablation.conditions_for`: same formulas, PCA fit and random
-    subspace), each editing non-special positions only; `conditions: [all]` takes every condition that
-    applies to the checkpoint (scaffold_removed not for r = 0), a named one that does not apply is an error;
+    subspace), each editing non-special positions only; `conditions: [default]` (DEFAULT_CONDITIONS) and
+    `[all]` take those that apply to the checkpoint (scaffold_removed not for r = 0), a condition named
+    explicitly that does not apply is an error;
   - retained = (acc − chance) / (acc_clean − chance), chance = mean of 1 / (number of choices) for
     multiple-choice tasks and 0 otherwise; percentile bootstrap interval over documents, paired (clean
     and the condition resampled together; seeded by the eval seed); the summary averages it over tasks.
@@ -23,9 +24,14 @@ Procedure
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import logging
 import math
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 from pydantic import Field, field_validator
@@ -43,13 +49,15 @@ LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the dat
 SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
            "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
 """Short names of the headline retained accuracies (`summary` category; None when a condition was not run)."""
-DEFAULT_CONDITIONS = ["clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "pca_removed_zeroing",
-                      "aligned_latents_removed", "random_subspace_removed", "zero_ablation"]
+DEFAULT_CONDITIONS = ["clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "random_subspace_removed"]
+"""`conditions: [default]`: the paper's comparison (scaffold vs top-r PCs vs a random subspace) and the SAE
+spliced in. Each condition costs the layers after the hook again; the others are one `--set` away."""
 
 
 class DownstreamConfig(TaskConfig):
     tasks: list[str] = Field(DEFAULT_TASKS, description="lm-eval task names (local copies of the four defaults with a data directory)")
-    conditions: list[str] = Field(["all"], description="conditions to score (lm_eval_model.CONDITIONS); 'all' = every default one that applies")
+    conditions: list[str] = Field(["default"], description="conditions to score (lm_eval_model.CONDITIONS); 'default' = "
+                                  "DEFAULT_CONDITIONS, 'all' = every condition; both skip those that do not apply")
     n_docs: int = Field(100, gt=0, description="documents per task (lm-eval's limit; the first ones, the same for every condition)")
     batch_size: int = Field(16, gt=0, description="requests per forward pass")
     include_path: list[str] = Field([], description="folders of one's own lm-eval task files")
@@ -88,11 +96,12 @@ class DownstreamTask(Task):
 
     def run(self, ctx: EvalContext, sae, cfg: DownstreamConfig) -> TaskOutput:
         from .ce_ablation import CEAblationConfig
-        from .lm_eval_model import SAESplicedLM, build_edits
+        from .lm_eval_model import CONDITIONS, SAESplicedLM, build_edits, check_conditions
 
+        every = bool({"all", "default"} & set(cfg.conditions))
+        wanted = (list(CONDITIONS) if "all" in cfg.conditions else DEFAULT_CONDITIONS) if every else ["clean", *cfg.conditions]
+        check_conditions(sae, wanted, skip_inapplicable=every)  # bad input fails before lm-eval loads anything
         task_dict, names, datasets = load_tasks(ctx, cfg)
-        every = "all" in cfg.conditions
-        wanted = DEFAULT_CONDITIONS if every else ["clean", *cfg.conditions]
         ablation_cfg = CEAblationConfig(pca_rank=cfg.pca_rank, pca_fit_tokens=cfg.pca_fit_tokens,
                                         n_aligned_latents=cfg.n_aligned_latents, match_sample_tokens=cfg.match_sample_tokens,
                                         dataset=cfg.dataset)
@@ -115,6 +124,9 @@ class DownstreamTask(Task):
             "not_applicable": skipped,
         }
         n_docs = sum(clean["n-samples"][run]["effective"] for run in names.values())
+        if ctx.progress:
+            print(f"downstream accuracy ({cfg.n_docs} documents per task):\n"
+                  f"{accuracy_table(metrics, list(names), list(edits))}", file=sys.stderr)
         return TaskOutput(metrics=metrics, details=details, unstructured=unstructured, datasets=datasets,
                           token_counts={"documents": n_docs})
 
@@ -122,18 +134,15 @@ class DownstreamTask(Task):
 def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str, str], list[dict]]:
     """lm-eval's task dict, our name -> the lm-eval task run for it, and the datasets read. One clear
     line for an unknown task, a missing local file, or a hub task while the hub is unreachable."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
     from ..settings import data_dir
     from ..sources.data import file_sha256, hub_offline_reason
     from .registry import builtin_task_dir
 
     root = data_dir(ctx.data_dir)
     for folder in cfg.include_path:
-        if not __import__("pathlib").Path(folder).is_dir():
+        if not Path(folder).is_dir():
             raise UserError(f"downstream.include_path {folder} is not a folder")
-    manager = TaskManager(include_path=[str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path],
-                          metadata={"data_dir": str(root) if root else None})
+    manager = task_manager((str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path), str(root) if root else None)
     known = set(manager.all_tasks)
     names, datasets = {}, []
     for task in cfg.tasks:
@@ -154,7 +163,7 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
         names[task] = task
         datasets.append({"name": task, "source": "lm-eval task definition"})
     try:
-        task_dict = get_task_dict(list(names.values()), manager)
+        task_dict = manager.load(list(names.values()))
     except FileNotFoundError as err:
         raise UserError(f"downstream: {err}") from err
     except Exception as err:  # datasets / lm-eval raise many kinds; one line naming the task list
@@ -163,13 +172,50 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
     return task_dict, names, datasets
 
 
+@functools.lru_cache(maxsize=4)
+def task_manager(include_path: tuple[str, ...], data_dir: str | None):
+    """lm-eval's TaskManager over its own tasks and `include_path` (indexing every task file takes
+    seconds: once per process and setting)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include_path), metadata={"data_dir": data_dir})
+
+
 def evaluate(lm, task_dict: dict, cfg: DownstreamConfig) -> dict:
+    """lm-eval's `evaluate` on `lm`, its progress bars and notices silenced (one run per condition)."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     for name in ("lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return lm_eval_evaluate(lm, task_dict, limit=cfg.n_docs, bootstrap_iters=cfg.stderr_bootstrap_iters,
-                            log_samples=True, verbosity="WARNING")
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        return lm_eval_evaluate(lm, task_dict, limit=cfg.n_docs, bootstrap_iters=cfg.stderr_bootstrap_iters,
+                                log_samples=True, verbosity="ERROR")
+
+
+def accuracy_table(metrics: dict[str, dict], tasks: list[str], conditions: list[str]) -> str:
+    """Accuracy per condition (rows) and task (columns), then retained accuracy averaged over tasks
+    with its interval: what `downstream` prints per checkpoint (< 100 columns for the four default tasks)."""
+    from tabulate import tabulate
+
+    short = {"lambada_openai": "lambada", "hellaswag": "hellaswag", "winogrande": "winogr.", "piqa": "piqa"}
+    summary = {cond: short_name for short_name, cond in SUMMARY.items()}
+    rows = []
+    for c in conditions:
+        accs = [metrics[t].get(f"{c}_acc") for t in tasks]
+        vals = [metrics[t].get(f"{c}_retained") for t in tasks]
+        s = metrics["summary"]
+        key = summary.get(c)
+        if key and s.get(f"{key}_retained") is not None and s.get(f"{key}_retained_ci_low") is not None:
+            ret = f"{s[f'{key}_retained']:.2f} [{s[f'{key}_retained_ci_low']:.2f}, {s[f'{key}_retained_ci_high']:.2f}]"
+        else:
+            ret = _fmt(_mean(vals)) if c != "clean" else ""
+        rows.append([c, *[_fmt(a) for a in accs], ret])
+    return tabulate(rows, ["condition", *[short.get(t, t)[:12] for t in tasks], "retained (mean)"],
+                    tablefmt="simple", disable_numparse=True)
+
+
+def _fmt(v) -> str:
+    return "" if v is None else f"{v:.3f}"
 
 
 def _chance(samples: list[dict], output_type: str) -> float:

@@ -57,28 +57,32 @@ def build_edits(ctx: EvalContext, sae: SAE, names: Iterable[str], ablation_cfg=N
     `skip_inapplicable`."""
     from .ce_ablation import CEAblationConfig, conditions_for
 
-    names = list(dict.fromkeys(names))
-    unknown = [n for n in names if n not in CONDITIONS]
-    if unknown:
-        raise UserError(f"unknown condition {', '.join(unknown)}; use one of: {', '.join(CONDITIONS)}")
+    names = check_conditions(sae, names, skip_inapplicable)
     cfg = (ablation_cfg or CEAblationConfig()).model_copy(
         update={"variance_matched": "aligned_latents_removed_variance_matched" in names})
-    if set(names) - {"clean", "sae_spliced", "zero_ablation", "scaffold_removed"}:
-        built = {c.name: c for c in conditions_for(ctx, sae, cfg)[3]}  # needs the PCA fit
-    else:  # no PCA fit needed: the cheap conditions only
-        built = {c.name: c for c in [ab.scaffold_condition(sae), *ab.reference_conditions(sae)]}
+    built = {c.name: c for c in [ab.scaffold_condition(sae), *ab.reference_conditions(sae)]}
+    if set(names) - {"clean", *built}:  # the PCA-based ones: fit (or reuse) the PCA and build them all
+        built = {c.name: c for c in conditions_for(ctx, sae, cfg)[3]}
     edits: dict[str, ab.Edit | None] = {}
     for name in names:
         if name == "clean":
             edits[name] = None
-            continue
-        cond = built[name]
-        if not cond.applicable:
-            if skip_inapplicable:
-                continue
-            raise UserError(f"condition {name} does not apply to this checkpoint: {cond.status}")
-        edits[name] = cond.fn
+        elif built[name].applicable:
+            edits[name] = built[name].fn
     return edits, built
+
+
+def check_conditions(sae: SAE, names: Iterable[str], skip_inapplicable: bool = False) -> list[str]:
+    """`names` without repeats; an unknown name, or (unless `skip_inapplicable`) one that does not apply
+    to this checkpoint, is a UserError — before anything is computed."""
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown:
+        raise UserError(f"unknown condition {', '.join(unknown)}; use one of: {', '.join(CONDITIONS)}")
+    scaffold = ab.scaffold_condition(sae)
+    if "scaffold_removed" in names and not scaffold.applicable and not skip_inapplicable:
+        raise UserError(f"condition scaffold_removed does not apply to this checkpoint: {scaffold.status}")
+    return names
 
 
 @register_model(MODEL_NAME)
@@ -139,7 +143,9 @@ class SAESplicedLM(TemplateLM):
         self.tokenizer = self.lm.tokenizer
         self.edits = dict(edits)
         self.batch_size = int(batch_size) if str(batch_size) != "auto" else 16
-        self._max_length = int(max_length) if max_length else resolve_max_length(self.lm.hf.config, self.tokenizer)
+        config = getattr(getattr(self.lm, "hf", None), "config", None)  # None for a TransformerLens model
+        self._max_length = int(max_length) if max_length else (
+            resolve_max_length(config, self.tokenizer) if config is not None else int(self.lm.tl.cfg.n_ctx))
         self._device = self.lm.device
         self.answers: dict[Key, dict[str, tuple[float, bool]]] = {}
         self.condition = condition

@@ -59,7 +59,8 @@ class TransformerLensModel(LanguageModel):
 
     @torch.inference_mode()
     def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor,
-                         head_index: int | None = None) -> torch.Tensor:
+                         head_index: int | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """As `LanguageModel.logits_from_hook` (`positions`: those rows only, cut from the full logits)."""
         hp = self._check(hook, head_index)
         acts = acts.to(self.device, dtype=self.tl.cfg.dtype)
 
@@ -72,7 +73,8 @@ class TransformerLensModel(LanguageModel):
             value[:, :, hp.head] = acts
             return value
 
-        return self.tl.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hp.name, replace)]).float()
+        logits = self.tl.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hp.name, replace)]).float()
+        return logits if positions is None else logits[:, positions.to(logits.device)]
 
     def _check(self, hook: str, head_index: int | None):
         hp = parse_hook(hook, head_index)

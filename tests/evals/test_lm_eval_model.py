@@ -78,7 +78,7 @@ def test_hellaswag_local_docs_equal_lm_eval_docs_of_the_hub_row():
            {"activity_label": "Clean and jerk", "ctx_a": "A lady walks to a barbell. She bends down and grabs the pole.",
             "ctx_b": "the lady", "endings": ["swings and lands in her arms.", "stands and lifts the weight."], "label": "1"},
            {"activity_label": "Home and Garden", "ctx_a": "[header] How to grow tomatoes [title] Pick a sunny spot.",
-            "ctx_b": "", "endings": ["[step] Water daily.", "Dig a hole [substeps] twice."], "label": "0"}]
+            "ctx_b": "", "endings": ["Water daily [substeps] at dawn.", "Dig a hole [substeps] twice."], "label": "0"}]
     derived = [{"activity_label": preprocess(r["activity_label"]), "ctx": preprocess(r["ctx_a"] + " " + r["ctx_b"]),
                 "endings": [preprocess(e) for e in r["endings"]], "label": int(r["label"])} for r in hub]
     want = process_docs(datasets.Dataset.from_list(hub))
@@ -112,13 +112,13 @@ def test_clean_equals_lm_eval_hf_model_and_exact_splice_equals_clean(lm, hook, d
     weights within 1e-4 and every task's accuracy is identical; an identity SAE spliced in equals clean."""
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from saebench_scaffold.evals.base import EvalContext
 
     ctx = EvalContext(lm.spec, hook, str(downstream_data), given=lm)
     manager = TaskManager(include_path=str(TASK_DIR), metadata={"data_dir": str(downstream_data)})
-    tasks = get_task_dict([f"{t}_local" for t in LOCAL], manager)
+    tasks = manager.load([f"{t}_local" for t in LOCAL])
     ours = SAESplicedLM.from_context(ctx, {"clean": None, "sae_spliced": ab.sae_splice(identity_sae(lm.d_model))},
                                      batch_size=8)
     theirs = HFLM(pretrained=lm.hf, tokenizer=lm.tokenizer, batch_size=8)
@@ -126,10 +126,10 @@ def test_clean_equals_lm_eval_hf_model_and_exact_splice_equals_clean(lm, hook, d
     for name, model in (("clean", ours), ("hf", theirs), ("sae_spliced", ours)):
         if name != "hf":
             ours.condition = name
-        runs[name] = evaluate(model, tasks, limit=3, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
-    for task in tasks:
+        runs[name] = evaluate(model, tasks, limit=2, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
+    for task in tasks["tasks"]:
         rows = {n: sorted(r["samples"][task], key=lambda s: s["doc_id"]) for n, r in runs.items()}
-        assert len(rows["hf"]) == 3
+        assert len(rows["hf"]) == 2
         for n in ("clean", "sae_spliced"):
             for a, b in zip(rows[n], rows["hf"]):
                 ll_a = [resp[0][0] for resp in a["resps"]]
