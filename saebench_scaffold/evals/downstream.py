@@ -40,11 +40,11 @@ from ..settings import UserError
 from .base import EvalContext, Task, TaskConfig, TaskOutput
 
 DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
-LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory)
-    "lambada_openai": ("lambada_openai_local", "downstream/lambada_openai/lambada_test.jsonl"),
-    "piqa": ("piqa_local", "downstream/piqa/piqa_validation.jsonl"),
-    "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl"),
-    "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl"),
+LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory, its split)
+    "lambada_openai": ("lambada_openai_local", "downstream/lambada_openai/lambada_test.jsonl", "test"),
+    "piqa": ("piqa_local", "downstream/piqa/piqa_validation.jsonl", "validation"),
+    "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl", "validation"),
+    "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl", "validation"),
 }
 SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
            "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
@@ -142,9 +142,9 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
     for folder in cfg.include_path:
         if not Path(folder).is_dir():
             raise UserError(f"downstream.include_path {folder} is not a folder")
-    manager = task_manager((str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path), str(root) if root else None)
+    manager = task_manager((str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path))
     known = set(manager.all_tasks)
-    names, datasets = {}, []
+    names, datasets, specs = {}, [], []
     for task in cfg.tasks:
         if task not in known:
             raise UserError(f"unknown lm-eval task {task!r} (not in lm-eval {metadata.version('lm_eval')} "
@@ -155,15 +155,17 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
             if not path.is_file():
                 raise UserError(f"downstream task {task}: local file {path} does not exist")
             names[task] = local[0]
+            specs.append({"task": local[0], "dataset_kwargs": {"data_files": {local[2]: str(path)}}})
             datasets.append({"name": task, "source": "local", "path": str(path), "sha256": file_sha256(path)})
             continue
         if local and hub_offline_reason():
             raise UserError(f"downstream task {task} needs the Hugging Face hub ({hub_offline_reason()}); "
                             f"provide {local[1]} under a data directory (--data-dir) instead")
         names[task] = task
+        specs.append(task)
         datasets.append({"name": task, "source": "lm-eval task definition"})
     try:
-        task_dict = manager.load(list(names.values()))
+        task_dict = manager.load(specs)
     except FileNotFoundError as err:
         raise UserError(f"downstream: {err}") from err
     except Exception as err:  # datasets / lm-eval raise many kinds; one line naming the task list
@@ -173,12 +175,12 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
 
 
 @functools.lru_cache(maxsize=4)
-def task_manager(include_path: tuple[str, ...], data_dir: str | None):
+def task_manager(include_path: tuple[str, ...]):
     """lm-eval's TaskManager over its own tasks and `include_path` (indexing every task file takes
-    seconds: once per process and setting)."""
+    seconds: once per process and include path)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(include_path), metadata={"data_dir": data_dir})
+    return TaskManager(include_path=list(include_path))
 
 
 def evaluate(lm, task_dict: dict, cfg: DownstreamConfig) -> dict:
