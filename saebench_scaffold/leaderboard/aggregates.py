@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ..evals.probing_data import average_datasets, mean_std
+from ..evals.stats import average_datasets, mean_std
 from ..results.schema import EvalResult
 
 REL_TOL, ABS_TOL = 1e-6, 1e-9  # float round-off of sums taken in another order; far below any real change
@@ -146,7 +146,7 @@ def check_mmlu_topic(res: EvalResult) -> list[tuple[str, str]]:
 def check_ce_ablation(res: EvalResult) -> list[tuple[str, str]]:
     """Each condition's CE ratio and increase from its CE and the clean CE; the summary ratios equal
     to their conditions'."""
-    from ..evals.ce_ablation import SUMMARY
+    from ..evals.ablation.ce_ablation import SUMMARY
 
     problems: list[tuple[str, str]] = []
     m = res.eval_result_metrics

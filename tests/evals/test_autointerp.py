@@ -16,10 +16,10 @@ import pytest
 import torch
 from autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
 
-from saebench_scaffold.evals.autointerp import AutointerpConfig, AutointerpTask, token_set
-from saebench_scaffold.evals.autointerp_examples import Example
-from saebench_scaffold.evals.autointerp_judge import EmbeddedJudge, answer_complete, answer_prefix_ok
-from saebench_scaffold.evals.autointerp_prompts import is_refusal, parse_predictions
+from saebench_scaffold.evals.autointerp.task import AutointerpConfig, AutointerpTask, token_set
+from saebench_scaffold.evals.autointerp.examples import Example
+from saebench_scaffold.evals.autointerp.judge import EmbeddedJudge, answer_complete, answer_prefix_ok
+from saebench_scaffold.evals.autointerp.prompts import is_refusal, parse_predictions
 from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.execution.request import PRESETS
 from saebench_scaffold.leaderboard import aggregates, ranges

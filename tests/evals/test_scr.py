@@ -15,8 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
-from saebench_scaffold.evals import probing_data as pd
-from saebench_scaffold.evals.scr import SCRConfig, SCRTask, plan_quadrants
+from saebench_scaffold.evals.probing import features
+from saebench_scaffold.evals import stats
+from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, plan_quadrants
 from saebench_scaffold.leaderboard import aggregates, ranges
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
@@ -34,9 +35,9 @@ PROPOSED_RANGES = [("sparsity.l0", 0, "d_sae"), ("*_test_accuracy*", 0, 1), ("de
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    pd.clear_memo()
+    features.clear_memo()
     yield
-    pd.clear_memo()
+    features.clear_memo()
 
 
 def planted_lm(vocab: int = 200_003) -> FakeLM:
@@ -104,7 +105,7 @@ def test_planted_latents_remove_the_spurious_signal_and_random_latents_do_not(pl
     assert planted_ctx.lm.calls == calls  # later checkpoints reuse the cached activations and LLM probes
     # seed noise is reported, and a comparison flags what it cannot separate
     assert m["scr_metric_threshold_2_std"] > 0
-    noise = pd.compare_noise(planted.metrics, {"scr_metrics": rand})
+    noise = stats.compare_noise(planted.metrics, {"scr_metrics": rand})
     assert not noise["scr_metrics/scr_metric_threshold_4"]["noise_dominated"]
 
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from saebench_scaffold.evals.probing_data import average_datasets, with_std
+from saebench_scaffold.evals.stats import average_datasets, with_std
 from saebench_scaffold.leaderboard.aggregates import check_core, check_per_dataset
 from saebench_scaffold.leaderboard.ranges import out_of_range
 from saebench_scaffold.results.schema import EvalResult, Provenance

@@ -156,7 +156,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
     _write_toy_sets(tasks)
     (tasks / "probe_toys.yaml").write_text(
         "task: probe_toys\n"
-        "class: saebench_scaffold.evals.sparse_probing:SparseProbingTask\n"
+        "class: saebench_scaffold.evals.probing.sparse_probing:SparseProbingTask\n"
         "description: sparse probing on two local labeled files\n"
         "datasets:\n"
         "  - {name: toy_topics, path: topics.jsonl, text_field: sentence, label_field: topic}\n"

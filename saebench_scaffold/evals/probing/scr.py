@@ -57,12 +57,14 @@ import torch
 from pydantic import Field, field_validator
 from safetensors import safe_open
 
-from ..activations.cache import get_example_cache
-from ..settings import UserError
-from ..sources import data
-from .base import EvalContext, Task, TaskConfig, TaskOutput, sorted_positive_ints
-from .probing_data import (ablate_pooled, average_datasets, decoder_matrix, memo_key, memoised_json, resplit_seeds,
-                           sae_pooled_cached, select_top_n, small_ops, with_std)
+from ...activations.cache import get_example_cache
+from ...settings import UserError
+from ...sources import data
+from ..base import EvalContext, Task, TaskConfig, TaskOutput, sorted_positive_ints
+from ..probes import select_top_n, small_ops
+from .features import ablate_pooled, decoder_matrix, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, resplit_seeds, with_std
 
 __all__ = ["SCRTask", "SCRConfig", "SAEBENCH_SET_NAMES", "sample_cells", "split_cells", "spurious_corr_sets",
            "pair_sets", "train_probe", "train_llm_probes", "scr_latent_effects", "ablated_pooled", "scr_score",

@@ -2,7 +2,7 @@
 fraction is Demian Till's), on words from the model's own tokenizer.
 
 The words, prompts, LLM activations and ground-truth letter probes do not depend on the checkpoint
-(`absorption_data.py`: built once per eval call, activations cached on disk). Per checkpoint,
+(`data.py`: built once per eval call, activations cached on disk). Per checkpoint,
 SAEBench 0.6.0's `k_sparse_probing.py`, `feature_absorption*.py` and `main.py`:
   1. k-sparse probing: a 26-way probe on the train words' SAE latents with an L1 penalty (0.01,
      mean over letters of Σ|w|; BCE with positive weights, Adam, lr 1e-2 -> 1e-5, L2 1e-6, 50
@@ -50,16 +50,16 @@ from pydantic import Field, field_validator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from ..settings import UserError
-from .absorption_data import (
+from ...settings import UserError
+from .data import (
     LETTERS,
     LetterData,
     WordSet,
     letter_data,
     train_multi_probe,
 )
-from .base import EvalContext, Task, TaskConfig, TaskOutput
-from .probing_data import small_ops
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from ..probes import small_ops
 
 # SAEBench's module constants (feature_absorption.py, feature_absorption_calculator.py, k_sparse_probing.py).
 FULL_ABSORPTION_PROBE_COS_THRESHOLD = 0.025

@@ -12,9 +12,9 @@ the judge (the embedded model is loaded once; an endpoint is checked once). Per 
      `random.Random(random_seed).sample` (all when fewer are alive), or `override_latents`;
   2. their activations over the token set, zero at BOS and special tokens (SAEBench masks BOS, pad
      and EOS), kept in bfloat16 as SAEBench collects them;
-  3. per latent, generation and scoring examples (`autointerp_examples.py`; torch draws from a
+  3. per latent, generation and scoring examples (`examples.py`; torch draws from a
      generator seeded with `random_seed`, Python draws continuing the latent sample's stream);
-  4. the judge explains, then detects (`autointerp_prompts.py`, `autointerp_judge.py`); a latent's
+  4. the judge explains, then detects (`prompts.py`, `judge.py`); a latent's
      score is the fraction of its scoring examples classified correctly;
   5. `autointerp.autointerp_score` / `autointerp_std_dev`: mean and sample std dev over the latents
      scored (one latent: std dev 0, where SAEBench's torch.std gives NaN).
@@ -40,12 +40,12 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from ..settings import UserError
-from ..sources import data
-from ..sources.model import ModelSpec, load_model
-from .autointerp_examples import LatentExamples, latent_examples
-from .autointerp_judge import EmbeddedJudge, HttpJudge, JudgeError, check_judge_url
-from .autointerp_prompts import (
+from ...settings import UserError
+from ...sources import data
+from ...sources.model import ModelSpec, load_model
+from .examples import LatentExamples, latent_examples
+from .judge import EmbeddedJudge, HttpJudge, JudgeError, check_judge_url
+from .prompts import (
     example_answer,
     generation_messages,
     is_refusal,
@@ -54,7 +54,7 @@ from .autointerp_prompts import (
     score_predictions,
     scoring_messages,
 )
-from .base import EvalContext, Task, TaskConfig, TaskOutput
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
 
 CTX = data.DEFAULT_CONTEXT
 MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent

@@ -29,10 +29,12 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
-from .probing_data import (LinearProbe, ProbingConfigBase, ablate_pooled, ablate_tokens, average_datasets, compare_noise,
-                           decoder_matrix, fit_probe, load_probing_set, memo_key, memoised_json, one_vs_rest, resplit,
-                           resplit_seeds, sae_pooled_cached, select_top_n, small_ops, with_std)
+from ..base import EvalContext, Task, TaskOutput, sorted_positive_ints
+from ..probes import LinearProbe, fit_probe, select_top_n, small_ops
+from .data import ProbingConfigBase, load_probing_set, one_vs_rest, resplit
+from .features import ablate_pooled, ablate_tokens, decoder_matrix, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, compare_noise, resplit_seeds, with_std
 
 __all__ = ["TPPTask", "TPPConfig", "compare_noise", "tpp_latent_scores", "select_top_n", "ablate_pooled",
            "ablate_tokens", "tpp_resplit", "decoder_matrix"]

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from .base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
+from ..ablation.ce import BODY, prediction_mask
+from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
 
-BODY = 127  # non-special tokens per 128-token context
 SAEBENCH_BATCH_PROMPTS = 16  # sae-bench 0.6.0 core: CoreEvalConfig.batch_size_prompts and its CLI default
 
 # Massive-activation tokens: norm > MASSIVE_NORM_MULTIPLE × the median token norm. Measured on
@@ -243,19 +243,6 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
         "n_tokens": n,
         "per_latent": {"density": density.tolist(), "mean_when_firing": mean_when.tolist()},
     }
-
-
-def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-prediction CE and a mask of the predictions that count (made from a non-special position,
-    of a non-special next token)."""
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten().to(logits.device), reduction="none")
-    return ce, prediction_mask(special).to(ce.device)
-
-
-def prediction_mask(special: torch.Tensor) -> torch.Tensor:
-    """The predictions that count, flattened [b·(t−1)]: made from a non-special position, of a
-    non-special next token."""
-    return (~special[:, :-1] & ~special[:, 1:]).flatten()
 
 
 class CleanBatch:

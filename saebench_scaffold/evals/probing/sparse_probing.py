@@ -23,10 +23,12 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
-from .probing_data import (ProbingConfigBase, average_datasets, fit_probe, load_probing_set, mean_diff_order, memo_key,
-                           memoised_json, one_vs_rest, pooled_scaffold, probed_classes, resplit, resplit_seeds,
-                           sae_pooled_cached, small_ops, with_std)
+from ..base import EvalContext, Task, TaskOutput, sorted_positive_ints
+from ..probes import fit_probe, mean_diff_order, small_ops
+from .data import ProbingConfigBase, load_probing_set, one_vs_rest, probed_classes, resplit
+from .features import pooled_scaffold, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, resplit_seeds, with_std
 
 DEFAULT_DATASETS = ["ag_news", "amazon_domain", "amazon_sentiment", "bbc_news", "europarl", "code_langid"]
 

@@ -8,7 +8,7 @@ Procedure
     (`lm.logits_from_hook`), as `core`'s CE does; loss over predictions made from non-special
     positions of non-special next tokens (`core.masked_ce`);
   - PCA fitted on training-split tokens (`ctx.train_cache`), r = the scaffold rank (hybrids) or
-    `pca_rank` (default 24) — see `ablations.py` for every condition's exact formula;
+    `pca_rank` (default 24) — see `conditions.py` for every condition's exact formula;
   - CE and CE ratio to clean with percentile bootstrap CIs over contexts (paired: clean and the
     condition are resampled together; seeded by ctx.seed);
   - fraction of activation variance each condition removes, on the same evaluation tokens;
@@ -23,9 +23,9 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
-from . import ablations as ab
-from .base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
-from .core import BODY, masked_ce
+from . import conditions as ab
+from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
+from .ce import BODY, masked_ce
 
 SUMMARY = {"scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
            "aligned_matched": "aligned_latents_removed_variance_matched", "random": "random_subspace_removed"}
