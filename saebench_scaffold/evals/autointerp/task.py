@@ -55,6 +55,9 @@ from .prompts import (
     scoring_messages,
 )
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_autointerp
+from .saebench_layout import no_details, saebench_autointerp_latents
 
 CTX = data.DEFAULT_CONTEXT
 MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent
@@ -308,6 +311,23 @@ class AutointerpTask(Task):
     version = 1
     Config = AutointerpConfig
     summary_metrics = (("autointerp", "autointerp_score"),)
+
+    presets = {"saebench": {"n_latents": 1000, "total_tokens": 2_000_000}}  # needs a corpus larger than the embedded sample
+    metric_ranges = (
+        ("autointerp.*", 0, 1),                     # mean detection score and its std dev over latents
+        ("latents.*", 0, "d_sae"),                  # latents selected, alive, without examples, skipped, scored
+        ("details.latent", 0, "d_sae"),
+        ("details.score", 0, 1),
+        ("details.correct_seqs", 1, math.inf),      # example numbers, element by element
+        ("details.n_examples", 1, math.inf),
+        ("details.n_random_active", 0, math.inf),
+        ("details.n_iw_candidates", 0, math.inf),
+    )
+    aggregate_check = staticmethod(check_autointerp)
+    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),)
+    leaderboard_order = 60
+    saebench_export = SAEBenchExport("autointerp", metric_categories=("autointerp",), details=no_details,
+                                     unstructured=saebench_autointerp_latents)
 
     def apply_limit(self, cfg: AutointerpConfig, limit: int) -> AutointerpConfig:
         n = max(2, limit // LATENTS_PER_LIMIT)

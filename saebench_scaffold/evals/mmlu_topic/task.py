@@ -47,6 +47,8 @@ from ..ablation import conditions as ab
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
 from .categories import CATEGORIES, subject_categories
 from .bootstrap import clean_probe_dependence, question_bootstrap
+from ..declarations import table_column
+from .checks import check_mmlu_topic
 
 DEFAULT_SUBJECTS = ["high_school_mathematics", "high_school_us_history", "clinical_knowledge",
                     "world_religions", "marketing", "astronomy"]
@@ -81,6 +83,20 @@ class MMLUTopicTask(Task):
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
+
+    metric_ranges = (
+        ("*.chance", 0, 1),
+        ("*acc*", 0, 1),                            # accuracies, their CIs and per-split values
+        ("*.n_examples", 0, math.inf),
+        ("*.n_classes", 2, math.inf),
+    )
+    aggregate_check = staticmethod(check_mmlu_topic)
+    leaderboard_columns = (
+        table_column("MMLU topic clean", ("category", "clean_acc"), better=None),
+        table_column("MMLU topic no scaffold", ("category", "scaffold_removed_acc"), better=None),
+    )
+    leaderboard_order = 80
+    saebench_export = None  # SAEBench has no such eval
 
     def apply_limit(self, cfg: MMLUTopicConfig, limit: int) -> MMLUTopicConfig:
         # --limit caps the questions in total: split evenly over the label sets, then over their classes.
