@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from saebench_scaffold.evals import ablations as ab
+from saebench_scaffold.evals.ablation import conditions as ab
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.lm_eval_model import SAESplicedLM
+from saebench_scaffold.evals.downstream.lm_eval_model import SAESplicedLM
 from saebench_scaffold.evals.registry import builtin_task_dir
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.saes.pca import fit_pca

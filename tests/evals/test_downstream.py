@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from saebench_scaffold.evals.downstream import DownstreamConfig, DownstreamTask, accuracy_table, load_tasks, summarize
+from saebench_scaffold.evals.downstream.task import DownstreamConfig, DownstreamTask, accuracy_table, load_tasks, summarize
 from saebench_scaffold.settings import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -70,7 +70,7 @@ def test_users_own_task_file_through_include_path(tmp_path):
     """A YAML with `dataset_path: json` on one's own file runs with no code (here on a fake LM)."""
     from lm_eval.api.model import LM
 
-    from saebench_scaffold.evals.downstream import evaluate
+    from saebench_scaffold.evals.downstream.task import evaluate
 
     rows = [{"q": "Is fire hot?", "a": " yes", "b": " no", "label": 0}, {"q": "Is ice hot?", "a": " yes", "b": " no", "label": 1}]
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -3,7 +3,7 @@ under one ablation condition, registered in lm-eval's model registry as `saebenc
 
     lm_eval.simple_evaluate(model=SAESplicedLM(checkpoint="baselines/batchtopk_r24", condition="scaffold_removed"),
                             tasks=["piqa"], limit=100)
-    python -m saebench_scaffold.evals.lm_eval_model --model saebench-scaffold \\
+    python -m saebench_scaffold.evals.downstream.lm_eval_model --model saebench-scaffold \\
         --model_args checkpoint=baselines/batchtopk_r24,condition=scaffold_removed --tasks piqa --limit 100
 
 Conditions are `ce_ablation`'s, built by its code (`ce_ablation.conditions_for`: the same formulas,
@@ -35,10 +35,10 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
 
-from ..saes import SAE
-from ..settings import UserError
-from . import ablations as ab
-from .base import EvalContext
+from ...saes import SAE
+from ...settings import UserError
+from ..ablation import conditions as ab
+from ..base import EvalContext
 
 MODEL_NAME = "saebench-scaffold"
 CONDITIONS = ("clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "pca_removed_zeroing",
@@ -55,7 +55,7 @@ def build_edits(ctx: EvalContext, sae: SAE, names: Iterable[str], ablation_cfg=N
     from `ablation_cfg` (a CEAblationConfig; its defaults when None). A condition that does not apply
     to this checkpoint (scaffold_removed on an r = 0 SAE) is a UserError, or left out when
     `skip_inapplicable`."""
-    from .ce_ablation import CEAblationConfig, conditions_for
+    from ..ablation.ce_ablation import CEAblationConfig, conditions_for
 
     names = check_conditions(sae, names, skip_inapplicable)
     cfg = (ablation_cfg or CEAblationConfig()).model_copy(
@@ -104,10 +104,10 @@ class SAESplicedLM(TemplateLM):
                  seed: int = 0, pca_rank: int | None = None, pca_fit_tokens: int = 200_000,
                  n_aligned_latents: int | None = None, device: str | None = None, **lm_eval_extras):
         super().__init__()
-        from ..execution.checkpoints import load_checkpoint
-        from ..execution.plan import own_hook
-        from ..sources.model import DEFAULT_HOOK, ModelSpec
-        from .ce_ablation import CEAblationConfig
+        from ...execution.checkpoints import load_checkpoint
+        from ...execution.plan import own_hook
+        from ...sources.model import DEFAULT_HOOK, ModelSpec
+        from ..ablation.ce_ablation import CEAblationConfig
 
         names = [condition] + ([] if conditions is None else [c for c in str(conditions).split("+") if c])
         if checkpoint is None:

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from pydantic import Field, field_validator
 
-from ..settings import UserError
-from .base import EvalContext, Task, TaskConfig, TaskOutput
+from ...settings import UserError
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
 
 DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
 LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory, its split)
@@ -95,7 +95,7 @@ class DownstreamTask(Task):
                                       "n_bootstrap": min(cfg.n_bootstrap, 200)})
 
     def run(self, ctx: EvalContext, sae, cfg: DownstreamConfig) -> TaskOutput:
-        from .ce_ablation import CEAblationConfig
+        from ..ablation.ce_ablation import CEAblationConfig
         from .lm_eval_model import CONDITIONS, SAESplicedLM, build_edits, check_conditions
 
         every = bool({"all", "default"} & set(cfg.conditions))
@@ -134,9 +134,9 @@ class DownstreamTask(Task):
 def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str, str], list[dict]]:
     """lm-eval's task dict, our name -> the lm-eval task run for it, and the datasets read. One clear
     line for an unknown task, a missing local file, or a hub task while the hub is unreachable."""
-    from ..settings import data_dir
-    from ..sources.data import file_sha256, hub_offline_reason
-    from .registry import builtin_task_dir
+    from ...settings import data_dir
+    from ...sources.data import file_sha256, hub_offline_reason
+    from ..registry import builtin_task_dir
 
     root = data_dir(ctx.data_dir)
     for folder in cfg.include_path:
