@@ -131,14 +131,18 @@ class SAESplicedLM(TemplateLM):
 
     @classmethod
     def from_context(cls, ctx: EvalContext, edits: dict[str, ab.Edit | None], condition: str = "clean",
-                     batch_size: int = 16, max_length: int | None = None) -> SAESplicedLM:
-        """An instance on `ctx`'s model and hook scoring `edits` (from `build_edits`) together."""
+                     batch_size: int = 16, max_length: int | None = None,
+                     shared: dict[str, dict] | None = None) -> SAESplicedLM:
+        """An instance on `ctx`'s model and hook scoring `edits` (from `build_edits`) together.
+        `shared`: condition -> answers kept from an earlier instance, for conditions that do not depend
+        on the checkpoint (clean, top-r PCs, random subspace, zero: `downstream` keeps them per eval
+        call, as `ce_ablation` keeps their CE); those requests are not rerun under them."""
         self = cls.__new__(cls)
         TemplateLM.__init__(self)
-        self._setup(ctx, edits, condition, batch_size, max_length)
+        self._setup(ctx, edits, condition, batch_size, max_length, shared)
         return self
 
-    def _setup(self, ctx: EvalContext, edits: dict, condition: str, batch_size, max_length) -> None:
+    def _setup(self, ctx: EvalContext, edits: dict, condition: str, batch_size, max_length, shared=None) -> None:
         self.ctx, self.lm, self.hook = ctx, ctx.lm, ctx.hook
         self.tokenizer = self.lm.tokenizer
         self.edits = dict(edits)
@@ -147,7 +151,9 @@ class SAESplicedLM(TemplateLM):
         self._max_length = int(max_length) if max_length else (
             resolve_max_length(config, self.tokenizer) if config is not None else int(self.lm.tl.cfg.n_ctx))
         self._device = self.lm.device
-        self.answers: dict[Key, dict[str, tuple[float, bool]]] = {}
+        shared = shared or {}
+        # condition -> request tokens -> (log p(continuation), greedy?)
+        self.answers: dict[str, dict[Key, tuple[float, bool]]] = {n: shared.get(n, {}) for n in self.edits}
         self.condition = condition
 
     @property
@@ -199,10 +205,11 @@ class SAESplicedLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         keys: list[Key] = [(tuple(ctx), tuple(cont)) for _, ctx, cont in requests]
-        todo = sorted({k for k in keys if k not in self.answers}, key=lambda k: (-len(k[0]) - len(k[1]), k))
+        todo = sorted({k for k in keys if any(k not in a for a in self.answers.values())},
+                      key=lambda k: (-len(k[0]) - len(k[1]), k))
         for s in range(0, len(todo), self.batch_size):
             self._score(todo[s:s + self.batch_size])
-        return [self.answers[k][self.condition] for k in keys]
+        return [self.answers[self.condition][k] for k in keys]
 
     def _score(self, batch: list[Key]) -> None:
         """Answers (log p(continuation), greedy?) under every condition for one batch, as HFLM computes
@@ -212,16 +219,15 @@ class SAESplicedLM(TemplateLM):
         tokens = torch.zeros(len(batch), width, dtype=torch.long)
         for i, x in enumerate(inputs):
             tokens[i, :len(x)] = torch.tensor(x)
-        for key in batch:
-            self.answers.setdefault(key, {})
+        names = [n for n, a in self.answers.items() if any(k not in a for k in batch)]
         # only the continuations' rows are unembedded (HFLM unembeds and log-softmaxes every position)
         first = min(len(x) - len(key[1]) for key, x in zip(batch, inputs))
-        for name, logits in self.condition_logits(tokens, positions=torch.arange(first, width)):
+        for name, logits in self.condition_logits(tokens, names, positions=torch.arange(first, width)):
             for i, (key, x) in enumerate(zip(batch, inputs)):
                 cont = torch.tensor(key[1], device=logits.device)
                 lp = F.log_softmax(logits[i, len(x) - len(cont) - first:len(x) - first], dim=-1)
                 greedy = bool((lp.argmax(-1) == cont).all())
-                self.answers[key][name] = (float(lp.gather(-1, cont.unsqueeze(-1)).sum()), greedy)
+                self.answers[name][key] = (float(lp.gather(-1, cont.unsqueeze(-1)).sum()), greedy)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Whole-document log-likelihood in disjoint windows of max_length, as HFLM."""

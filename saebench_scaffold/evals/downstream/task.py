@@ -38,6 +38,8 @@ from pydantic import Field, field_validator
 
 from ...settings import UserError
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from ..declarations import table_column
+from .checks import check_downstream
 
 DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
 LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory, its split)
@@ -58,7 +60,8 @@ class DownstreamConfig(TaskConfig):
     tasks: list[str] = Field(DEFAULT_TASKS, description="lm-eval task names (local copies of the four defaults with a data directory)")
     conditions: list[str] = Field(["default"], description="conditions to score (lm_eval_model.CONDITIONS); 'default' = "
                                   "DEFAULT_CONDITIONS, 'all' = every condition; both skip those that do not apply")
-    n_docs: int = Field(100, gt=0, description="documents per task (lm-eval's limit; the first ones, the same for every condition)")
+    n_docs: int | None = Field(30, gt=0, description="documents per task (lm-eval's limit: the first ones, the same for "
+                                                        "every condition); None: all of them")
     batch_size: int = Field(16, gt=0, description="requests per forward pass")
     include_path: list[str] = Field([], description="folders of one's own lm-eval task files")
     pca_rank: int | None = Field(None, description="r of the PCA/random subspaces (ce_ablation's: the scaffold rank, or 24)")
@@ -86,15 +89,36 @@ class DownstreamTask(Task):
     Config = DownstreamConfig
     summary_metrics = (("summary", "spliced_retained"), ("summary", "scaffold_retained"), ("summary", "pca_retained"),
                        ("summary", "random_retained"))
+    presets = {"saebench": {"n_docs": None}}  # lm-eval's published figures use every document
+    metric_ranges = (
+        ("*.ci_level", 0, 1),
+        ("*.chance", 0, 1),
+        ("*.n_docs", 1, math.inf),
+        ("summary.clean_acc_mean", 0, 1),
+        ("*_retained*", -math.inf, math.inf),  # below 0 under chance, above 1 when a condition helps
+        ("*_perplexity", 1, math.inf),
+        ("*_stderr", 0, math.inf),
+        ("*_acc", 0, 1),
+        ("*_acc_norm", 0, 1),
+    )
+    aggregate_check = staticmethod(check_downstream)
+    leaderboard_columns = (
+        table_column("acc kept, SAE in", ("summary", "spliced_retained")),
+        table_column("acc kept, no scaffold", ("summary", "scaffold_retained"), better=None),
+        table_column("acc kept, no top-r PCs", ("summary", "pca_retained"), better=None),
+    )
+    leaderboard_order = 90
+    saebench_export = None  # SAEBench has no such eval: the result stays in our own files
 
     def apply_limit(self, cfg: DownstreamConfig, limit: int) -> DownstreamConfig:
         # --limit caps documents per task; the PCA fit and the matching sample shrink to one cache shard (as ce_ablation)
-        return cfg.model_copy(update={"n_docs": min(cfg.n_docs, limit),
+        return cfg.model_copy(update={"n_docs": min(cfg.n_docs or limit, limit),
                                       "pca_fit_tokens": min(cfg.pca_fit_tokens, max(limit, 8_192)),
                                       "match_sample_tokens": min(cfg.match_sample_tokens, max(limit, 2_048)),
                                       "n_bootstrap": min(cfg.n_bootstrap, 200)})
 
     def run(self, ctx: EvalContext, sae, cfg: DownstreamConfig) -> TaskOutput:
+        from ..ablation import conditions as ab
         from ..ablation.ce_ablation import CEAblationConfig
         from .lm_eval_model import CONDITIONS, SAESplicedLM, build_edits, check_conditions
 
@@ -106,7 +130,15 @@ class DownstreamTask(Task):
                                         n_aligned_latents=cfg.n_aligned_latents, match_sample_tokens=cfg.match_sample_tokens,
                                         dataset=cfg.dataset)
         edits, built = build_edits(ctx, sae, wanted, ablation_cfg, skip_inapplicable=every)
-        lm = SAESplicedLM.from_context(ctx, edits, batch_size=cfg.batch_size)
+        # answers under conditions that do not depend on the checkpoint are kept for the eval call
+        # (the key holds everything they depend on: the rank r of the PCA/random subspaces among them)
+        r = ab.subspace_rank(sae, cfg.pca_rank)
+        key = ("downstream.answers", ctx.hook, cfg.pca_fit_tokens, cfg.dataset, r, ctx.seed, cfg.batch_size)
+        shared = ctx.memo.setdefault(key, {})
+        for name in edits:
+            if name == "clean" or built[name].model_only:
+                shared.setdefault(name, {})
+        lm = SAESplicedLM.from_context(ctx, edits, batch_size=cfg.batch_size, shared=shared)
         runs = {}
         for condition in edits:  # the first evaluate scores every condition; the others read the kept answers
             lm.condition = condition
@@ -125,7 +157,7 @@ class DownstreamTask(Task):
         }
         n_docs = sum(clean["n-samples"][run]["effective"] for run in names.values())
         if ctx.progress:
-            print(f"downstream accuracy ({cfg.n_docs} documents per task):\n"
+            print(f"downstream accuracy ({cfg.n_docs or 'all'} documents per task):\n"
                   f"{accuracy_table(metrics, list(names), list(edits))}", file=sys.stderr)
         return TaskOutput(metrics=metrics, details=details, unstructured=unstructured, datasets=datasets,
                           token_counts={"documents": n_docs})
