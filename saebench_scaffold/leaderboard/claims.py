@@ -91,6 +91,18 @@ CLAIMS = (
     Claim("scr", "SCR better at r = 24? (top-20 latents ablated)", "question", "paired",
           ("scr", "scr_metrics", "scr_metric_threshold_20"), None, "higher",
           note="not a paper claim: spurious-correlation removal (SAEBench's SHIFT) on Amazon domain x sentiment"),
+) + tuple(
+    Claim(f"downstream_scaffold_vs_pca_{task}",
+          f"Removing the scaffold costs more {label} accuracy than removing the top-r PCs?", "question", "within",
+          ("downstream", task, "scaffold_retained" if task == "summary" else "scaffold_removed_retained"),
+          ("downstream", task, "pca_retained" if task == "summary" else "pca_removed_mean_preserving_retained"),
+          "lower", ("top-r PCs", "scaffold"),
+          note="" if task != "summary" else (
+              "not a paper claim (the paper argues with CE alone): retained accuracy = (acc - chance) / (acc_clean - "
+              "chance) on lm-eval's tasks with the scaffold vs the top-r PCs (r = the scaffold's rank, mean-preserving) "
+              "removed, per task and averaged; each result also holds an interval over documents (downstream's bootstrap)"))
+    for task, label in (("summary", "downstream (mean of the tasks)"), ("lambada_openai", "LAMBADA"), ("piqa", "PIQA"),
+                        ("hellaswag", "HellaSwag"), ("winogrande", "WinoGrande"))
 )
 
 
@@ -327,7 +339,8 @@ def render(rows: list[dict]) -> str:
         if "relative_change" in r:
             ours += f" ({r['relative_change']:+.1%})"
         diff = f"{r['difference_mean']:+.4g}"
-        diff += f" [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" if r["ci_low"] is not None else " (no interval)"
+        diff += (f" [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" if r["ci_low"] is not None
+                 else " (no interval: one seed)" if r["n"] == 1 else " (no interval)")
         p = f"{r['p_value']:.3g}" if r["p_value"] is not None else "—"
         setting = (r["architecture"] + (f", {r['training_tokens'] / 1e6:.1f}M tok" if r["training_tokens"] else "")
                    + (f", recipe {r['recipe']}" if "recipe" in r else ""))

@@ -159,3 +159,22 @@ def test_length_outcome_rule():
     outcome, low, high = length_outcome("lower", base, [-0.030, -0.031])
     assert outcome == "stronger with training" and low < -0.019 < high < 0
     assert length_outcome("lower", base, [-0.012, -0.008])[0] == "not separable from seed noise"
+
+
+def test_downstream_question_per_task_with_one_seed_and_with_three(tmp_path):
+    """Scaffold vs top-r PCs on retained downstream accuracy: one row per task and for the mean; one
+    seed gives no interval and says so; three clearly lower seeds reproduce it."""
+    for seeds, folder in (((0,), "one"), ((0, 1, 2), "three")):
+        for seed in seeds:
+            _write(tmp_path / folder, f"btk_r24_s{seed}", "batchtopk", 24, seed, {"downstream": {
+                "piqa": {"scaffold_removed_retained": 0.2 + 0.01 * seed, "pca_removed_mean_preserving_retained": 0.7},
+                "summary": {"scaffold_retained": 0.3 + 0.01 * seed, "pca_retained": 0.8}}})
+    one = _by_claim(evaluate(load_checkpoints(tmp_path / "one")))
+    assert one["downstream_scaffold_vs_pca_piqa"]["n"] == 1 and one["downstream_scaffold_vs_pca_piqa"]["verdict"] == "inconclusive"
+    assert one["downstream_scaffold_vs_pca_summary"]["difference_mean"] == pytest.approx(-0.5)
+    assert "downstream_scaffold_vs_pca_hellaswag" not in one  # no figure, no row
+    res = CliRunner().invoke(app, ["claims", str(tmp_path / "one"), "--output-dir", str(tmp_path / "out")])
+    assert res.exit_code == 0 and "no interval: one seed" in res.output
+    three = _by_claim(evaluate(load_checkpoints(tmp_path / "three")))
+    row = three["downstream_scaffold_vs_pca_piqa"]
+    assert row["n"] == 3 and row["verdict"] == "reproduced" and row["ci_high"] < 0
