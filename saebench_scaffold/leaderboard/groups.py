@@ -87,11 +87,6 @@ def column_value(ck: Checkpoint, label: str) -> float | None:
     return None
 
 
-def ce_ratio(ck: Checkpoint, condition: str) -> float | None:
-    values = ck.metrics.get("ce_ablation", {}).get(condition, {})
-    return _number(values.get("ce_ratio")) if values.get("status", "ok") == "ok" else None
-
-
 def group_checkpoints(checkpoints: list[Checkpoint]) -> list[Group]:
     """Configurations in a stable order (pairs of ranks adjacent), each with its colour and label."""
     by_config: dict[Config, list[Checkpoint]] = {}

@@ -26,11 +26,13 @@ from __future__ import annotations
 import html
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import atomic_write
 from . import claims
-from .groups import Group, ce_ratio, column_value, group_checkpoints, has_seeds, pairs, summarize
+from .groups import Group, column_value, group_checkpoints, has_seeds, pairs, summarize
 from .table import FILTERS, IDENTITY_HEADERS, default_columns, fmt
 
 RANK_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -179,17 +181,53 @@ def grouped_scatter(groups: list[Group], y_label: str, title: str, subtitle: str
                    yaxis_title=html.escape(y_title))
 
 
-CE_TITLE = "CE ratio to clean per ablation condition"
+@dataclass(frozen=True)
+class BarPlot:
+    """A bar plot of one task's figure per ablation condition, per checkpoint and per configuration."""
+
+    task: str
+    conditions: tuple[tuple[str, str], ...]
+    """(key, tick label) in plotting order; tick labels wrapped to fit."""
+    title: str
+    y_title: str
+    interval: str
+    """What the per-checkpoint error bars are, for the subtitle."""
+    value: Callable[[dict, str], tuple[float, float | None, float | None] | None]
+    """(the task's eval_result_metrics, condition key) -> (value, interval low, interval high), or None."""
 
 
-def _ce_axes(**xaxis) -> dict:
-    return dict(yaxis_title="CE / clean CE", xaxis=dict(tickangle=0, automargin=True, showgrid=False, **xaxis))
+def _ce_value(m: dict, key: str):
+    v = m.get(key, {})
+    if not isinstance(v.get("ce_ratio"), (int, float)) or v.get("status", "ok") != "ok":
+        return None
+    return v["ce_ratio"], v.get("ce_ratio_ci_low"), v.get("ce_ratio_ci_high")
 
 
-def ce_figure(recs: list[dict], results: dict, info: dict, groups: list[Group]):
-    """Per checkpoint: next-token CE ratio to clean per ablation condition, one bar per checkpoint,
-    coloured by configuration (one legend entry each, toggling its checkpoints); r > 0 hatched; 95%
-    bootstrap CIs as error bars."""
+def _retained_value(m: dict, key: str):
+    s = m.get("summary", {})
+    v = s.get(f"{key}_retained")
+    return (v, s.get(f"{key}_retained_ci_low"), s.get(f"{key}_retained_ci_high")) if isinstance(v, (int, float)) else None
+
+
+BAR_PLOTS = {  # plot id -> BarPlot
+    "ce": BarPlot("ce_ablation", tuple(CE_CONDITIONS), "CE ratio to clean per ablation condition", "CE / clean CE",
+                  "95% bootstrap CI", _ce_value),
+    "downstream": BarPlot("downstream", (("spliced", "SAE<br>spliced in"), ("scaffold", "scaffold<br>removed"),
+                                         ("pca", "top-r PCs<br>removed<br>(mean kept)"), ("aligned", "aligned<br>latents"),
+                                         ("random", "random<br>subspace"), ("zero", "zero<br>ablation")),
+                          "Downstream accuracy kept per ablation condition (mean over lm-eval tasks)",
+                          "(acc − chance) / (clean acc − chance)", "95% bootstrap CI over documents", _retained_value),
+}
+
+
+def _bar_axes(plot: BarPlot, **xaxis) -> dict:
+    return dict(yaxis_title=plot.y_title, xaxis=dict(tickangle=0, automargin=True, showgrid=False, **xaxis))
+
+
+def bar_figure(plot: BarPlot, recs: list[dict], results: dict, info: dict, groups: list[Group]):
+    """Per checkpoint: the plot's figure per ablation condition, one bar per checkpoint, coloured by
+    configuration (one legend entry each, toggling its checkpoints); r > 0 hatched; the result's own
+    intervals as error bars."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -199,39 +237,42 @@ def ce_figure(recs: list[dict], results: dict, info: dict, groups: list[Group]):
     # a configuration's bars side by side, in the legend's order
     for rec in sorted(recs, key=lambda r: order.get(id(info[r["submission"], r["checkpoint"]][1]), len(order))):
         ck, g = info[rec["submission"], rec["checkpoint"]]
-        res = results.get((rec["submission"], rec["checkpoint"]), {}).get("ce_ablation")
+        res = results.get((rec["submission"], rec["checkpoint"]), {}).get(plot.task)
         if res is None:
             continue
-        m = res.eval_result_metrics
-        conds = [(key, label) for key, label in CE_CONDITIONS
-                 if isinstance(m.get(key, {}).get("ce_ratio"), (int, float)) and m[key].get("status", "ok") == "ok"]
-        if not conds:
+        got = [(label, plot.value(res.eval_result_metrics, key)) for key, label in plot.conditions]
+        got = [(label, v) for label, v in got if v is not None]
+        if not got:
             continue
-        ratio = [m[k]["ce_ratio"] for k, _ in conds]
+        ys = [v[0] for _, v in got]
         legend = html.escape(g.label) if g else _name(rec)
         fig.add_trace(go.Bar(
-            x=[label for _, label in conds], y=ratio, name=legend, legendgroup=legend, showlegend=legend not in seen,
+            x=[label for label, _ in got], y=ys, name=legend, legendgroup=legend, showlegend=legend not in seen,
             marker=dict(color=g.colour if g else "#999", pattern=dict(shape="/" if rec["r"] else "")),
             hovertext=f"{_name(rec)}" + (f", seed {ck.seed}" if ck else ""), hoverinfo="text+y",
             error_y=dict(type="data", symmetric=False,
-                         array=[m[k].get("ce_ratio_ci_high", v) - v for (k, _), v in zip(conds, ratio)],
-                         arrayminus=[v - m[k].get("ce_ratio_ci_low", v) for (k, _), v in zip(conds, ratio)])))
+                         array=[(hi if hi is not None else y) - y for (_, (y, _, hi)) in got],
+                         arrayminus=[y - (lo if lo is not None else y) for (_, (y, lo, _)) in got])))
         seen.add(legend)
-    return _layout(fig, CE_TITLE, "one bar per checkpoint, coloured by configuration (hatched: r > 0) ± 95% bootstrap CI",
+    return _layout(fig, plot.title, f"one bar per checkpoint, coloured by configuration (hatched: r > 0) ± {plot.interval}",
                    len(seen), legend_title="configuration", barmode="group",
-                   **_ce_axes(categoryorder="array", categoryarray=[label for _, label in CE_CONDITIONS]))
+                   **_bar_axes(plot, categoryorder="array", categoryarray=[label for _, label in plot.conditions]))
 
 
-def grouped_ce(groups: list[Group]):
-    """Per configuration: mean CE ratio over seeds per condition with its 95% t interval, seeds as
-    faint points on their bar. Bars sit at explicit offsets (numeric x, condition names as tick
-    text) so a configuration's seeds land on its own bar."""
+def grouped_bars(plot: BarPlot, groups: list[Group]):
+    """Per configuration: mean of the plot's figure over seeds per condition with its 95% t interval,
+    seeds as faint points on their bar. Bars sit at explicit offsets (numeric x, condition names as
+    tick text) so a configuration's seeds land on its own bar."""
     import plotly.graph_objects as go
 
+    def value(ck, k):
+        v = plot.value(ck.metrics.get(plot.task, {}), k)
+        return None if v is None else v[0]
+
     fig = go.Figure()
-    values = {id(g): {k: [(ck, v) for ck in g.members if (v := ce_ratio(ck, k)) is not None] for k, _ in CE_CONDITIONS}
+    values = {id(g): {k: [(ck, v) for ck in g.members if (v := value(ck, k)) is not None] for k, _ in plot.conditions}
               for g in groups}
-    conds = [(k, label) for k, label in CE_CONDITIONS if any(values[id(g)][k] for g in groups)]
+    conds = [(k, label) for k, label in plot.conditions if any(values[id(g)][k] for g in groups)]
     drawn = [g for g in groups if any(values[id(g)][k] for k, _ in conds)]
     width = 0.84 / max(len(drawn), 1)
     tops = []  # every seed, mean and interval end
@@ -256,12 +297,13 @@ def grouped_ce(groups: list[Group]):
     # The y range holds every seed and every interval up to 1.3 x the highest seed, not beyond: two
     # seeds give t(1 dof) intervals ~13 sd wide that would flatten all bars; those run off the axis.
     highest = max((v for g in drawn for k, _ in conds for _, v in values[id(g)][k]), default=1.0)
+    lowest = min([0.0] + [v for g in drawn for k, _ in conds for _, v in values[id(g)][k]])
     top = 1.08 * max(v for v in tops + [highest] if v <= 1.3 * highest)
-    return _layout(fig, CE_TITLE, "mean over seeds per configuration (hatched: r > 0) ± 95% CI over seeds "
+    return _layout(fig, plot.title, "mean over seeds per configuration (hatched: r > 0) ± 95% CI over seeds "
                    "(long ones run off the axis; hover gives them), faint: each seed", len(drawn),
-                   legend_title="configuration", yaxis_range=[0, top],
-                   **_ce_axes(tickmode="array", tickvals=list(range(len(conds))), ticktext=[label for _, label in conds],
-                              range=[-0.5, len(conds) - 0.5]))
+                   legend_title="configuration", yaxis_range=[1.08 * lowest, top],
+                   **_bar_axes(plot, tickmode="array", tickvals=list(range(len(conds))), ticktext=[label for _, label in conds],
+                               range=[-0.5, len(conds) - 0.5]))
 
 
 PLOTS = [  # (id, y column, title, subtitle, extra y column (open markers), y-axis title)
@@ -361,9 +403,12 @@ def write_site(board: Path, recs: list[dict], results: dict, columns: tuple | No
         views["checkpoints"][pid] = scatter_figure(recs, info, y, title, subtitle, extra, y_title, archs)
         if groups:
             views["grouped"][pid] = grouped_scatter(groups, y, title, subtitle, extra, y_title, archs)
-    views["checkpoints"]["ce"] = ce_figure(recs, results, info, groups)
-    if groups:
-        views["grouped"]["ce"] = grouped_ce(groups)
+    for pid, plot in BAR_PLOTS.items():
+        if pid != "ce" and not any(plot.task in by_task for by_task in results.values()):
+            continue  # a task no checkpoint has: no empty plot (ce_ablation's is always drawn, as before)
+        views["checkpoints"][pid] = bar_figure(plot, recs, results, info, groups)
+        if groups:
+            views["grouped"][pid] = grouped_bars(plot, groups)
     view = "grouped" if has_seeds(groups) else "checkpoints"
     headers = IDENTITY_HEADERS + labels + ["files"]
     rows = []
