@@ -42,11 +42,11 @@ from ..declarations import table_column
 from .checks import check_downstream
 
 DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
-LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory, its split)
-    "lambada_openai": ("lambada_openai_local", "downstream/lambada_openai/lambada_test.jsonl", "test"),
-    "piqa": ("piqa_local", "downstream/piqa/piqa_validation.jsonl", "validation"),
-    "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl", "validation"),
-    "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl", "validation"),
+LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory)
+    "lambada_openai": ("lambada_openai_local", "downstream/lambada_openai/lambada_test.jsonl"),
+    "piqa": ("piqa_local", "downstream/piqa/piqa_validation.jsonl"),
+    "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl"),
+    "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl"),
 }
 SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
            "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
@@ -174,7 +174,7 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
     for folder in cfg.include_path:
         if not Path(folder).is_dir():
             raise UserError(f"downstream.include_path {folder} is not a folder")
-    manager = task_manager((str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path))
+    manager = task_manager((str(builtin_task_dir() / "lm_eval_tasks"), *cfg.include_path), str(root) if root else None)
     known = set(manager.all_tasks)
     names, datasets, specs = {}, [], []
     for task in cfg.tasks:
@@ -187,7 +187,7 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
             if not path.is_file():
                 raise UserError(f"downstream task {task}: local file {path} does not exist")
             names[task] = local[0]
-            specs.append({"task": local[0], "dataset_kwargs": {"data_files": {local[2]: str(path)}}})
+            specs.append(local[0])
             datasets.append({"name": task, "source": "local", "path": str(path), "sha256": file_sha256(path)})
             continue
         if local and hub_offline_reason():
@@ -207,12 +207,13 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
 
 
 @functools.lru_cache(maxsize=4)
-def task_manager(include_path: tuple[str, ...]):
+def task_manager(include_path: tuple[str, ...], data_dir: str | None):
     """lm-eval's TaskManager over its own tasks and `include_path` (indexing every task file takes
-    seconds: once per process and include path)."""
+    seconds: once per process and setting). `data_dir` reaches the local task files' `load_json`
+    through the tasks' metadata."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(include_path))
+    return TaskManager(include_path=list(include_path), metadata={"data_dir": data_dir})
 
 
 def evaluate(lm, task_dict: dict, cfg: DownstreamConfig) -> dict:
