@@ -26,6 +26,7 @@ another `condition` reads them instead of running the model (`downstream` relies
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -119,6 +120,10 @@ class SAESplicedLM(TemplateLM):
             if sae is None:
                 raise UserError("model_args: checkpoint=pca is not supported here; give a checkpoint folder")
         hook = hook or (own_hook(sae) if sae is not None and sae.cfg.hook_name else DEFAULT_HOOK)
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line passes --device cuda by default; its hf model falls back to the CPU too
+            warnings.warn(f"device {device} is not available; running on the CPU")
+            device = "cpu"
         spec = ModelSpec(**({"name": model} if model else {}), device=device or "auto")
         ctx = EvalContext(spec, hook, data_dir, cache_dir, int(seed))
         if sae is not None:
