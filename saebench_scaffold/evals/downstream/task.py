@@ -13,8 +13,9 @@ Procedure
   - every condition is scored in the same pass over each batch of requests: the layers up to the hook
     run once, those after it once per condition (`SAESplicedLM.condition_logits`); lm-eval's
     `evaluate` then runs once per condition on the kept answers;
-  - conditions as in `ce_ablation` (`ce_ablation.conditions_for`: same formulas, PCA fit and random
-    subspace), each editing non-special positions only; `conditions: [default]` (DEFAULT_CONDITIONS) and
+  - conditions as in `ce_ablation` (`ce_ablation.conditions_for`: same formulas, same random subspace for
+    a seed; the PCA fitted on `pca_fit_tokens` training tokens, one cache shard by default and
+    ce_ablation's 200,000 with `--preset saebench`), each editing non-special positions only; `conditions: [default]` (DEFAULT_CONDITIONS) and
     `[all]` take those that apply to the checkpoint (scaffold_removed not for r = 0), a condition named
     explicitly that does not apply is an error;
   - retained = (acc − chance) / (acc_clean − chance), chance = mean of 1 / (number of choices) for
@@ -65,7 +66,8 @@ class DownstreamConfig(TaskConfig):
     batch_size: int = Field(16, gt=0, description="requests per forward pass")
     include_path: list[str] = Field([], description="folders of one's own lm-eval task files")
     pca_rank: int | None = Field(None, description="r of the PCA/random subspaces (ce_ablation's: the scaffold rank, or 24)")
-    pca_fit_tokens: int = Field(200_000, gt=0, description="training-split tokens for the PCA fit (ce_ablation's)")
+    pca_fit_tokens: int = Field(32_512, gt=0, description="training-split tokens for the PCA fit: one cache shard "
+                                "(ce_ablation's 200,000 with --preset saebench)")
     n_aligned_latents: int | None = Field(None, ge=0, description="N for aligned_latents_removed (ce_ablation's default d_sae // 20)")
     match_sample_tokens: int = Field(8_192, gt=0, description="training tokens for aligned_latents_removed_variance_matched")
     n_bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of documents for the retained-accuracy intervals")
@@ -89,7 +91,7 @@ class DownstreamTask(Task):
     Config = DownstreamConfig
     summary_metrics = (("summary", "spliced_retained"), ("summary", "scaffold_retained"), ("summary", "pca_retained"),
                        ("summary", "random_retained"))
-    presets = {"saebench": {"n_docs": None}}  # lm-eval's published figures use every document
+    presets = {"saebench": {"n_docs": None, "pca_fit_tokens": 200_000}}  # lm-eval's figures use every document
     metric_ranges = (
         ("*.ci_level", 0, 1),
         ("*.chance", 0, 1),
