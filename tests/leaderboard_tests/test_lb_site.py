@@ -298,3 +298,23 @@ def test_serve_serves_the_pages_and_the_result_files(board16):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_downstream_plot_shows_each_checkpoints_retained_accuracy(board16):
+    """The committed board's downstream results: one bar group per checkpoint in the per-checkpoint
+    view, its heights the results' summary retained accuracies, its error bars their intervals."""
+    import json
+    import re
+
+    page = (board16 / "site" / "index.html").read_text()
+    assert 'id="plot-downstream"' in page
+    fig = json.loads(re.search(r'id="fig-downstream-checkpoints"[^>]*>(.*?)</script>', page, re.S).group(1))
+    results = sorted((board16 / "submissions").glob("*/*/downstream.json"))
+    assert results and len(fig["data"]) == len(results)
+    heights = sorted(round(y, 9) for trace in fig["data"] for y in trace["y"])
+    recorded = []
+    for path in results:
+        s = json.loads(path.read_text())["eval_result_metrics"]["summary"]
+        recorded += [round(s[f"{k}_retained"], 9) for k in ("spliced", "scaffold", "pca", "aligned", "random", "zero")
+                     if s.get(f"{k}_retained") is not None]
+    assert heights == sorted(recorded)
