@@ -198,6 +198,7 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
         names[task] = task
         specs.append(task)
         datasets.append({"name": task, "source": "lm-eval task definition"})
+    _quiet_lm_eval()
     try:
         task_dict = manager.load(specs)
     except FileNotFoundError as err:
@@ -206,6 +207,13 @@ def load_tasks(ctx: EvalContext, cfg: DownstreamConfig) -> tuple[dict, dict[str,
         raise UserError(f"downstream: lm-eval could not load {', '.join(names.values())}: "
                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     return task_dict, names, datasets
+
+
+def _quiet_lm_eval() -> None:
+    """lm-eval's notices (one per local task file about `--metadata`, its progress lines) say nothing
+    to our users; its errors still surface as exceptions."""
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @functools.lru_cache(maxsize=4)
@@ -222,8 +230,7 @@ def evaluate(lm, task_dict: dict, cfg: DownstreamConfig) -> dict:
     """lm-eval's `evaluate` on `lm`, its progress bars and notices silenced (one run per condition)."""
     from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
-    for name in ("lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_lm_eval()
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         return lm_eval_evaluate(lm, task_dict, limit=cfg.n_docs, bootstrap_iters=cfg.stderr_bootstrap_iters,
                                 log_samples=True, verbosity="ERROR")
