@@ -95,7 +95,7 @@ class SAESplicedLM(TemplateLM):
     prefix shared; default: just `condition`), model (default the embedded SmolLM2-135M), hook
     (default: the checkpoint's), batch_size, max_length, data_dir, cache_dir, seed (the random
     subspace and PCA as in `ce_ablation`), pca_rank, pca_fit_tokens, n_aligned_latents.
-    From Python, `SAESplicedLM.from_context(ctx, sae, conditions)` reuses an `EvalContext`."""
+    From Python, `SAESplicedLM.from_context(ctx, build_edits(ctx, sae, names)[0])` reuses an `EvalContext`."""
 
     backend = "causal"
 
@@ -103,8 +103,12 @@ class SAESplicedLM(TemplateLM):
                  model: str | None = None, hook: str | None = None, batch_size: int | str = 16,
                  max_length: int | None = None, data_dir: str | None = None, cache_dir: str | None = None,
                  seed: int = 0, pca_rank: int | None = None, pca_fit_tokens: int = 200_000,
-                 n_aligned_latents: int | None = None, device: str | None = None, **lm_eval_extras):
+                 n_aligned_latents: int | None = None, device: str | None = None,
+                 max_batch_size: int | None = None,  # lm-eval passes it; batches here are batch_size
+                 **unknown):
         super().__init__()
+        if unknown:  # a typo in --model_args must not pass silently
+            raise UserError(f"unknown model_args {', '.join(sorted(unknown))} for {MODEL_NAME}")
         from ...execution.checkpoints import load_checkpoint
         from ...execution.plan import own_hook
         from ...sources.model import DEFAULT_HOOK, ModelSpec
