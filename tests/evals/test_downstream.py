@@ -46,6 +46,11 @@ def test_retained_accuracy_and_paired_intervals():
     assert s["spliced_retained"] == s["spliced_retained_ci_low"] == s["spliced_retained_ci_high"] == 1.0
     assert s["pca_retained"] is None  # not run
     assert {(d["task"], d["condition"]) for d in details} == {(t, c) for t in ("mc2", "ll") for c in runs}
+    # a task where clean is at chance has no retained accuracy and leaves the mean
+    at_chance = {"clean": fake_run({"mc2": [1, 0] * 10, "ll": clean}), "scaffold_removed": runs["scaffold_removed"]}
+    m2, _ = summarize(at_chance, {"mc2": "mc2", "ll": "ll"}, cfg, torch.Generator().manual_seed(0))
+    assert m2["mc2"]["scaffold_removed_retained"] is None and m2["summary"]["n_tasks_above_chance"] == 1
+    assert m2["summary"]["scaffold_retained"] == pytest.approx(0.25)
     table = accuracy_table(metrics, ["mc2", "ll"], list(runs))
     assert max(map(len, table.splitlines())) <= 100 and "0.650" in table
 

@@ -8,7 +8,8 @@ from ..checks import compare
 
 def check_downstream(res) -> list[tuple[str, str]]:
     """Each task's `<condition>_retained` = (acc − chance) / (clean_acc − chance); each summary
-    `<short>_retained` = the mean over tasks of its condition's retained accuracy."""
+    `<short>_retained` = the mean of its condition's retained accuracy over the tasks where clean is
+    above chance."""
     from .task import SUMMARY  # the task module imports this one for its declaration
 
     problems: list[tuple[str, str]] = []
@@ -26,9 +27,10 @@ def check_downstream(res) -> list[tuple[str, str]]:
             cond = key.removesuffix("_acc")
             compare(problems, f"{task}.{cond}_retained", values.get(f"{cond}_retained"),
                     (acc - chance) / (clean - chance), f"{task}.{key}, chance and clean_acc")
+    above = [t for t in tasks if isinstance(m[t].get("clean_retained"), (int, float))]  # clean above chance
     for short, cond in SUMMARY.items():
-        per_task = [m[t].get(f"{cond}_retained") for t in tasks]
+        per_task = [m[t].get(f"{cond}_retained") for t in above]
         if per_task and all(isinstance(v, (int, float)) for v in per_task):
             compare(problems, f"summary.{short}_retained", m.get("summary", {}).get(f"{short}_retained"),
-                    sum(per_task) / len(per_task), f"the tasks' {cond}_retained")
+                    sum(per_task) / len(per_task), f"the tasks' {cond}_retained where clean is above chance")
     return problems

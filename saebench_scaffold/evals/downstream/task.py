@@ -20,7 +20,8 @@ Procedure
     explicitly that does not apply is an error;
   - retained = (acc − chance) / (acc_clean − chance), chance = mean of 1 / (number of choices) for
     multiple-choice tasks and 0 otherwise; percentile bootstrap interval over documents, paired (clean
-    and the condition resampled together; seeded by the eval seed); the summary averages it over tasks.
+    and the condition resampled together; seeded by the eval seed); undefined (None) on a task where
+    clean is not above chance; the summary averages it over the other tasks (`n_tasks_above_chance`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class DownstreamTask(Task):
         ("*.ci_level", 0, 1),
         ("*.chance", 0, 1),
         ("*.n_docs", 1, math.inf),
+        ("summary.n_tasks_above_chance", 0, math.inf),
         ("summary.clean_acc_mean", 0, 1),
         ("*_retained*", -math.inf, math.inf),  # below 0 under chance, above 1 when a condition helps
         ("*_perplexity", 1, math.inf),
@@ -271,7 +273,8 @@ def _chance(samples: list[dict], output_type: str) -> float:
 def summarize(runs: dict[str, dict], names: dict[str, str], cfg: DownstreamConfig,
               generator: torch.Generator) -> tuple[dict[str, dict], list[dict]]:
     """Per task: lm-eval's metrics and stderrs under every condition, chance, retained accuracy with a
-    paired bootstrap interval; `summary`: clean accuracy and retained accuracy averaged over tasks."""
+    paired bootstrap interval; `summary`: clean accuracy averaged over tasks, retained accuracy averaged
+    over the tasks where clean is above chance."""
     lo_q, hi_q = (1 - cfg.ci_level) / 2, 1 - (1 - cfg.ci_level) / 2
     metrics: dict[str, dict] = {}
     details: list[dict] = []
@@ -308,10 +311,15 @@ def summarize(runs: dict[str, dict], names: dict[str, str], cfg: DownstreamConfi
             details.append({"task": task, "lm_eval_task": run, "condition": c,
                             **{k.removeprefix(f"{c}_"): v for k, v in row.items() if k.startswith(f"{c}_")}})
         metrics[task] = row
-    summary: dict[str, float | None] = {"clean_acc_mean": _mean([metrics[t].get("clean_acc") for t in names])}
+    # The mean is over the tasks the clean model does better than chance on (retained is undefined on
+    # the others: a 135M model sits at chance on WinoGrande); clean is the same for every checkpoint,
+    # so every checkpoint and condition averages over the same tasks.
+    above = [t for t in names if metrics[t].get("clean_retained") is not None]
+    summary: dict[str, float | None] = {"clean_acc_mean": _mean([metrics[t].get("clean_acc") for t in names]),
+                                        "n_tasks_above_chance": len(above)}
     for short, cond in SUMMARY.items():
         vals = retained_mean.get(cond, [])
-        full = cond in runs and len(vals) == len(names)
+        full = cond in runs and bool(vals) and len(vals) == len(above)
         summary[f"{short}_retained"] = sum(vals) / len(vals) if full else None
         boot = torch.stack(retained_boot[cond]).mean(0) if full else None
         good = boot is not None and bool(boot.isfinite().all())
