@@ -59,6 +59,10 @@ def test_logits_from_unedited_hook_equal_full_forward(family_lm, hook):
     _, logits = _reference(lm, tokens)
     spliced = lm.logits_from_hook(tokens, hook, lm.hook_activations(tokens, hook))
     torch.testing.assert_close(spliced, logits, rtol=0, atol=1e-5)
+    # `positions`: only those rows are unembedded (and soft-capped), the same values
+    rows = torch.tensor([2, 5, tokens.shape[1] - 1])
+    torch.testing.assert_close(lm.logits_from_hook(tokens, hook, lm.hook_activations(tokens, hook), positions=rows),
+                               logits[:, rows], rtol=0, atol=1e-5)
 
 
 def test_logits_from_edited_hook_equal_forward_with_the_same_edit(family_lm):
