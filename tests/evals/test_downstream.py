@@ -110,7 +110,7 @@ def test_limit_caps_documents():
 
 @pytest.mark.slow
 def test_cli_run_and_inapplicable_condition(tmp_path, monkeypatch):
-    """`eval --tasks downstream` end to end on two documents (spliced only: no PCA fit), and
+    """`eval --tasks downstream` end to end and offline on two documents (spliced only: no PCA fit), and
     scaffold_removed on an r = 0 checkpoint refused in one line with nothing written."""
     from typer.testing import CliRunner
 
@@ -118,6 +118,8 @@ def test_cli_run_and_inapplicable_condition(tmp_path, monkeypatch):
     if not (SHARED_DATA / "downstream").is_dir():
         pytest.skip("needs downstream/*.jsonl from the real data directory")
     monkeypatch.setenv("SAEBENCH_DATA_DIR", str(SHARED_DATA))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: the local copies and the embedded model only
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     runner = CliRunner()
     bad = runner.invoke(app, ["eval", "baselines/batchtopk_r0", "--tasks", "downstream", "--limit", "2",
                               "--set", "downstream.conditions=[scaffold_removed]", "--output-dir", str(tmp_path / "bad")])
