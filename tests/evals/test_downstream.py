@@ -46,6 +46,14 @@ def test_retained_accuracy_and_paired_intervals():
     assert s["spliced_retained"] == s["spliced_retained_ci_low"] == s["spliced_retained_ci_high"] == 1.0
     assert s["pca_retained"] is None  # not run
     assert {(d["task"], d["condition"]) for d in details} == {(t, c) for t in ("mc2", "ll") for c in runs}
+    # resamples with clean at chance have no ratio: a few (clean 15 of 20, ~1.4%) leave the interval
+    # defined; many (clean 12 of 20, ~24%) make it None rather than a conditional guess
+    for n_right, defined in ((15, True), (12, False)):
+        near = {"clean": fake_run({"mc2": [1] * n_right + [0] * (20 - n_right), "ll": clean}),
+                "scaffold_removed": runs["scaffold_removed"]}
+        m3, _ = summarize(near, {"mc2": "mc2", "ll": "ll"}, cfg, torch.Generator().manual_seed(0))
+        assert (m3["mc2"]["scaffold_removed_retained_ci_low"] is not None) == defined
+        assert (m3["summary"]["scaffold_retained_ci_low"] is not None) == defined
     # a task where clean is at chance has no retained accuracy and leaves the mean
     at_chance = {"clean": fake_run({"mc2": [1, 0] * 10, "ll": clean}), "scaffold_removed": runs["scaffold_removed"]}
     m2, _ = summarize(at_chance, {"mc2": "mc2", "ll": "ll"}, cfg, torch.Generator().manual_seed(0))

@@ -20,7 +20,8 @@ Procedure
     explicitly that does not apply is an error;
   - retained = (acc − chance) / (acc_clean − chance), chance = mean of 1 / (number of choices) for
     multiple-choice tasks and 0 otherwise; percentile bootstrap interval over documents, paired (clean
-    and the condition resampled together; seeded by the eval seed); undefined (None) on a task where
+    and the condition resampled together; seeded by the eval seed; resamples whose clean accuracy is
+    not above chance left out, `retained_replicates`); undefined (None) on a task where
     clean is not above chance; the summary averages it over the other tasks (`n_tasks_above_chance`).
 """
 
@@ -298,13 +299,12 @@ def summarize(runs: dict[str, dict], names: dict[str, str], cfg: DownstreamConfi
                     row[f"{c}_{metric}"] = float(value) if math.isfinite(float(value)) else None
             if c in correct and "clean" in correct:
                 denom = float(correct["clean"].mean()) - chance
-                boot_denom = correct["clean"][idx].mean(1) - chance
-                boot = (correct[c][idx].mean(1) - chance) / boot_denom
+                boot = retained_replicates(correct[c], correct["clean"], chance, idx)
                 ok = denom > 0
                 value = (float(correct[c].mean()) - chance) / denom if ok else None
                 row[f"{c}_retained"] = value
-                row[f"{c}_retained_ci_low"] = float(boot.quantile(lo_q)) if ok and boot.isfinite().all() else None
-                row[f"{c}_retained_ci_high"] = float(boot.quantile(hi_q)) if ok and boot.isfinite().all() else None
+                row[f"{c}_retained_ci_low"] = _quantile(boot, lo_q) if ok else None
+                row[f"{c}_retained_ci_high"] = _quantile(boot, hi_q) if ok else None
                 if value is not None:
                     retained_mean[c].append(value)
                     retained_boot[c].append(boot)
@@ -321,13 +321,29 @@ def summarize(runs: dict[str, dict], names: dict[str, str], cfg: DownstreamConfi
         vals = retained_mean.get(cond, [])
         full = cond in runs and bool(vals) and len(vals) == len(above)
         summary[f"{short}_retained"] = sum(vals) / len(vals) if full else None
-        boot = torch.stack(retained_boot[cond]).mean(0) if full else None
-        good = boot is not None and bool(boot.isfinite().all())
-        summary[f"{short}_retained_ci_low"] = float(boot.quantile(lo_q)) if good else None
-        summary[f"{short}_retained_ci_high"] = float(boot.quantile(hi_q)) if good else None
+        boot = torch.stack(retained_boot[cond]).mean(0) if full else None  # NaN where any task's is
+        summary[f"{short}_retained_ci_low"] = _quantile(boot, lo_q) if full else None
+        summary[f"{short}_retained_ci_high"] = _quantile(boot, hi_q) if full else None
     summary["ci_level"] = cfg.ci_level
     metrics["summary"] = summary
     return metrics, details
+
+
+def retained_replicates(correct: torch.Tensor, clean: torch.Tensor, chance: float, idx: torch.Tensor) -> torch.Tensor:
+    """Bootstrap replicates [n_boot] of retained accuracy, documents resampled by `idx` [n_boot, n]
+    for the condition and clean together (paired). A resample whose clean accuracy is not above chance
+    has no retained accuracy (NaN): with few documents a handful of resamples fall there (PIQA, 30
+    documents, clean 0.73: ~0.2%), and one of them would otherwise make the whole interval undefined;
+    the interval is taken over the others (conditional on clean beating chance, as the estimate is)."""
+    denom = clean[idx].mean(1) - chance
+    ratio = (correct[idx].mean(1) - chance) / denom
+    return torch.where(denom > 0, ratio, torch.full_like(ratio, float("nan")))
+
+
+def _quantile(boot: torch.Tensor, q: float) -> float | None:
+    """Percentile of the defined replicates; None when fewer than 90% of them are defined."""
+    finite = boot[boot.isfinite()]
+    return float(finite.quantile(q)) if finite.numel() >= 0.9 * boot.numel() else None
 
 
 def _mean(values: list) -> float | None:
