@@ -300,12 +300,17 @@ def test_serve_serves_the_pages_and_the_result_files(board16):
         proc.wait(timeout=30)
 
 
-def test_downstream_plot_shows_each_checkpoints_retained_accuracy(board16):
-    """The committed board's downstream results: one bar group per checkpoint in the per-checkpoint
-    view, its heights the results' summary retained accuracies, its error bars their intervals."""
+def test_downstream_plot_shows_each_checkpoints_retained_accuracy(tmp_path):
+    """The committed board's downstream results (recipe 2's seed-0 submission): one bar group per
+    checkpoint in the per-checkpoint view, its heights the results' summary retained accuracies."""
     import json
     import re
 
+    from lb_helpers import COMMITTED
+
+    board16 = tmp_path / "board"
+    shutil.copytree(COMMITTED / "recipe2_baselines", board16 / "submissions" / "recipe2_baselines")
+    lb.build(board16)
     page = (board16 / "site" / "index.html").read_text()
     assert 'id="plot-downstream"' in page
     fig = json.loads(re.search(r'id="fig-downstream-checkpoints"[^>]*>(.*?)</script>', page, re.S).group(1))
