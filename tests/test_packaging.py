@@ -54,6 +54,10 @@ def test_wheel_installs_and_finds_its_tasks(tmp_path):
 
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"saebench_scaffold/builtin_tasks/{t}.yaml" for t in BUILTIN_TASKS} <= names
+    # downstream's lm-eval task files and their helper module (lm-eval reads them through its include path)
+    assert {f"saebench_scaffold/builtin_tasks/lm_eval_tasks/{f}" for f in
+            ("piqa_local.yaml", "hellaswag_local.yaml", "lambada_openai_local.yaml", "winogrande_local.yaml",
+             "local_data.py")} <= names
     assert {"saebench_scaffold/sources/embedded_data/wikipedia_en_small.jsonl.xz",
             "saebench_scaffold/sources/embedded_data/DATA_LICENSE.md"} <= names
     for init in (REPO / "saebench_scaffold").rglob("__init__.py"):  # every subpackage is listed in pyproject
