@@ -133,9 +133,9 @@ class TaskRegistry:
                 classes.append(cls)
         return sorted(classes, key=lambda c: (c.leaderboard_order, c.name))
 
-    def resolve(self, spec: str) -> list[TaskEntry]:
-        """'core,tpp' or 'all' -> entries."""
-        names = self.names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    def resolve(self, names: list[str]) -> list[TaskEntry]:
+        """Task names, or ["all"] -> entries."""
+        names = self.names() if list(names) == ["all"] else list(names)
         if not names:
             raise UserError("no task given (--tasks core,sparse_probing,...)")
         return [self.get(n) for n in names]

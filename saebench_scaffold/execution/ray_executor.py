@@ -17,6 +17,7 @@ import time
 
 from ..evals.base import EvalContext
 from ..settings import UserError
+from ..sources.hooks import HookPoint
 from ..sources.model import ModelSpec
 from ..sources.processing import Processing
 from .plan import Plan, Unit, resolve_tasks
@@ -27,13 +28,13 @@ _WORKER_STATE: dict[str, UnitRunner] = {}
 """In a Ray worker: the runner (model, caches, memo) for the request it last served."""
 
 
-def _run_unit_in_worker(req, model: ModelSpec, hook: str, processing: Processing | None, unit: Unit) -> dict:
+def _run_unit_in_worker(req, model: ModelSpec, hook: HookPoint, processing: Processing | None, unit: Unit) -> dict:
     key = json.dumps([dataclasses.asdict(req), dataclasses.asdict(model), hook, repr(processing)], sort_keys=True, default=str)
     runner = _WORKER_STATE.get(key)
     if runner is None:
         _WORKER_STATE.clear()  # one model per worker
         ctx = EvalContext(model, hook, req.data_dir, req.cache_dir, req.seed, progress=False, processing=processing)
-        runner = _WORKER_STATE[key] = UnitRunner(req, resolve_tasks(req), ctx, hook)
+        runner = _WORKER_STATE[key] = UnitRunner(req, resolve_tasks(req), ctx)
     t0 = time.perf_counter()
     row = runner.run(unit)
     row["unit_s"] = round(time.perf_counter() - t0, 2)  # includes model and checkpoint loading

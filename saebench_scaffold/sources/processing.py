@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from ..settings import UserError
+from .hooks import HookPoint, as_hook_point
 
 CHANGES_Z = ("fold_value_biases", "refactor_factored_attn_matrices")
 SAME_ACTIVATIONS = ("fold_ln", "center_unembed") + CHANGES_Z
 LOADING_ONLY = ("dtype", "torch_dtype", "default_prepend_bos", "device", "n_devices", "move_to_device")
 KNOWN = ("center_writing_weights",) + SAME_ACTIVATIONS + LOADING_ONLY
-_RESIDUAL_WRITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+_RESIDUAL_WRITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")  # HookPoint kinds
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ class Processing:
     def active(self) -> bool:
         return self.center_writing_weights
 
-    def check(self, lm, hook: str) -> None:
-        """Refuse what cannot be reproduced exactly at this hook."""
-        if self.changes_z and hook.endswith("attn.hook_z"):
+    def check(self, lm, hook: HookPoint | str) -> None:
+        """Refuse what cannot be reproduced exactly at this hook (any `attn.hook_z`, one head or all)."""
+        if self.changes_z and as_hook_point(hook).kind == "z":
             raise UserError(f"{', '.join(self.changes_z)} changes attn.hook_z and is not reproduced here; "
                             f"{hook} cannot be read as the SAE was trained")
 
@@ -94,14 +95,14 @@ class ProcessedModel:
     def __getattr__(self, name: str):
         return getattr(self._lm, name)
 
-    def hook_activations(self, tokens: torch.Tensor, hook: str, *args, **kwargs) -> torch.Tensor:
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, *args, **kwargs) -> torch.Tensor:
         acts = self._lm.hook_activations(tokens, hook, *args, **kwargs)
-        if hook.rsplit(".", 1)[-1] in _RESIDUAL_WRITES:
+        if as_hook_point(hook).kind in _RESIDUAL_WRITES:
             acts = acts - acts.mean(dim=-1, keepdim=True)
         return acts
 
 
-def processed(lm, processing: Processing | None, hook: str):
+def processed(lm, processing: Processing | None, hook: HookPoint | str):
     """`lm` as an SAE trained under `processing` must see it (`lm` itself where nothing changes)."""
     if processing is None:
         return lm

@@ -199,7 +199,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
         "config: {datasets: [toy_topics, toy_langs], k_values: [1, 5], train_per_class: 8, test_per_class: 4,\n"
         "         n_resplits: 2, min_examples_per_class: 10}\n")
     out = tmp_path / "out"
-    run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r0")], "probe_toys", output_dir=str(out),
+    run_eval(EvalRequest(checkpoints=[str(REPO / "baselines" / "batchtopk_r0")], tasks="probe_toys", output_dir=str(out),
                          include_paths=[str(tasks)], progress=False))
     result = json.loads((out / "batchtopk_r0" / "probe_toys.json").read_text())
     assert result["eval_type_id"] == "probe_toys"
