@@ -49,15 +49,16 @@ class Plan:
     model: ModelSpec
     hook: HookPoint
     ctx: EvalContext | None = None  # the planner's context (its model is loaded for validation)
+    datasets: dict = field(default_factory=dict)  # labeled datasets the task files declare (`data.declared`)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
-def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
+def resolve_tasks(req: EvalRequest, registry: TaskRegistry | None = None) -> dict[str, tuple[Task, object]]:
     """Task instances with their configs: defaults, then the task file, the preset, --set, --limit."""
     if req.preset not in PRESETS:
         raise UserError(f"unknown preset {req.preset!r}; known: {', '.join(PRESETS)}")
     check_device(req.device)
-    registry = TaskRegistry(req.include_paths)
+    registry = registry or TaskRegistry(req.include_paths)
     entries = registry.resolve(req.tasks)
     overrides = req.overrides
     for task_name in overrides:
@@ -79,7 +80,8 @@ def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
 
 
 def plan_eval(req: EvalRequest) -> Plan:
-    tasks = resolve_tasks(req)
+    registry = TaskRegistry(req.include_paths)  # the one registry of this run
+    tasks = resolve_tasks(req, registry)
     output_dir = Path(req.output_dir)
     check_output_dir(output_dir)
     checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
@@ -102,7 +104,7 @@ def plan_eval(req: EvalRequest) -> Plan:
             unit = Unit(given, c.name, task.name, digest, result_path(output_dir, c.name, task.name))
             unit.done = not req.force and result_config_hash(unit.path) == digest
             units.append(unit)
-    return Plan(req, tasks, units, spec, hook, ctx)
+    return Plan(req, tasks, units, spec, hook, ctx, datasets=registry.datasets)
 
 
 def own_hook(sae) -> HookPoint:

@@ -210,5 +210,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
     assert result["eval_result_metrics"]["llm"]["llm_test_accuracy"] >= 0.75  # easy sets: the LLM separates them
 
     (tasks / "bad.yaml").write_text("task: bad\nclass: x:Y\ndatasets:\n  - {name: toy_topics, path: langs.csv}\n")
-    with pytest.raises(UserError, match=r"dataset 'toy_topics' \(declared in .*bad.yaml\) is already defined: labeled file"):
+    with pytest.raises(UserError, match=r"dataset 'toy_topics' \(declared in .*\.yaml\) is already defined: labeled file") as err:
         TaskRegistry([tasks])
+    assert "bad.yaml" in str(err.value) and "probe_toys.yaml" in str(err.value)  # both places named
+    assert set(data.REGISTRY) == set(data.REGISTRY) - {"toy_topics", "toy_langs"}  # nothing written globally
