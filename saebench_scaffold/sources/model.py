@@ -26,6 +26,7 @@ from torch import nn
 
 from ..settings import UserError, cache_dir, disk_full_error, is_disk_full
 from .hooks import HookPoint, as_hook_point, attention_shape, block_sites
+from .model_like import ModelLike
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_LAYER = 14
@@ -101,8 +102,8 @@ def _replace(module: nn.Module, side: str, edit) -> torch.utils.hooks.RemovableH
     return module.register_forward_hook(swap_output)
 
 
-class LanguageModel:
-    """A Hugging Face causal LM with hook-point access. Not thread-safe (it edits its layer list)."""
+class LanguageModel(ModelLike):
+    """A Hugging Face causal LM with hook-point access (`ModelLike`). Not thread-safe (it edits its layer list)."""
 
     def __init__(self, spec: ModelSpec, hf_model: nn.Module, tokenizer, source_id: str):
         self.spec = spec
@@ -116,14 +117,6 @@ class LanguageModel:
         self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self._layer_returns_tuple = self._probe_layer_output_type()
-
-    # ---- tokens -------------------------------------------------------------------------------
-    def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """True at positions tasks exclude by default: position 0 (the BOS/attention-sink position,
-        where SmolLM2 puts activations of norm ~23,600) and any special token."""
-        mask = torch.isin(tokens, self.special_ids.to(tokens.device))
-        mask[..., 0] = True
-        return mask
 
     # ---- forward passes -----------------------------------------------------------------------
     def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..settings import UserError
 from .hooks import HookPoint, as_hook_point
+from .model_like import ModelLike
 
 CHANGES_Z = ("fold_value_biases", "refactor_factored_attn_matrices")
 SAME_ACTIVATIONS = ("fold_ln", "center_unembed") + CHANGES_Z
@@ -83,23 +84,34 @@ def uses_layernorm(lm) -> bool:
     return isinstance(lm.final_norm, nn.LayerNorm)
 
 
-class ProcessedModel:
-    """A view of a `LanguageModel` (same weights, same forward) whose hook activations are the
-    processed model's, under a `source_id` of its own so its activation caches are its own."""
+class ProcessedModel(ModelLike):
+    """A view of a model (same weights, same forward) whose hook activations are the processed
+    model's, under a `source_id` of its own so its activation caches are its own. Everything else of
+    the contract is the wrapped model's."""
 
-    def __init__(self, lm, processing: Processing):
+    def __init__(self, lm: ModelLike, processing: Processing):
         self._lm = lm
         self.processing = processing
         self.source_id = f"{lm.source_id}+center_writing_weights"
+        self.spec, self.tokenizer, self.device = lm.spec, lm.tokenizer, lm.device
+        self.n_layers, self.d_model, self.final_norm = lm.n_layers, lm.d_model, lm.final_norm
+        self.bos_token_id, self.special_ids = lm.bos_token_id, lm.special_ids
 
-    def __getattr__(self, name: str):
-        return getattr(self._lm, name)
+    def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:
+        return self._lm.hook_width(hook, head_index)
 
-    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, *args, **kwargs) -> torch.Tensor:
-        acts = self._lm.hook_activations(tokens, hook, *args, **kwargs)
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
+        acts = self._lm.hook_activations(tokens, hook, head_index)
         if as_hook_point(hook).kind in _RESIDUAL_WRITES:
             acts = acts - acts.mean(dim=-1, keepdim=True)
         return acts
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._lm.logits(tokens)
+
+    def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
+                         head_index: int | None = None) -> torch.Tensor:
+        return self._lm.logits_from_hook(tokens, hook, acts, head_index)
 
 
 def processed(lm, processing: Processing | None, hook: HookPoint | str):

@@ -18,11 +18,11 @@ import torch
 
 from ..settings import UserError
 from .hooks import HookPoint, as_hook_point
-from .model import LanguageModel
+from .model_like import ModelLike
 
 
-class TransformerLensModel(LanguageModel):
-    """`LanguageModel`'s interface over a `transformer_lens.HookedTransformer`."""
+class TransformerLensModel(ModelLike):
+    """The model contract (`ModelLike`) over a `transformer_lens.HookedTransformer`."""
 
     processing_note = "the given HookedTransformer is used as it is (its weight processing is the caller's)"
 

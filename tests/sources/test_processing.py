@@ -186,3 +186,21 @@ def test_plan_reads_saelens_settings_refuses_mixtures_and_says_what_it_did(tmp_p
         trained_processing([odd])
     said = " ".join(str(w.message) for w in seen)
     assert "trained on 1024-token contexts; scored on 128-token contexts" in said and "without a BOS token" in said
+
+
+def test_every_model_implements_the_written_contract_explicitly():
+    """LanguageModel, the TransformerLens-backed model and the processed view subclass ModelLike; the
+    view forwards the contract by name (no __getattr__), so nothing outside it leaks through."""
+    from saebench_scaffold.sources.model import LanguageModel
+    from saebench_scaffold.sources.model_like import ModelLike
+    from saebench_scaffold.sources.transformer_lens_model import TransformerLensModel
+
+    assert all(ModelLike in cls.__mro__ for cls in (LanguageModel, TransformerLensModel, ProcessedModel))
+    assert LanguageModel not in TransformerLensModel.__mro__ and "__getattr__" not in vars(ProcessedModel)
+    lm = tiny_model("gpt2")
+    view = processed(lm, Processing.from_kwargs(CENTRED, "sae"), HOOK)
+    assert isinstance(view, ProcessedModel) and isinstance(view, ModelLike)
+    tokens = _tokens()
+    torch.testing.assert_close(view.logits(tokens), lm.logits(tokens))
+    assert torch.equal(view.special_mask(tokens), lm.special_mask(tokens)) and view.hook_width(HOOK) == lm.d_model
+    assert not hasattr(view, "hf")  # the HF module is not part of the contract
