@@ -191,6 +191,13 @@ class SAE(nn.Module):
             return f, recon - self.b_dec, torch.zeros_like(x)
         return f, sparse_latent_product(f, self.W_dec), self.scaffold(x)
 
+    def output_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token factor [..., 1] taking decoder-space vectors to raw units: latents S of token x add
+        (f_S @ W_dec[S]) · output_scale(x) to the raw reconstruction (1 without a per-token normalisation)."""
+        if self.cfg.normalize_activations == "none":
+            return x.new_ones(*x.shape[:-1], 1)
+        return normalize_in(x, self.cfg.normalize_activations)[1][0]
+
     @property
     def decoder_directions(self) -> torch.Tensor:
         """Unit-norm decoder rows [d_sae, d_in] (zero rows stay zero). Under a per-token normalisation

@@ -13,6 +13,7 @@ training checkpoint."""
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 import torch
@@ -48,21 +49,22 @@ CASES = ([(arch, norm, False) for arch in SAELENS_ARCHITECTURES for norm in SAEL
          + [(arch, norm, True) for arch in RESCALABLE for norm in SAELENS_NORMS])
 
 
-def _activations(n=64, seed=0):
+def _activations(n=64, seed=0, d_in=D_IN):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, D_IN, generator=g) * 3.0 + torch.randn(D_IN, generator=g)
+    return torch.randn(n, d_in, generator=g) * 3.0 + torch.randn(d_in, generator=g)
 
 
-def _whitening():
+def _whitening(d_in):
     from sae_lens.training.activation_scaler import ActivationScaler
 
     scaler = ActivationScaler()
-    batches = iter([_activations(256, seed=s) for s in range(10, 14)])
-    scaler.estimate_whitening(d_in=D_IN, data_provider=batches, n_batches_for_norm_estimate=4)
+    n = max(256, 2 * d_in)
+    batches = iter([_activations(n, seed=s, d_in=d_in) for s in range(10, 14)])
+    scaler.estimate_whitening(d_in=d_in, data_provider=batches, n_batches_for_norm_estimate=4)
     return scaler
 
 
-def _saelens_checkpoint(folder, arch, norm, rescale):
+def _saelens_checkpoint(folder, arch, norm, rescale, d_in=D_IN):
     """A random SAELens SAE saved by SAELens into `folder`, and the SAELens module that is the
     reference on raw activations."""
     from sae_lens import SAE
@@ -71,10 +73,10 @@ def _saelens_checkpoint(folder, arch, norm, rescale):
     cls, cfg_cls, kw = _classes()[arch]
     if rescale:
         kw = {**kw, "rescale_acts_by_decoder_norm": True}
-    cfg = cfg_cls(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, **kw)
+    cfg = cfg_cls(d_in=d_in, d_sae=D_SAE, normalize_activations=norm, **kw)
     cfg.metadata.hook_name, cfg.metadata.model_name = "blocks.14.hook_resid_post", "smollm2-135m"
     sae = cls(cfg)
-    g = torch.Generator().manual_seed(hash((arch, norm, rescale)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(f"{arch}/{norm}/{rescale}".encode()))
     with torch.no_grad():
         for name, p in sae.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -87,7 +89,7 @@ def _saelens_checkpoint(folder, arch, norm, rescale):
         scaler.scaling_factor = SCALE
         ref.fold_activation_norm_scaling_factor(SCALE)
     elif norm == "covariance_whitening":
-        scaler = _whitening()
+        scaler = _whitening(d_in)
         w = scaler.whitening
         if arch != "matching_pursuit":  # SAELens refuses to fold a whitening into a tied encoder
             ref.fold_activation_whitening(w.mean, w.matrix, w.inverse_matrix)
@@ -211,3 +213,79 @@ def test_temporal_sae_is_refused_by_name(tmp_path):
     _rewrite_cfg(folder, architecture="temporal")
     with pytest.raises(UserError, match="'temporal' is not supported: its codes for a token are predicted"):
         load_sae(folder)
+
+
+# ---- core on normalised SAEs ----------------------------------------------------------------------
+
+def test_core_statistics_are_on_raw_activations(tmp_path):
+    """core's FVU and L0 for a layer-norm gated SAE and a scaled AbsTopK SAE equal those computed
+    from SAELens's own reconstruction of the raw activations (AbsTopK's negative latents count in L0)."""
+    from saebench_scaffold.evals.core import reconstruction_stats
+
+    batches = [_activations(128, seed=s) for s in (1, 2)]
+    x = torch.cat(batches)
+    for arch, norm in (("gated", "layer_norm"), ("abstopk", "expected_average_only_in")):
+        ref = _saelens_checkpoint(tmp_path / arch, arch, norm, False)
+        stats = reconstruction_stats(load_sae(tmp_path / arch), batches)
+        with torch.no_grad():
+            f = ref.encode(x)
+            recon = ref.decode(f)
+        fvu = ((x - recon).double().pow(2).sum() / (x - x.mean(0)).double().pow(2).sum()).item()
+        assert stats["reconstruction_quality"]["fvu"] == pytest.approx(fvu, rel=1e-5)
+        assert stats["sparsity"]["l0"] == pytest.approx((f != 0).sum(-1).double().mean().item())
+        if arch == "abstopk":
+            assert stats["sparsity"]["l0"] == K and (f < 0).any()
+
+
+@pytest.mark.slow
+def test_normalised_saelens_saes_score_core_on_the_embedded_model(tmp_path, lm, offline):
+    """`core --limit 256` from the CLI on SAELens checkpoints at the embedded model's width, one per
+    new architecture and normalisation; each result records the normalisation that ran."""
+    from typer.testing import CliRunner
+
+    from saebench_scaffold.cli import app
+
+    specs = (("gated", "layer_norm", False), ("abstopk", "expected_average_only_in", False),
+             ("matching_pursuit", "constant_norm_rescale", False), ("topk", "covariance_whitening", True))
+    folders = [tmp_path / f"{arch}_{norm}" for arch, norm, _ in specs]
+    for folder, (arch, norm, rescale) in zip(folders, specs):
+        _saelens_checkpoint(folder, arch, norm, rescale, d_in=576)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["eval", *map(str, folders), "--tasks", "core", "--limit", "256",
+                                 "--output-dir", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    for folder, (arch, norm, rescale) in zip(folders, specs):
+        doc = json.loads((out / folder.name / "core.json").read_text())
+        cfg, metrics = doc["sae_cfg_dict"], doc["eval_result_metrics"]
+        assert cfg["extra"]["saelens_architecture"] == arch
+        ran = cfg["normalize_activations"] if norm in ("layer_norm", "constant_norm_rescale") else cfg["extra"]["folded"]["normalize_activations"]
+        assert ran == norm
+        assert cfg["extra"].get("folded", {}).get("rescale_acts_by_decoder_norm", False) == rescale
+        assert doc["provenance"]["token_counts"]["density_tokens"] == 256
+        assert 0 < metrics["sparsity"]["l0"] <= D_SAE
+        for value in (metrics["reconstruction_quality"]["fvu"], metrics["model_performance_preservation"]["ce_loss_with_sae"]):
+            assert value == value and abs(value) < float("inf")
+
+
+def test_latent_ablations_and_directions_under_a_per_token_norm(tmp_path):
+    """Removing latents S from raw x subtracts exactly what they add to SAELens's raw reconstruction
+    (f_S W_dec[S] scaled by the token's σ under layer_norm); tpp and scr, which ablate pooled
+    x − f·W_dec, refuse by name."""
+    from saebench_scaffold.evals.ablations import remove_latents
+    from saebench_scaffold.evals.probing_data import decoder_matrix
+
+    ref = _saelens_checkpoint(tmp_path / "s", "standard", "layer_norm", False)
+    sae = load_sae(tmp_path / "s")
+    x = _activations()
+    S = [0, 3, 7, 11]
+    with torch.no_grad():
+        f = ref.encode(x)
+        full = ref.decode(f)
+        f_abl = f.clone()
+        f_abl[:, S] = 0
+        ref.encode(x)  # SAELens's decode reads the statistics of the last encode
+        without = ref.decode(f_abl)
+        edited = remove_latents(sae, S)(x)
+    torch.testing.assert_close(edited, x - (full - without), rtol=1e-5, atol=1e-4)
+    with pytest.raises(UserError, match="scr needs the checkpoint's decoder directions.*layer_norm"):
+        decoder_matrix(sae, "scr")
