@@ -21,7 +21,10 @@ def _randomize(module: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("arch,kw", [("standard", {}), ("topk", {"k": 5}), ("jumprelu", {}),
                                      ("batchtopk", {"k": 5, "scaffold_rank": 3}),
-                                     ("matryoshka_batchtopk", {"k": 5, "scaffold_rank": 2})])
+                                     ("matryoshka_batchtopk", {"k": 5, "scaffold_rank": 2}),
+                                     ("gated", {}), ("abstopk", {"k": 5}), ("matching_pursuit", {}),
+                                     ("topk", {"k": 5, "normalize_activations": "layer_norm"}),
+                                     ("gated", {"normalize_activations": "constant_norm_rescale"})])
 def test_own_format_round_trip(tmp_path, arch, kw):
     sae = make_sae(SAEConfig(arch, D_IN, D_SAE, hook_name="blocks.3.hook_resid_post", **kw))
     _randomize(sae)
@@ -32,6 +35,7 @@ def test_own_format_round_trip(tmp_path, arch, kw):
     torch.testing.assert_close(back(x), sae(x))
     torch.testing.assert_close(back.scaffold(x), sae.scaffold(x))
     assert back.scaffold_rank == kw.get("scaffold_rank", 0)
+    assert back.cfg.normalize_activations == kw.get("normalize_activations", "none")
 
 
 def _saelens_models():

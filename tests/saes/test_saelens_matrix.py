@@ -289,3 +289,34 @@ def test_latent_ablations_and_directions_under_a_per_token_norm(tmp_path):
     torch.testing.assert_close(edited, x - (full - without), rtol=1e-5, atol=1e-4)
     with pytest.raises(UserError, match="scr needs the checkpoint's decoder directions.*layer_norm"):
         decoder_matrix(sae, "scr")
+
+
+@pytest.mark.parametrize("case", ["transcoder", "no_scaling_factor", "gated_without_gate"])
+def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
+    import sae_lens as sl
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from saebench_scaffold.cli import app
+
+    folder = tmp_path / case
+    if case == "transcoder":
+        cfg = sl.TranscoderConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, apply_b_dec_to_input=False)
+        cfg.metadata.hook_name, cfg.metadata.hook_name_out = "blocks.14.ln2.hook_normalized", "blocks.14.hook_mlp_out"
+        sl.Transcoder(cfg).save_model(folder)
+        phrase = "cfg.json: SAELens transcoder reads blocks.14.ln2.hook_normalized and writes blocks.14.hook_mlp_out"
+    elif case == "no_scaling_factor":
+        sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations="expected_average_only_in")).save_model(folder)
+        phrase = "cfg.json: normalize_activations='expected_average_only_in' needs the training scaling factor"
+    else:
+        _saelens_checkpoint(folder, "gated", "none", False)
+        tensors = load_file(str(folder / "sae_weights.safetensors"))
+        del tensors["b_gate"]
+        save_file(tensors, str(folder / "sae_weights.safetensors"))
+        phrase = "sae_weights.safetensors: SAELens gated checkpoint has no tensor b_gate"
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["eval", str(folder), "--tasks", "core", "--limit", "256", "--output-dir", str(out)])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and phrase in line and "Traceback" not in r.output
+    assert not out.exists()
