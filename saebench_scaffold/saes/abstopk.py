@@ -1,20 +1,14 @@
 """AbsTopK SAE (SAELens `abstopk`, arXiv 2510.00404): per token, the k pre-activations of largest
 magnitude keep their sign (no ReLU), so a latent can fire in either direction. Its negative
-activations are firings too: core counts them in L0 (non-zero latents) and density."""
+activations are firings too: core counts them in L0 (non-zero latents)."""
 
 import torch
 
-from ..settings import UserError
-from .base import SAE
+from .topk import TopKSAE
 
 
-class AbsTopKSAE(SAE):
+class AbsTopKSAE(TopKSAE):
     architecture = "abstopk"
-
-    def __init__(self, cfg):
-        if not cfg.k or cfg.k > cfg.d_sae:
-            raise UserError(f"abstopk SAE needs 1 <= k <= d_sae (k={cfg.k}, d_sae={cfg.d_sae})")
-        super().__init__(cfg)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         idx = pre.abs().topk(self.cfg.k, dim=-1, sorted=False).indices
