@@ -11,6 +11,7 @@ from ..settings import UserError
 from .base import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig, assign_weights, load_safetensors, read_json
 from .normalization import (PER_TOKEN_NORMS, SAELENS_NORMS, fold_decoder_norm, fold_scaling_factor,
                             fold_whitening)
+from .matching_pursuit import DEFAULTS as MP_DEFAULTS
 from .registry import ARCHITECTURES, make_sae
 
 FORMATS = ("saebench_scaffold", "saelens", "dictionary_learning", "sparsify")
@@ -124,6 +125,10 @@ def saelens_to_sae(raw: dict, tensors: dict[str, torch.Tensor], where: Path | st
         missing.append("threshold")
     if missing:
         raise UserError(f"{where}: SAELens {arch} checkpoint has no tensor {', '.join(missing)}")
+    for name in ("scaling_factor", "finetuning_scaling_factor"):  # SAELens < 6: latents × it before the decoder
+        if name in tensors and not torch.all(tensors[name] == 1):
+            raise UserError(f"{where}: tensor {name} (SAELens < 6 fine-tuning scale on the latents) is not 1; "
+                            "SAELens 6 no longer applies it and neither do we: fold it into W_dec first")
     tensors = {_SAELENS_TENSORS.get(k, k): v.double() for k, v in tensors.items()}
     if ours == "jumprelu" and "threshold" not in tensors:
         tensors["threshold"] = tensors["log_threshold"].exp()
@@ -156,7 +161,7 @@ def _fold_saelens_normalization(raw: dict, arch: str, norm: str, t: dict[str, to
         s, source = _scaling_factor(raw, folder, cfg_where)
         fold_scaling_factor(t, s, tied=tied)
         if tied:
-            extra["residual_threshold"] = float(extra.get("residual_threshold", 1e-2)) / s
+            extra["residual_threshold"] = float(extra.get("residual_threshold", MP_DEFAULTS["residual_threshold"])) / s
         folded.update(normalize_activations=norm, scaling_factor=s, scaling_factor_source=source)
     if raw.get("rescale_acts_by_decoder_norm") and arch in _RESCALE_BY_DECODER_NORM:
         fold_decoder_norm(t)
@@ -291,4 +296,4 @@ def _fill(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: Path | str) -
     return assign_weights(sae, {k: v.contiguous() for k, v in tensors.items()}, str(where))
 
 
-__all__ = ["load_sae", "detect_format", "ARCHITECTURES", "FORMATS"]
+__all__ = ["load_sae", "detect_format", "ARCHITECTURES", "FORMATS", "SAELENS_ARCHITECTURES", "DICTIONARY_LEARNING_CLASSES"]

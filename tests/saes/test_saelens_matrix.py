@@ -189,6 +189,19 @@ def test_gated_without_gate_weights_names_the_tensor(tmp_path):
         load_sae(folder)
 
 
+def test_old_finetuning_scaling_factor_is_refused_unless_one(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "sae"
+    _saelens_checkpoint(folder, "standard", "none", False)
+    tensors = load_file(str(folder / "sae_weights.safetensors"))
+    save_file({**tensors, "scaling_factor": torch.ones(D_SAE)}, str(folder / "sae_weights.safetensors"))
+    load_sae(folder)
+    save_file({**tensors, "scaling_factor": torch.full((D_SAE,), 2.0)}, str(folder / "sae_weights.safetensors"))
+    with pytest.raises(UserError, match="tensor scaling_factor .* is not 1"):
+        load_sae(folder)
+
+
 @pytest.mark.parametrize("arch", SAELENS_TRANSCODERS)
 def test_transcoders_are_refused_by_name(tmp_path, arch):
     import sae_lens as sl
