@@ -250,10 +250,27 @@ def test_core_statistics_are_on_raw_activations(tmp_path):
             assert stats["sparsity"]["l0"] == K and (f < 0).any()
 
 
+def _dictionary_learning_checkpoint(folder, dict_class, d_in):
+    """Random `GatedAutoEncoder` / `AutoEncoderNew` files in dictionary_learning's layout."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(D_SAE, d_in, generator=g)
+    W /= W.norm(dim=1, keepdim=True)
+    if dict_class == "GatedAutoEncoder":
+        state = {"encoder.weight": W, "gate_bias": torch.full((D_SAE,), -0.5), "mag_bias": torch.zeros(D_SAE),
+                 "r_mag": torch.zeros(D_SAE), "decoder.weight": W.T.clone(), "decoder_bias": torch.zeros(d_in)}
+    else:
+        state = {"encoder.weight": W, "encoder.bias": torch.full((D_SAE,), -0.5), "decoder.weight": W.T.clone(),
+                 "decoder.bias": torch.zeros(d_in)}
+    folder.mkdir(parents=True)
+    torch.save(state, folder / "ae.pt")
+    (folder / "config.json").write_text(json.dumps({"trainer": {"dict_class": dict_class, "layer": 14}}))
+
+
 @pytest.mark.slow
-def test_normalised_saelens_saes_score_core_on_the_embedded_model(tmp_path, lm, offline):
-    """`core --limit 256` from the CLI on SAELens checkpoints at the embedded model's width, one per
-    new architecture and normalisation; each result records the normalisation that ran."""
+def test_new_architectures_and_normalisations_score_core_on_the_embedded_model(tmp_path, lm, offline):
+    """`core --limit 256` from the CLI at the embedded model's width: SAELens checkpoints, one per new
+    architecture and normalisation (each result records the normalisation that ran), and
+    dictionary_learning's GatedAutoEncoder and AutoEncoderNew files."""
     from typer.testing import CliRunner
 
     from saebench_scaffold.cli import app
@@ -263,17 +280,24 @@ def test_normalised_saelens_saes_score_core_on_the_embedded_model(tmp_path, lm, 
     folders = [tmp_path / f"{arch}_{norm}" for arch, norm, _ in specs]
     for folder, (arch, norm, rescale) in zip(folders, specs):
         _saelens_checkpoint(folder, arch, norm, rescale, d_in=576)
+    dl_classes = ("GatedAutoEncoder", "AutoEncoderNew")
+    for dict_class in dl_classes:
+        _dictionary_learning_checkpoint(tmp_path / dict_class, dict_class, 576)
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["eval", *map(str, folders), "--tasks", "core", "--limit", "256",
-                                 "--output-dir", str(out), "--quiet"])
+    r = CliRunner().invoke(app, ["eval", *map(str, folders), *(str(tmp_path / c) for c in dl_classes),
+                                 "--tasks", "core", "--limit", "256", "--output-dir", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
+    docs = {name: json.loads((out / name / "core.json").read_text()) for name in [f.name for f in folders] + list(dl_classes)}
     for folder, (arch, norm, rescale) in zip(folders, specs):
-        doc = json.loads((out / folder.name / "core.json").read_text())
-        cfg, metrics = doc["sae_cfg_dict"], doc["eval_result_metrics"]
+        cfg = docs[folder.name]["sae_cfg_dict"]
         assert cfg["extra"]["saelens_architecture"] == arch
         ran = cfg["normalize_activations"] if norm in ("layer_norm", "constant_norm_rescale") else cfg["extra"]["folded"]["normalize_activations"]
         assert ran == norm
         assert cfg["extra"].get("folded", {}).get("rescale_acts_by_decoder_norm", False) == rescale
+    for dict_class in dl_classes:
+        assert docs[dict_class]["sae_cfg_dict"]["extra"]["dictionary_learning_class"] == dict_class
+    for doc in docs.values():
+        metrics = doc["eval_result_metrics"]
         assert doc["provenance"]["token_counts"]["density_tokens"] == 256
         assert 0 < metrics["sparsity"]["l0"] <= D_SAE
         for value in (metrics["reconstruction_quality"]["fvu"], metrics["model_performance_preservation"]["ce_loss_with_sae"]):
