@@ -177,27 +177,23 @@ def test_unknown_normalisation_is_refused(tmp_path):
         load_sae(folder)
 
 
-def test_gated_without_gate_weights_names_the_tensor(tmp_path):
+def _edit_weights(folder, **changes):
+    """Rewrite SAELens's weights file with tensors set (a tensor) or removed (None)."""
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path / "sae"
-    _saelens_checkpoint(folder, "gated", "none", False)
     tensors = load_file(str(folder / "sae_weights.safetensors"))
-    del tensors["b_gate"]
+    tensors.update({name: value for name, value in changes.items() if value is not None})
+    for name in [name for name, value in changes.items() if value is None]:
+        del tensors[name]
     save_file(tensors, str(folder / "sae_weights.safetensors"))
-    with pytest.raises(UserError, match=r"sae_weights\.safetensors: SAELens gated checkpoint has no tensor b_gate"):
-        load_sae(folder)
 
 
 def test_old_finetuning_scaling_factor_is_refused_unless_one(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     folder = tmp_path / "sae"
     _saelens_checkpoint(folder, "standard", "none", False)
-    tensors = load_file(str(folder / "sae_weights.safetensors"))
-    save_file({**tensors, "scaling_factor": torch.ones(D_SAE)}, str(folder / "sae_weights.safetensors"))
+    _edit_weights(folder, scaling_factor=torch.ones(D_SAE))
     load_sae(folder)
-    save_file({**tensors, "scaling_factor": torch.full((D_SAE,), 2.0)}, str(folder / "sae_weights.safetensors"))
+    _edit_weights(folder, scaling_factor=torch.full((D_SAE,), 2.0))
     with pytest.raises(UserError, match="tensor scaling_factor .* is not 1"):
         load_sae(folder)
 
@@ -233,7 +229,7 @@ def test_temporal_sae_is_refused_by_name(tmp_path):
 def test_core_statistics_are_on_raw_activations(tmp_path):
     """core's FVU and L0 for a layer-norm gated SAE and a scaled AbsTopK SAE equal those computed
     from SAELens's own reconstruction of the raw activations (AbsTopK's negative latents count in L0)."""
-    from saebench_scaffold.evals.core import reconstruction_stats
+    from saebench_scaffold.evals.core.task import reconstruction_stats
 
     batches = [_activations(128, seed=s) for s in (1, 2)]
     x = torch.cat(batches)
@@ -308,8 +304,8 @@ def test_latent_ablations_and_directions_under_a_per_token_norm(tmp_path):
     """Removing latents S from raw x subtracts exactly what they add to SAELens's raw reconstruction
     (f_S W_dec[S] scaled by the token's σ under layer_norm); tpp and scr, which ablate pooled
     x − f·W_dec, refuse by name."""
-    from saebench_scaffold.evals.ablations import remove_latents
-    from saebench_scaffold.evals.probing_data import decoder_matrix
+    from saebench_scaffold.evals.ablation.conditions import remove_latents
+    from saebench_scaffold.evals.probing.features import decoder_matrix
 
     ref = _saelens_checkpoint(tmp_path / "s", "standard", "layer_norm", False)
     sae = load_sae(tmp_path / "s")
@@ -331,7 +327,6 @@ def test_latent_ablations_and_directions_under_a_per_token_norm(tmp_path):
 @pytest.mark.parametrize("case", ["transcoder", "no_scaling_factor", "gated_without_gate"])
 def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
     import sae_lens as sl
-    from safetensors.torch import load_file, save_file
     from typer.testing import CliRunner
 
     from saebench_scaffold.cli import app
@@ -347,9 +342,7 @@ def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
         phrase = "cfg.json: normalize_activations='expected_average_only_in' needs the training scaling factor"
     else:
         _saelens_checkpoint(folder, "gated", "none", False)
-        tensors = load_file(str(folder / "sae_weights.safetensors"))
-        del tensors["b_gate"]
-        save_file(tensors, str(folder / "sae_weights.safetensors"))
+        _edit_weights(folder, b_gate=None)
         phrase = "sae_weights.safetensors: SAELens gated checkpoint has no tensor b_gate"
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["eval", str(folder), "--tasks", "core", "--limit", "256", "--output-dir", str(out)])
