@@ -30,7 +30,7 @@ class MatchingPursuitSAE(SAE):
         support = torch.zeros_like(f, dtype=torch.bool)
         done = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
         threshold = float(self.cfg.extra["residual_threshold"])
-        steps = self.cfg.extra["max_iterations"] or shape[-1]
+        steps = shape[-1] if self.cfg.extra["max_iterations"] is None else int(self.cfg.extra["max_iterations"])
         for _ in range(steps):
             idx = (r @ W.T).relu().argmax(dim=1, keepdim=True)
             row = W[idx.squeeze(1)]
