@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
+from helpers.autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
 
 from saebench_scaffold.evals.autointerp.task import AutointerpConfig, AutointerpTask, token_set
 from saebench_scaffold.evals.autointerp.examples import Example

@@ -32,7 +32,7 @@ sb = pytest.importorskip("sae_bench.evals.autointerp.main")
 sb_idx = pytest.importorskip("sae_bench.sae_bench_utils.indexing_utils")
 sb_config = pytest.importorskip("sae_bench.evals.autointerp.eval_config")
 
-from autointerp_fakes import rule_answer  # noqa: E402
+from helpers.autointerp_fakes import rule_answer  # noqa: E402
 
 from saebench_scaffold.evals.autointerp import examples as ax  # noqa: E402
 from saebench_scaffold.evals.autointerp import prompts as ap  # noqa: E402

@@ -44,7 +44,7 @@ os.environ.setdefault("JAXTYPING_DISABLE", "1")  # sae-bench's runtime shape che
 sb_core = pytest.importorskip("sae_bench.evals.core.main")
 sl_evals = pytest.importorskip("sae_lens.evals")
 
-import peer_helpers as ph  # noqa: E402
+from helpers import peer_helpers as ph  # noqa: E402
 from sae_bench.evals.core.eval_config import CoreEvalConfig  # noqa: E402
 from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
 

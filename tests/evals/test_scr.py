@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
+from helpers.probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
 from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals import stats
 from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, plan_quadrants

@@ -33,7 +33,7 @@ from sae_bench.evals.sparse_probing import probe_training as sb_probe  # noqa: E
 from sae_bench.sae_bench_utils import activation_collection as sb_acts  # noqa: E402
 from sae_bench.sae_bench_utils import dataset_info as sb_info  # noqa: E402
 
-from probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
+from helpers.probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
 from saebench_scaffold.activations.cache import get_example_cache  # noqa: E402
 from saebench_scaffold.evals.probes import select_top_n, small_ops  # noqa: E402
 from saebench_scaffold.evals.probing import features  # noqa: E402

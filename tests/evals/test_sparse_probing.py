@@ -13,7 +13,7 @@ from saebench_scaffold.sources.data import LabeledExample
 from saebench_scaffold.evals import probes
 from saebench_scaffold.evals.probing import data as pdata
 from saebench_scaffold.evals.probing import features
-from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from helpers.probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.probing.sparse_probing import SparseProbingConfig, SparseProbingTask, probe_feature_sets
 from saebench_scaffold.settings import UserError

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import cache_dir
-from scale_helpers import build_counts, cache_dir_with_shared_model, metrics, start_cli, tiny_checkpoints
+from helpers.scale_helpers import build_counts, cache_dir_with_shared_model, metrics, start_cli, tiny_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data("europarl")]
 

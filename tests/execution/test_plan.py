@@ -10,7 +10,7 @@ import pytest
 
 from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import UserError
-from scale_helpers import tiny_checkpoints
+from helpers.scale_helpers import tiny_checkpoints
 
 pytestmark = pytest.mark.slow  # core on the embedded Wikipedia sample (the `offline` fixture)
 

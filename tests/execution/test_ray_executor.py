@@ -11,7 +11,7 @@ import time
 import pytest
 
 from saebench_scaffold.execution import EvalRequest, run_eval, summary_table
-from scale_helpers import metrics, tiny_checkpoints
+from helpers.scale_helpers import metrics, tiny_checkpoints
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

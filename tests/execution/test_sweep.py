@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from saebench_scaffold.cli import app
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.execution.sweep import sweep_request
-from scale_helpers import tiny_checkpoints
+from helpers.scale_helpers import tiny_checkpoints
 
 runner = CliRunner()
 

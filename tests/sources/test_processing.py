@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from family_models import D_MODEL, TOKENIZER, tiny_model
+from helpers.family_models import D_MODEL, TOKENIZER, tiny_model
 from safetensors.torch import save_file
 
 from saebench_scaffold.evals.base import EvalContext

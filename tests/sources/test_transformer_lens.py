@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_models import DECODER, FAMILIES, N_HEADS, N_LAYERS, random_tokens, tiny_model
+from helpers.family_models import DECODER, FAMILIES, N_HEADS, N_LAYERS, random_tokens, tiny_model
 from transformers import GPTNeoXConfig, GraniteConfig
 
 from saebench_scaffold.settings import UserError

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from family_models import tiny_model
+from helpers.family_models import tiny_model
 
 from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import UserError

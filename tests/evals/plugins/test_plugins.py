@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_helpers import EXAMPLE_PLUGIN, fake_plugin, install_plugin
+from helpers.plugin_helpers import EXAMPLE_PLUGIN, fake_plugin, install_plugin
 
 from saebench_scaffold.sources import data
 from saebench_scaffold.evals.registry import TaskRegistry
 from saebench_scaffold.settings import UserError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()"]
 BROKEN = "raise RuntimeError('this plugin is broken on purpose')\n"
 

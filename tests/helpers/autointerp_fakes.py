@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import torch
-from probing_fakes import FakeLM
+from helpers.probing_fakes import FakeLM
 
 REFUSAL = "I'm sorry, but I can't help with that."
 

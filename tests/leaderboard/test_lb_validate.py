@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from lb_helpers import edit_json, snapshot
+from helpers.lb_helpers import edit_json, snapshot
 
 from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.validate import MAX_FILE_BYTES, Problems

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lb_helpers import edit_json
+from helpers.lb_helpers import edit_json
 
 from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.verify import verify

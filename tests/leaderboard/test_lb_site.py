@@ -12,7 +12,7 @@ import shutil
 from statistics import mean
 
 import pytest
-from lb_helpers import committed_board, edit_json, synthetic_board
+from helpers.lb_helpers import committed_board, edit_json, synthetic_board
 
 from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.claims import _value, evaluate, load_checkpoints, t_interval
