@@ -18,17 +18,18 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_vocab = pytest.importorskip("sae_bench.evals.absorption.vocab")
-sb_prompting = pytest.importorskip("sae_bench.evals.absorption.prompting")
-sb_probing = pytest.importorskip("sae_bench.evals.absorption.probing")
-sb_ksp = pytest.importorskip("sae_bench.evals.absorption.k_sparse_probing")
-sb_fa = pytest.importorskip("sae_bench.evals.absorption.feature_absorption")
-sb_calc = pytest.importorskip("sae_bench.evals.absorption.feature_absorption_calculator")
-sb_main = pytest.importorskip("sae_bench.evals.absorption.main")
-sb_config = pytest.importorskip("sae_bench.evals.absorption.eval_config")
+sb_vocab = peer_import("sae_bench.evals.absorption.vocab")
+sb_prompting = peer_import("sae_bench.evals.absorption.prompting")
+sb_probing = peer_import("sae_bench.evals.absorption.probing")
+sb_ksp = peer_import("sae_bench.evals.absorption.k_sparse_probing")
+sb_fa = peer_import("sae_bench.evals.absorption.feature_absorption")
+sb_calc = peer_import("sae_bench.evals.absorption.feature_absorption_calculator")
+sb_main = peer_import("sae_bench.evals.absorption.main")
+sb_config = peer_import("sae_bench.evals.absorption.eval_config")
 
 from test_absorption import SpellingLM, WordTokenizer, fake_words, planted_sae
 

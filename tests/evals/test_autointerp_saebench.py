@@ -20,6 +20,7 @@ import types
 from types import SimpleNamespace
 
 import pytest
+from peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
@@ -28,9 +29,9 @@ if "openai" not in sys.modules:  # SAEBench imports the OpenAI client at module 
         import openai  # noqa: F401
     except ImportError:
         sys.modules["openai"] = types.SimpleNamespace(OpenAI=None)  # type: ignore[assignment]
-sb = pytest.importorskip("sae_bench.evals.autointerp.main")
-sb_idx = pytest.importorskip("sae_bench.sae_bench_utils.indexing_utils")
-sb_config = pytest.importorskip("sae_bench.evals.autointerp.eval_config")
+sb = peer_import("sae_bench.evals.autointerp.main")
+sb_idx = peer_import("sae_bench.sae_bench_utils.indexing_utils")
+sb_config = peer_import("sae_bench.evals.autointerp.eval_config")
 
 from autointerp_fakes import rule_answer  # noqa: E402
 

@@ -23,10 +23,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_main = pytest.importorskip("sae_bench.evals.scr_and_tpp.main")
+sb_main = peer_import("sae_bench.evals.scr_and_tpp.main")
 
 from sae_bench.evals.scr_and_tpp import dataset_creation as sb_data  # noqa: E402
 from sae_bench.evals.sparse_probing import probe_training as sb_probe  # noqa: E402

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from peers import peer_import
 from typer.testing import CliRunner
 
 from saebench_scaffold.cli import app
@@ -44,7 +45,7 @@ def _graphing_utils():
             stub.rcParams = {}
             stubs.append(name)
     try:
-        return pytest.importorskip("sae_bench.sae_bench_utils.graphing_utils")
+        return peer_import("sae_bench.sae_bench_utils.graphing_utils")
     finally:  # other code must not see the stand-ins
         for name in stubs:
             del sys.modules[name]
