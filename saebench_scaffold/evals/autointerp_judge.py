@@ -106,7 +106,7 @@ class HttpJudge:
                             f"{parts.hostname}; use an https judge_url (or no key for a keyless local server)")
         self.client = openai.OpenAI(base_url=self.base, api_key=self._key or "unused", timeout=timeout_s,
                                     max_retries=retries, http_client=openai.DefaultHttpxClient(follow_redirects=False))
-        self.no_key = {} if self._key else {"extra_headers": {"Authorization": openai.omit}}
+        self.no_key = {} if self._key else {"extra_headers": {"Authorization": openai.Omit()}}
 
     def describe(self) -> dict:
         return {"kind": self.kind, "url": self.url, "endpoint": self.endpoint, "host": judge_host(self.url),
