@@ -108,12 +108,14 @@ app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a reci
 
 @app.command("export-saebench")
 def export_saebench_command(results_dir: Path = typer.Argument(..., help="Results dir or leaderboard folder (<checkpoint>/<task>.json files)."),
-                            out_dir: Path = typer.Argument(..., help="Where SAEBench's layout goes: OUT_DIR/<eval>/<release>_<sae_id>_eval_results.json.")):
-    """Write core / sparse_probing / tpp results in SAEBench's file layout and names (its readers read them)."""
+                            out_dir: Path = typer.Argument(..., help="Where SAEBench's layout goes: OUT_DIR/<eval>/<release>_<sae_id>_eval_results.json."),
+                            include_path: list[str] = _INCLUDE_PATH):
+    """Write results of the tasks SAEBench also has (core, sparse_probing, tpp, scr, absorption, autointerp and
+    plugins that declare a mapping) in SAEBench's file layout and names (its readers read them)."""
     from .results.saebench_export import export
 
     try:
-        paths = export(results_dir, out_dir)
+        paths = export(results_dir, out_dir, include_path)
     except UserError as err:
         _fail(err)
     typer.echo(f"wrote {len(paths)} SAEBench result files under {out_dir}")

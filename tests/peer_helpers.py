@@ -178,7 +178,7 @@ def ce_kl(lm, hook: str, sae, acts: torch.Tensor, tokens: torch.Tensor, conventi
     operations as `core.ce_with_sae`: activations from `lm.hook_activations`, the rest of the model run
     by `lm.logits_from_hook`, CE and KL per position by `core.CleanBatch` and `core.ce_and_kl` (float32).
     Conventions that make the same edit share its forward pass."""
-    from saebench_scaffold.evals.core import CleanBatch, ce_and_kl
+    from saebench_scaffold.evals.core.task import CleanBatch, ce_and_kl
 
     sums = {name: {k: 0.0 for k in ("clean", "sae", "zero", "kl_sae", "kl_zero", "n_ce", "n_kl")} for name in conventions}
     device = sae.W_enc.device

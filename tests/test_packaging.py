@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from saebench_scaffold.evals.registry import BUILTIN_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
+BUILTIN_TASKS = sorted(p.stem for p in (REPO / "tasks").glob("*.yaml"))  # one task file per built-in task
 # What the build reads; copied so the build leaves nothing (build/, *.egg-info) in the checkout.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "saebench_scaffold", "tasks")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from ..sources.processing import Processing, processed
 from ..saes import SAE
 from ..saes.pca import ActivationPCA, fit_pca
 from ..settings import UserError
+from .declarations import Column, SAEBenchExport
 
 # Token sets drawn from the text corpus (context indices; the local Wikipedia sample has ~58,900).
 # Bundled baselines train on [0, 16384) and PCA is fitted there too; density/FVU read from 20,000 on
@@ -63,14 +65,30 @@ class TaskOutput:
 
 
 class Task:
+    """A task: how to run it, and every fact the rest of the package needs about it (declarations.py)."""
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     version: ClassVar[int] = 1
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    summary_metrics: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(category, key) headline metrics: printed by `eval`, compared by `leaderboard verify`, must be finite."""
+    presets: ClassVar[dict[str, dict]] = {}
+    """Config overrides per named budget (`execution.request.PRESETS`, e.g. {"saebench": {...}}); `quick`
+    is the Config defaults. Applied after the task file's `config:`, before `--set`."""
     metric_ranges: ClassVar[tuple[tuple[str, float | str, float | str], ...]] = ()
     """(pattern, low, high) rules the leaderboard range-checks this task's metrics with, in the format of
-    `leaderboard/ranges.py` ("category.key" or "details.key" patterns; "d_sae" / "d_in" for the
-    checkpoint's sizes). For plugin tasks; the built-in tasks' rules are the table in ranges.py."""
+    `leaderboard/ranges.py` ("category.key" or "details.key" fnmatch patterns, first match wins; "d_sae" /
+    "d_in" for the checkpoint's sizes). Metrics no rule matches are not range-checked."""
+    aggregate_check: ClassVar[Callable[[Any], list[tuple[str, str]]] | None] = None
+    """result -> [(field, problem)]: headline metrics recomputed from the file's own details (wrap the
+    function in `staticmethod`). None: the leaderboard has nothing to recompute."""
+    leaderboard_columns: ClassVar[tuple[Column, ...]] = ()
+    """The columns this task adds to the leaderboard table and page (`declarations.table_column`)."""
+    leaderboard_order: ClassVar[int] = 1000
+    """Where its columns go: tasks sort by (order, name); the built-in tasks use 10-80, plugins default after them."""
+    saebench_export: ClassVar[SAEBenchExport | None] = None
+    """How `export-saebench` writes its results in SAEBench's layout; None: SAEBench has no such eval."""
 
     def make_config(self, overrides: dict | None = None, limit: int | None = None) -> TaskConfig:
         """Defaults, then task-file overrides, then `--limit` (each task says what it caps)."""
@@ -90,7 +108,7 @@ def check_headline_finite(task: Task, out: TaskOutput) -> None:
     """A headline metric (the task's `summary_metrics`) that is NaN or infinite means broken inputs —
     a diverged or damaged checkpoint, bad activations — so the task fails instead of reporting `ok`."""
     bad = []
-    for category, key in getattr(task, "summary_metrics", ()):
+    for category, key in task.summary_metrics:
         value = out.metrics.get(category, {}).get(key)
         if isinstance(value, numbers.Real) and not math.isfinite(value):
             bad.append(f"{category}.{key} = {value}")

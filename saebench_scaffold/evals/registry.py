@@ -35,7 +35,6 @@ from .base import Task
 
 ENTRY_POINT_GROUP = "saebench_scaffold.tasks"
 BUILTIN_TASK_PACKAGE = "saebench_scaffold.builtin_tasks"
-BUILTIN_TASKS = ("core", "sparse_probing", "tpp", "scr", "absorption", "autointerp", "ce_ablation", "mmlu_topic")
 
 
 def builtin_task_dir() -> Path:
@@ -118,6 +117,21 @@ class TaskRegistry:
         if name not in self._entries:
             raise UserError(f"unknown task {name!r}; available: {', '.join(self.names())}")
         return self._entries[name]
+
+    def declaring(self) -> list[type[Task]]:
+        """The classes that declare leaderboard columns and export mappings: every task filed under its own
+        class's name (a task file reusing a class under another name adds no columns of its own), sorted by
+        (`leaderboard_order`, name). A plugin that fails to import is left out here; reading one of its
+        results names the import error."""
+        classes = []
+        for name in self.names():
+            try:
+                cls = self.get(name).load()
+            except UserError:
+                continue
+            if cls.name == name:
+                classes.append(cls)
+        return sorted(classes, key=lambda c: (c.leaderboard_order, c.name))
 
     def resolve(self, spec: str) -> list[TaskEntry]:
         """'core,tpp' or 'all' -> entries."""

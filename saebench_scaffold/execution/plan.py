@@ -64,7 +64,10 @@ def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
     tasks: dict[str, tuple[Task, object]] = {}
     for entry in entries:
         task = entry.instantiate()
-        merged = {**entry.config, **PRESETS[req.preset].get(entry.name, {}), **overrides.get(entry.name, {})}
+        unknown = set(task.presets) - set(PRESETS)
+        if unknown:
+            raise UserError(f"task {entry.name} declares budgets for unknown presets {sorted(unknown)}; known: {', '.join(PRESETS)}")
+        merged = {**entry.config, **task.presets.get(req.preset, {}), **overrides.get(entry.name, {})}
         try:
             cfg = task.make_config(merged, req.limit)
         except ValidationError as err:

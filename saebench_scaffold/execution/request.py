@@ -1,4 +1,4 @@
-"""What `eval` is asked to do: the request, its named budget presets and `--set` overrides."""
+"""What `eval` is asked to do: the request, the names of the budget presets and `--set` overrides."""
 
 from __future__ import annotations
 
@@ -10,20 +10,10 @@ import yaml
 from ..settings import UserError
 
 
-# Named budgets. `quick` (the defaults) finishes in minutes on 2 CPU cores; `saebench` uses
-# SAEBench's canonical budgets so numbers are comparable with published ones.
-PRESETS: dict[str, dict[str, dict]] = {
-    "quick": {},
-    "saebench": {
-        # Density: SAEBench uses ~4.1M tokens; the local Wikipedia sample holds 3.8M between the
-        # density and CE offsets, so that is the local canonical budget.
-        "core": {"n_density_tokens": 3_800_000, "n_ce_tokens": 409_600},
-        "sparse_probing": {"train_per_class": 4000, "test_per_class": 1000, "k_values": [1, 2, 5]},
-        "tpp": {"train_per_class": 4000, "test_per_class": 1000},
-        "scr": {"train_set_size": 4000, "test_set_size": 1000},
-        "absorption": {"max_words": None, "k_sparse_probe_batch_size": 4096},  # the whole vocabulary  # the local Amazon file caps them at 1600/400 (budget_capped)
-        "autointerp": {"n_latents": 1000, "total_tokens": 2_000_000},  # needs a corpus larger than the embedded sample
-    },
+# Named budgets: each task declares its own overrides per name (`Task.presets`, beside its class).
+PRESETS: dict[str, str] = {
+    "quick": "the tasks' defaults: finishes in minutes on 2 CPU cores",
+    "saebench": "SAEBench's canonical budgets, so numbers are comparable with published ones",
 }
 
 

@@ -39,7 +39,8 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from ..results.schema import EvalResult, read_result
-from ..results.saebench_export import find_results, upgrade_core_metrics
+from ..evals.core.saebench_layout import upgrade_core_metrics
+from ..results.saebench_export import find_results
 from ..settings import UserError, atomic_write
 
 CLAIM_RANK = 24

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from .claims import Checkpoint, t_interval
-from .table import COLUMNS
+from .table import default_columns
 
 # Light / dark shade of one hue per setting (architecture, tokens, recipe): r = 0 light, r > 0 dark,
 # so the two ranks of a setting read as a pair.
@@ -78,8 +78,8 @@ def _number(v) -> float | None:
 
 
 def column_value(ck: Checkpoint, label: str) -> float | None:
-    """A table column's figure (`table.COLUMNS`: first (category, key) present) of one checkpoint."""
-    col = next(c for c in COLUMNS if c.label == label)
+    """A table column's figure (a built-in task's column: first (category, key) present) of one checkpoint."""
+    col = next(c for c in default_columns() if c.label == label)
     for category, key in col.where:
         v = _number(ck.metrics.get(col.task, {}).get(category, {}).get(key))
         if v is not None:

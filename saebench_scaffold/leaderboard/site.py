@@ -31,7 +31,7 @@ from pathlib import Path
 from ..settings import atomic_write
 from . import claims
 from .groups import Group, ce_ratio, column_value, group_checkpoints, has_seeds, pairs, summarize
-from .table import COLUMNS, FILTERS, IDENTITY_HEADERS, fmt
+from .table import FILTERS, IDENTITY_HEADERS, default_columns, fmt
 
 RANK_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 ARCH_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "cross", "star"]
@@ -273,9 +273,9 @@ PLOTS = [  # (id, y column, title, subtitle, extra y column (open markers), y-ax
 ]
 
 
-def _row(rec: dict, provenance: dict) -> str:
+def _row(rec: dict, provenance: dict, labels: list[str]) -> str:
     cells = []
-    for h in IDENTITY_HEADERS + [c.label for c in COLUMNS]:
+    for h in IDENTITY_HEADERS + labels:
         v = rec.get(h)
         sort_value = "" if v is None else (repr(v) if isinstance(v, (int, float)) else str(v))
         cells.append(f'<td data-v="{html.escape(sort_value)}">{html.escape(fmt(rec, h))}</td>')
@@ -342,9 +342,11 @@ def claims_page(checkpoints: list) -> str:
     return CLAIMS_TEMPLATE.format(body=body, rule=html.escape(rule), level=f"{claims.LEVEL:.0%}")
 
 
-def write_site(board: Path, recs: list[dict], results: dict) -> Path:
+def write_site(board: Path, recs: list[dict], results: dict, columns: tuple | None = None) -> Path:
     """Write `board/site/index.html`, `board/site/claims.html` and their asset; returns the board
-    page's path. `results` is {(submission, checkpoint): {task: EvalResult}}."""
+    page's path. `results` is {(submission, checkpoint): {task: EvalResult}}; `columns`: the table's
+    (`TaskVersions.columns()`; default: those of the tasks known without --include-path)."""
+    labels = [c.label for c in columns or default_columns()]
     site = Path(board) / "site"
     (site / "assets").mkdir(parents=True, exist_ok=True)
     js = site / "assets" / "plotly.min.js"
@@ -363,13 +365,13 @@ def write_site(board: Path, recs: list[dict], results: dict) -> Path:
     if groups:
         views["grouped"]["ce"] = grouped_ce(groups)
     view = "grouped" if has_seeds(groups) else "checkpoints"
-    headers = IDENTITY_HEADERS + [c.label for c in COLUMNS] + ["files"]
+    headers = IDENTITY_HEADERS + labels + ["files"]
     rows = []
     for rec in recs:
         by_task = results.get((rec["submission"], rec["checkpoint"]), {})
         provenance = {"sae_cfg": {k: v for k, v in next(iter(by_task.values())).sae_cfg_dict.items() if k != "extra"},
                       **{task: res.provenance.model_dump() for task, res in sorted(by_task.items())}}
-        rows.append(_row(rec, provenance))
+        rows.append(_row(rec, provenance, labels))
     options = {}
     for key in FILTERS:
         values = sorted({str(r.get(key)) for r in recs if r.get(key) is not None})

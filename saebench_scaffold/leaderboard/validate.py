@@ -8,8 +8,8 @@ file or a folder of 10,000 files is refused from `stat` alone, never read):
   3. task name known to the task registry, task version the registry's current one, and the file
      named after its task;
   4. one checkpoint sha256, one model and one hook across the files of one checkpoint;
-  5. every metric inside its possible range (`ranges.py`);
-  6. headline aggregates recomputed from the file's own details (`aggregates.py`).
+  5. every metric inside its possible range (the task's `metric_ranges`, format in `ranges.py`);
+  6. headline aggregates recomputed from the file's own details (the task's `aggregate_check`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
+from ..evals.declarations import Column
 from ..results.schema import EvalResult, result_json_schema
 from ..settings import UserError, load_json
-from .aggregates import check_aggregates
 from .ranges import check_rules, out_of_range
 
 MAX_FILE_BYTES = 20 * 2**20  # a core.json of a 65k-latent SAE is ~9 MB
@@ -100,38 +100,62 @@ def _schema_validator():
 
 @dataclass
 class TaskVersions:
-    """Known task names and their current versions, from the task registry (loaded on demand)."""
+    """What the known tasks declare, from the task registry (loaded on demand): current versions, range
+    rules, headline checks and table columns. Tasks own these facts (`evals/declarations.py`)."""
 
     include_paths: list = field(default_factory=list)
     _registry: object = None
     _versions: dict = field(default_factory=dict)
     _rules: dict = field(default_factory=dict)
+    _columns: tuple | None = None
 
-    def version(self, task: str) -> int | None:
-        """The registry's version of `task`, or None when no such task is known."""
+    @property
+    def registry(self):
         from ..evals.registry import TaskRegistry
 
         if self._registry is None:
             self._registry = TaskRegistry(self.include_paths)
+        return self._registry
+
+    def version(self, task: str) -> int | None:
+        """The registry's version of `task`, or None when no such task is known."""
         if task not in self._versions:
-            if task not in self._registry.names():
+            if task not in self.registry.names():
                 self._versions[task] = None
             else:  # the version `eval` records for this task today
-                self._versions[task] = self._registry.get(task).instantiate().version
+                self._versions[task] = self.registry.get(task).instantiate().version
         return self._versions[task]
 
     def rules(self, task: str) -> tuple:
-        """A known task's own `metric_ranges` (plugins; the built-ins use ranges.RANGES)."""
+        """A known task's `metric_ranges`, checked for format."""
         if task not in self._rules:
             try:
-                self._rules[task] = check_rules(getattr(self._registry.get(task).load(), "metric_ranges", ()))
+                self._rules[task] = check_rules(self.registry.get(task).load().metric_ranges)
             except ValueError as err:
                 raise UserError(f"task {task}: {err}") from err
         return self._rules[task]
 
+    def aggregate_problems(self, res: EvalResult) -> list[tuple[str, str]]:
+        """The task's own headline check (`Task.aggregate_check`) on `res`; none when it declares none."""
+        check = self.registry.get(res.eval_type_id).load().aggregate_check
+        return check(res) if check else []
+
+    def columns(self) -> tuple[Column, ...]:
+        """Every table column the tasks declare, in (`leaderboard_order`, task name) order; a label
+        declared twice is refused, naming both tasks."""
+        if self._columns is None:
+            cols: dict[str, Column] = {}
+            for cls in self.registry.declaring():
+                for col in cls.leaderboard_columns:
+                    if col.label in cols:
+                        raise UserError(f"leaderboard column {col.label!r} is declared by both {cols[col.label].task} "
+                                        f"and {cls.name}; rename one")
+                    cols[col.label] = replace(col, task=cls.name)
+            self._columns = tuple(cols.values())
+        return self._columns
+
     def known(self) -> list[str]:
-        self.version("core")
-        return self._registry.names()
+        return self.registry.names()
 
 
 def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalResult | None, list[tuple[str, str, str]]]:
@@ -168,7 +192,7 @@ def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalRe
                 problems.append((label, f"eval_result_details[{i}].{key}", why))
                 break  # one problem per row is enough to point at it
     problems += [(label, f"eval_result_metrics.{fld}" if not fld.startswith("eval_") else fld, msg)
-                 for fld, msg in check_aggregates(res)]
+                 for fld, msg in versions.aggregate_problems(res)]
     return res, problems
 
 

@@ -74,7 +74,7 @@ def test_cache_throughput_vs_bare_forward(benchmark, request, lm, hook, offline,
 
 def test_core_second_checkpoint_warm_vs_first(benchmark, request, lm, hook, offline, tmp_path):
     from saebench_scaffold.evals.base import EvalContext
-    from saebench_scaffold.evals.core import CoreTask
+    from saebench_scaffold.evals.core.task import CoreTask
     from saebench_scaffold.sources.model import ModelSpec
     from saebench_scaffold.saes import SAEConfig, make_sae
 

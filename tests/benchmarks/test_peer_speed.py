@@ -48,10 +48,13 @@ sl_evals = peer_import("sae_lens.evals")
 import peer_helpers as ph  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from saebench_scaffold.evals import probing_data as pd  # noqa: E402
+from saebench_scaffold.evals.probing import data as pdata  # noqa: E402
+from saebench_scaffold.evals.probing import features  # noqa: E402
+from saebench_scaffold.evals import stats  # noqa: E402
 from saebench_scaffold.evals.base import CE_OFFSET_CONTEXTS, EvalContext  # noqa: E402
-from saebench_scaffold.evals.core import BODY, CoreTask  # noqa: E402
-from saebench_scaffold.evals.sparse_probing import SparseProbingTask  # noqa: E402
+from saebench_scaffold.evals.ablation.ce import BODY  # noqa: E402
+from saebench_scaffold.evals.core.task import CoreTask  # noqa: E402
+from saebench_scaffold.evals.probing.sparse_probing import SparseProbingTask  # noqa: E402
 from saebench_scaffold.saes.loaders import load_sae  # noqa: E402
 from saebench_scaffold.sources.model import ModelSpec  # noqa: E402
 
@@ -221,10 +224,10 @@ def test_sparse_probing_vs_saebench(benchmark, request, lm, hook, tmp_path):
     artifacts = tmp_path / "saebench_artifacts"
     phases: list[dict] = []
     split: dict[str, dict] = {}
-    pd.clear_memo()
+    features.clear_memo()
 
     def ours(folder):
-        pd.clear_memo(probes=False)  # a new checkpoint: no pooled latents of another in memory
+        features.clear_memo(probes=False)  # a new checkpoint: no pooled latents of another in memory
         out = task.run(ctx, load_sae(folder), cfg)
         phases.append({k: round(v, 2) for k, v in out.unstructured["timings_s"]["ag_news"].items()})
         return {k: round(v, 4) for k, v in out.metrics["sae"].items() if k.endswith("accuracy")}
@@ -256,14 +259,14 @@ def _saebench_split(ctx, cfg) -> dict[str, dict]:
     """Our cached examples as SAEBench's tokenized {class: {input_ids, attention_mask}} dicts: the
     token ids our example cache holds (read back from its shards) and our first resplit's train/test
     indices, so both sides read the same tokens of the same examples."""
-    ps = pd.load_probing_set(ctx, "ag_news", cfg)  # cached: opens what the first run built
+    ps = pdata.load_probing_set(ctx, "ag_news", cfg)  # cached: opens what the first run built
     shards = [load_file(ps.cache.shard_path(i)) for i in range(ps.cache.spec.n_shards)]
     tokens = torch.cat([s["tokens"] for s in shards]).long()
     tok = ctx.lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else ctx.lm.bos_token_id  # as our example cache pads
     valid = tokens != pad  # what its tokenizer call would give as attention_mask (SAEBench masks by token ids)
     s = ps.sample
-    train_idx, test_idx = pd.resplit(s.labels, s.n_train, s.n_test, pd.resplit_seeds(ctx.seed, cfg.n_resplits)[0])
+    train_idx, test_idx = pdata.resplit(s.labels, s.n_train, s.n_test, stats.resplit_seeds(ctx.seed, cfg.n_resplits)[0])
 
     def by_class(idx):
         return {name: ph.tokenized_like_saebench(tokens[idx[s.labels[idx] == c]], valid[idx[s.labels[idx] == c]])

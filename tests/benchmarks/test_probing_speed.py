@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from saebench_scaffold.evals import probing_data as pd
+from saebench_scaffold.evals.probing import features
 from probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
-from saebench_scaffold.evals.sparse_probing import SparseProbingTask
-from saebench_scaffold.evals.tpp import TPPTask
+from saebench_scaffold.evals.probing.sparse_probing import SparseProbingTask
+from saebench_scaffold.evals.probing.tpp import TPPTask
 
 DATASETS = ["amazon_domain", "bbc_news"]
 
@@ -39,7 +39,7 @@ def _setup(request, tmp_path, disabled: bool):
 def test_second_checkpoint_with_warm_caches(benchmark, request, tmp_path):
     ctx, lm, budget, d_sae = _setup(request, tmp_path, benchmark.disabled)
     tasks = [(t, t.make_config({**budget, "datasets": DATASETS})) for t in (SparseProbingTask(), TPPTask())]
-    pd.clear_memo()
+    features.clear_memo()
 
     def score(sae):
         t = time.perf_counter()
@@ -51,7 +51,7 @@ def test_second_checkpoint_with_warm_caches(benchmark, request, tmp_path):
     calls = getattr(lm, "calls", None)
     seconds: list[float] = []
     saes = iter(random_sae(lm.d_model, d_sae, "topk", k=32, seed=s) for s in range(1, 100))
-    benchmark.pedantic(lambda: seconds.append(score(next(saes))), setup=lambda: pd.clear_memo(probes=False),
+    benchmark.pedantic(lambda: seconds.append(score(next(saes))), setup=lambda: features.clear_memo(probes=False),
                        rounds=1 if benchmark.disabled else 2, iterations=1)
     second = min(seconds)
     benchmark.extra_info.update(first_checkpoint_s=round(first, 3), second_checkpoint_s=round(second, 3),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from saebench_scaffold.evals import ablations as ab
+from saebench_scaffold.evals.ablation import conditions as ab
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.saes.pca import fit_pca
 from saebench_scaffold.settings import UserError

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from saebench_scaffold.evals import absorption_data as ad
-from saebench_scaffold.evals.absorption import (
+from saebench_scaffold.evals.absorption import data as ad
+from saebench_scaffold.evals.absorption.task import (
     AbsorptionConfig,
     AbsorptionTask,
     aggregate_letters,

@@ -33,8 +33,8 @@ sb_config = peer_import("sae_bench.evals.absorption.eval_config")
 
 from test_absorption import SpellingLM, WordTokenizer, fake_words, planted_sae
 
-from saebench_scaffold.evals import absorption_data as ad
-from saebench_scaffold.evals.absorption import (
+from saebench_scaffold.evals.absorption import data as ad
+from saebench_scaffold.evals.absorption.task import (
     AbsorptionConfig,
     aggregate_letters,
     encode_rows,
@@ -42,7 +42,7 @@ from saebench_scaffold.evals.absorption import (
     score_letters,
     word_absorption,
 )
-from saebench_scaffold.evals.probing_data import small_ops
+from saebench_scaffold.evals.probes import small_ops
 
 TEMPLATE = sb_config.AbsorptionEvalConfig().prompt_template
 SEED = 5

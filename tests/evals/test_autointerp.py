@@ -16,13 +16,13 @@ import pytest
 import torch
 from autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
 
-from saebench_scaffold.evals.autointerp import AutointerpConfig, AutointerpTask, alive_latents, token_set
-from saebench_scaffold.evals.autointerp_examples import Example
-from saebench_scaffold.evals.autointerp_judge import EmbeddedJudge, HttpJudge, answer_complete, answer_prefix_ok
-from saebench_scaffold.evals.autointerp_prompts import is_refusal, parse_predictions
+from saebench_scaffold.evals.autointerp.task import AutointerpConfig, AutointerpTask, alive_latents, token_set
+from saebench_scaffold.evals.autointerp.examples import Example
+from saebench_scaffold.evals.autointerp.judge import EmbeddedJudge, HttpJudge, answer_complete, answer_prefix_ok
+from saebench_scaffold.evals.autointerp.prompts import is_refusal, parse_predictions
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.execution.request import PRESETS
-from saebench_scaffold.leaderboard import aggregates, ranges
+from saebench_scaffold.evals.autointerp.checks import check_autointerp
+from saebench_scaffold.leaderboard import ranges
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.sources.model import ModelSpec
@@ -119,16 +119,16 @@ def test_planted_words_are_explained_and_detected_noise_is_not(world, offline, m
     assert m["autointerp_score"] > 10 / 14 + 0.1 and noise.metrics["autointerp"]["autointerp_score"] < 10 / 14 + 0.1
     # the result passes the leaderboard's headline and range checks; a hand-edited score does not
     res = SimpleNamespace(eval_result_metrics=planted.metrics, eval_result_details=planted.details)
-    assert aggregates.check_autointerp(res) == []
+    assert check_autointerp(res) == []
     for category, values in planted.metrics.items():
         for key, value in values.items():
-            assert ranges.out_of_range("autointerp", f"{category}.{key}", value, {"d_sae": 8}) is None, key
+            assert ranges.out_of_range("autointerp", f"{category}.{key}", value, {"d_sae": 8}, AutointerpTask.metric_ranges) is None, key
     for row in planted.details:
         for key, value in row.items():
-            assert ranges.out_of_range("autointerp", f"details.{key}", value, {"d_sae": 8}) is None, key
+            assert ranges.out_of_range("autointerp", f"details.{key}", value, {"d_sae": 8}, AutointerpTask.metric_ranges) is None, key
     edited = [dict(r) for r in planted.details]
     edited[0]["score"] = 1.0 if edited[0]["score"] < 1 else 0.5
-    problems = aggregates.check_autointerp(SimpleNamespace(eval_result_metrics=planted.metrics, eval_result_details=edited))
+    problems = check_autointerp(SimpleNamespace(eval_result_metrics=planted.metrics, eval_result_details=edited))
     assert {f for f, _ in problems} >= {"eval_result_details[0].score", "autointerp.autointerp_score"}
 
 
@@ -287,7 +287,7 @@ def test_config_limit_and_preset():
     big = task.make_config({}, limit=1_000_000)
     assert (big.n_latents, big.total_tokens) == (100, 131_072)
     assert task.make_config({"override_latents": [5, 6, 7, 8]}, limit=200).override_latents == [5, 6]
-    assert PRESETS["saebench"]["autointerp"] == {"n_latents": 1000, "total_tokens": 2_000_000}
+    assert AutointerpTask.presets["saebench"] == {"n_latents": 1000, "total_tokens": 2_000_000}
     d = AutointerpConfig()  # SAEBench's eval_config.py defaults for everything else
     assert (d.min_firing_rate * 2_000_000, d.buffer, d.no_overlap, d.act_threshold_frac, d.random_seed) == (15, 10, True, 0.01, 42)
     assert (d.n_top_ex_for_generation, d.n_iw_sampled_ex_for_generation, d.n_top_ex_for_scoring,

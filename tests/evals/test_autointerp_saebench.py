@@ -35,9 +35,9 @@ sb_config = peer_import("sae_bench.evals.autointerp.eval_config")
 
 from autointerp_fakes import rule_answer  # noqa: E402
 
-from saebench_scaffold.evals import autointerp_examples as ax  # noqa: E402
-from saebench_scaffold.evals import autointerp_prompts as ap  # noqa: E402
-from saebench_scaffold.evals.autointerp import (  # noqa: E402
+from saebench_scaffold.evals.autointerp import examples as ax  # noqa: E402
+from saebench_scaffold.evals.autointerp import prompts as ap  # noqa: E402
+from saebench_scaffold.evals.autointerp.task import (  # noqa: E402
     AutointerpConfig,
     FailureBreaker,
     alive_latents,

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from saebench_scaffold.evals import ablations as ab
+from saebench_scaffold.evals.ablation import conditions as ab
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.ce_ablation import CEAblationConfig, CEAblationTask, bootstrap_ce, per_context_ce
-from saebench_scaffold.evals.core import BODY
+from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, CEAblationTask, bootstrap_ce, per_context_ce
+from saebench_scaffold.evals.ablation.ce import BODY
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from saebench_scaffold.evals.core import reconstruction_stats
+from saebench_scaffold.evals.core.task import reconstruction_stats
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.saes.pca import PCASAE, fit_pca
 
@@ -137,8 +137,8 @@ class _CECtx:
 def test_zero_ablation_and_clean_ce_run_once_per_eval_call(budget, later_passes, monkeypatch):
     """The checkpoint-independent passes run for the first checkpoint only: zero ablation always,
     the clean pass while its log-probs fit the memo budget (else it reruns). Same numbers either way."""
-    from saebench_scaffold.evals import core
-    from saebench_scaffold.evals.core import ce_with_sae
+    from saebench_scaffold.evals.core import task as core
+    from saebench_scaffold.evals.core.task import ce_with_sae
 
     monkeypatch.setattr(core, "CLEAN_MEMO_BYTES", budget)
     cache, ctx = _CECache(), _CECtx()
@@ -159,7 +159,8 @@ def test_ce_and_kl_equal_the_log_softmax_form():
     the clean distribution is so peaked that most probabilities underflow to zero."""
     import torch.nn.functional as F
 
-    from saebench_scaffold.evals.core import CleanBatch, ce_and_kl, masked_ce, prediction_mask
+    from saebench_scaffold.evals.ablation.ce import masked_ce, prediction_mask
+    from saebench_scaffold.evals.core.task import CleanBatch, ce_and_kl
 
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 50, (3, 9), generator=g)

@@ -49,7 +49,7 @@ import peer_helpers as ph  # noqa: E402
 from sae_bench.evals.core.eval_config import CoreEvalConfig  # noqa: E402
 from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
 
-from saebench_scaffold.evals.core import ce_with_sae, reconstruction_stats  # noqa: E402
+from saebench_scaffold.evals.core.task import ce_with_sae, reconstruction_stats  # noqa: E402
 from saebench_scaffold.saes.loaders import load_sae  # noqa: E402
 from saebench_scaffold.settings import DATA_DIR_ENV  # noqa: E402
 from saebench_scaffold.sources import data  # noqa: E402

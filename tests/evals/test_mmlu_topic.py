@@ -12,10 +12,10 @@ import torch
 
 from saebench_scaffold.sources import data
 from saebench_scaffold.activations.cache import masked_mean
-from saebench_scaffold.evals import ablations as ab
-from saebench_scaffold.evals import mmlu_topic as mt
+from saebench_scaffold.evals.ablation import conditions as ab
+from saebench_scaffold.evals.mmlu_topic import task as mt
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.mmlu_categories import CATEGORIES, FALLBACK, lm_eval_mapping, subject_categories
+from saebench_scaffold.evals.mmlu_topic.categories import CATEGORIES, FALLBACK, lm_eval_mapping, subject_categories
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from saebench_scaffold.evals import mmlu_topic as mt
-from saebench_scaffold.evals.probe_bootstrap import _split_rounds, clean_probe_dependence, question_bootstrap
+from saebench_scaffold.evals.mmlu_topic import task as mt
+from saebench_scaffold.evals.mmlu_topic.bootstrap import _split_rounds, clean_probe_dependence, question_bootstrap
 
 
 def test_bootstrap_rounds_never_train_and_test_on_one_question():

@@ -15,7 +15,8 @@ import torch
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
 sb_core = peer_import("sae_bench.evals.core.main")
 
-from saebench_scaffold.evals.core import BODY, SAEBENCH_BATCH_PROMPTS, reconstruction_stats  # noqa: E402
+from saebench_scaffold.evals.ablation.ce import BODY  # noqa: E402
+from saebench_scaffold.evals.core.task import SAEBENCH_BATCH_PROMPTS, reconstruction_stats  # noqa: E402
 from saebench_scaffold.saes import SAEConfig, make_sae  # noqa: E402
 from saebench_scaffold.saes.loaders import load_sae  # noqa: E402
 

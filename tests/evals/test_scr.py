@@ -6,7 +6,6 @@ real-LM smoke run through `run_eval`. Equality with SAEBench's own code: test_sc
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
-from saebench_scaffold.evals import probing_data as pd
-from saebench_scaffold.evals.scr import SCRConfig, SCRTask, plan_quadrants
-from saebench_scaffold.leaderboard import aggregates, ranges
+from saebench_scaffold.evals.probing import features
+from saebench_scaffold.evals import stats
+from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, plan_quadrants
+from saebench_scaffold.leaderboard import ranges
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 
@@ -27,16 +27,13 @@ PAIRS = [("books", "dvd"), ("electronics", "kitchen")]
 # Small sets: SAEBench's lr 1e-3 moves a probe too little in the ~100 steps 80 examples give to leave
 # its random init behind, so the planted runs train with 1e-2 (the procedure is otherwise SAEBench's).
 PLANTED = {"train_set_size": 80, "test_set_size": 160, "column1_pairs": PAIRS, "n_values": [2, 4, 10], "probe_lr": 1e-2}
-# The rules proposed for leaderboard/ranges.py (used until the table has its own entry for scr).
-PROPOSED_RANGES = [("sparsity.l0", 0, "d_sae"), ("*_test_accuracy*", 0, 1), ("details.scr_metric_direction_per_seed", 1, 2),
-                   ("*.scr_*", -1000, 1000), ("details.n_*_per_quadrant", 1, math.inf)]
 
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    pd.clear_memo()
+    features.clear_memo()
     yield
-    pd.clear_memo()
+    features.clear_memo()
 
 
 def planted_lm(vocab: int = 200_003) -> FakeLM:
@@ -104,7 +101,7 @@ def test_planted_latents_remove_the_spurious_signal_and_random_latents_do_not(pl
     assert planted_ctx.lm.calls == calls  # later checkpoints reuse the cached activations and LLM probes
     # seed noise is reported, and a comparison flags what it cannot separate
     assert m["scr_metric_threshold_2_std"] > 0
-    noise = pd.compare_noise(planted.metrics, {"scr_metrics": rand})
+    noise = stats.compare_noise(planted.metrics, {"scr_metrics": rand})
     assert not noise["scr_metrics/scr_metric_threshold_4"]["noise_dominated"]
 
 
@@ -133,8 +130,8 @@ def test_limit_smoke_run_and_result_layout(tmp_path):
     json.dumps([out.metrics, out.details, out.unstructured])
     # the leaderboard's checks: headline recomputed from the details, every value in its range
     res = SimpleNamespace(eval_result_metrics=out.metrics, eval_result_details=out.details)
-    assert aggregates.CHECKS.get("scr", aggregates.check_per_dataset)(res) == []
-    rules = ranges.check_rules(PROPOSED_RANGES) if "scr" not in ranges.RANGES else ()
+    assert SCRTask.aggregate_check(res) == []
+    rules = ranges.check_rules(SCRTask.metric_ranges)
     sizes = {"d_sae": 40, "d_in": D}
     for category, values in out.metrics.items():
         for key, value in values.items():

@@ -39,8 +39,9 @@ from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 
 from probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
 from saebench_scaffold.activations.cache import get_example_cache  # noqa: E402
-from saebench_scaffold.evals import probing_data as pdata  # noqa: E402
-from saebench_scaffold.evals.scr import (PROBES, SAEBENCH_SET_NAMES as SB, SCRConfig, ablated_pooled,  # noqa: E402
+from saebench_scaffold.evals.probes import select_top_n, small_ops  # noqa: E402
+from saebench_scaffold.evals.probing import features  # noqa: E402
+from saebench_scaffold.evals.probing.scr import (PROBES, SAEBENCH_SET_NAMES as SB, SCRConfig, ablated_pooled,  # noqa: E402
                                          padding_leak, pair_sets, probe_seed, sample_cells, scr_from_accuracies,
                                          scr_latent_effects, scr_scores, split_cells, spurious_corr_sets,
                                          train_llm_probes, two_label_examples)
@@ -94,7 +95,7 @@ def probes(example_set):
     e = example_set
     ours = train_llm_probes(e.pooled_llm, e.train, e.test, e.seed, e.pair, e.cfg)
     theirs = {}
-    with pdata.small_ops():  # the same thread count as ours, so float32 reductions match bit for bit
+    with small_ops():  # the same thread count as ours, so float32 reductions match bit for bit
         for name in PROBES:
             keys = [name, name + "_neg"]
             torch.manual_seed(probe_seed(e.seed, e.pair, name))
@@ -172,11 +173,11 @@ def test_effects_ablations_and_scores_equal_saebench(example_set, probes):
     ours, theirs = probes
     kind = e.kind
     sae = SAES[kind](32)
-    W_dec = pdata.decoder_matrix(sae, "scr")
-    pooled_f = pdata.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
+    W_dec = features.decoder_matrix(sae, "scr")
+    pooled_f = features.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
     leak = padding_leak(sae, e.cache)
     train_BLD, test_BLD = by_saebench_key(e.acts_BLD, e.train), by_saebench_key(e.acts_BLD, e.test)
-    with torch.no_grad(), pdata.small_ops():  # many small ops: one thread is much faster on a shared machine
+    with torch.no_grad(), small_ops():  # many small ops: one thread is much faster on a shared machine
         effects = sb_main.get_all_node_effects_for_one_sae(sae, theirs, CHOSEN, True, train_BLD, 125)
         for name in ("column1", "column2"):
             mine = scr_latent_effects(pooled_f[e.train[name]], pooled_f[e.train[name + "_neg"]],
@@ -184,11 +185,11 @@ def test_effects_ablations_and_scores_equal_saebench(example_set, probes):
             assert torch.allclose(mine.float(), effects[SB[name]], rtol=1e-4, atol=1e-6), name
             for n in N_VALUES:
                 selected = sb_main.select_top_n_features(effects[SB[name]], n, SB[name])
-                assert set(pdata.select_top_n(mine, n).tolist()) == set(torch.nonzero(selected).flatten().tolist())
+                assert set(select_top_n(mine, n).tolist()) == set(torch.nonzero(selected).flatten().tolist())
                 # the ablated pooled activations, padding positions included
                 idx = e.test[name] + e.test[name + "_neg"]
                 their_acts = sb_main.ablated_precomputed_activations(e.acts_BLD[idx], sae, selected, 125)
-                latents = pdata.select_top_n(mine, n)
+                latents = select_top_n(mine, n)
                 my_acts = ablated_pooled(e.pooled_llm[idx], pooled_f[idx], W_dec, latents, (leak[0], leak[1][idx]))
                 assert torch.allclose(my_acts.float(), their_acts, rtol=1e-4, atol=1e-4)
         ablated = sb_main.perform_feature_ablations(theirs, sae, 125, test_BLD, effects, N_VALUES, CHOSEN,
@@ -204,7 +205,7 @@ def test_effects_ablations_and_scores_equal_saebench(example_set, probes):
     assert metrics == pytest.approx(their_scores, abs=1e-9)  # accuracies equal; the scores are their ratios
     if kind == "relu_fires_on_zero":  # without SAEBench's padding edit the numbers would differ
         idx = e.test["column1"] + e.test["column1_neg"]
-        latents = pdata.select_top_n(scr_latent_effects(pooled_f[e.train["column2"]], pooled_f[e.train["column2_neg"]],
+        latents = select_top_n(scr_latent_effects(pooled_f[e.train["column2"]], pooled_f[e.train["column2_neg"]],
                                                         torch.tensor(ours["probes"]["column2"]["w"]), W_dec), 20)
         with_pad = ablated_pooled(e.pooled_llm[idx], pooled_f[idx], W_dec, latents, (leak[0], leak[1][idx]))
         assert not torch.allclose(ablated_pooled(e.pooled_llm[idx], pooled_f[idx], W_dec, latents), with_pad, atol=1e-3)

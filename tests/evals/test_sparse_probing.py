@@ -10,10 +10,12 @@ import torch
 
 from saebench_scaffold.activations.cache import masked_mean
 from saebench_scaffold.sources.data import LabeledExample
-from saebench_scaffold.evals import probing_data as pd
+from saebench_scaffold.evals import probes
+from saebench_scaffold.evals.probing import data as pdata
+from saebench_scaffold.evals.probing import features
 from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
-from saebench_scaffold.evals.sparse_probing import SparseProbingConfig, SparseProbingTask, probe_feature_sets
+from saebench_scaffold.evals.probing.sparse_probing import SparseProbingConfig, SparseProbingTask, probe_feature_sets
 from saebench_scaffold.settings import UserError
 
 SMALL = {"train_per_class": 12, "test_per_class": 6, "k_values": [1, 2, 5]}
@@ -21,9 +23,9 @@ SMALL = {"train_per_class": 12, "test_per_class": 6, "k_values": [1, 2, 5]}
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    pd.clear_memo()
+    features.clear_memo()
     yield
-    pd.clear_memo()
+    features.clear_memo()
 
 
 @pytest.fixture
@@ -40,14 +42,14 @@ def _examples(counts: dict[str, int]) -> list[LabeledExample]:
 
 def test_sample_is_balanced_fixed_and_independent_of_resplits():
     ex = _examples({"a": 50, "b": 40, "c": 60})
-    s1 = pd.sample_balanced("toy", ex, 10, 5, seed=0)
-    s2 = pd.sample_balanced("toy", ex, 10, 5, seed=0)
+    s1 = pdata.sample_balanced("toy", ex, 10, 5, seed=0)
+    s2 = pdata.sample_balanced("toy", ex, 10, 5, seed=0)
     assert s1.texts == s2.texts and torch.equal(s1.labels, s2.labels)
     assert s1.classes == ["a", "b", "c"] and torch.bincount(s1.labels).tolist() == [15, 15, 15]
-    assert pd.sample_balanced("toy", ex, 10, 5, seed=1).texts != s1.texts
+    assert pdata.sample_balanced("toy", ex, 10, 5, seed=1).texts != s1.texts
     # resplits reshuffle within the same sample
-    tr0, te0 = pd.resplit(s1.labels, 10, 5, seed=0)
-    tr1, te1 = pd.resplit(s1.labels, 10, 5, seed=1)
+    tr0, te0 = pdata.resplit(s1.labels, 10, 5, seed=0)
+    tr1, te1 = pdata.resplit(s1.labels, 10, 5, seed=1)
     assert not set(tr0.tolist()) & set(te0.tolist())
     assert torch.bincount(s1.labels[tr0]).tolist() == [10] * 3 and torch.bincount(s1.labels[te0]).tolist() == [5] * 3
     assert set(tr0.tolist()) != set(tr1.tolist())
@@ -56,27 +58,27 @@ def test_sample_is_balanced_fixed_and_independent_of_resplits():
 
 def test_one_vs_rest_is_balanced_and_draws_evenly_from_other_classes():
     labels = torch.arange(4).repeat_interleave(30)
-    idx, y = pd.one_vs_rest(labels, torch.arange(120), cls=2, seed=0)
+    idx, y = pdata.one_vs_rest(labels, torch.arange(120), cls=2, seed=0)
     assert int(y.sum()) == 30 and len(y) == 60
     assert (labels[idx[y == 1]] == 2).all()
     neg = torch.bincount(labels[idx[y == 0]], minlength=4).tolist()
     assert neg[2] == 0 and all(n >= 9 for i, n in enumerate(neg) if i != 2)
-    idx2, y2 = pd.one_vs_rest(labels, torch.arange(120), cls=2, seed=0)
+    idx2, y2 = pdata.one_vs_rest(labels, torch.arange(120), cls=2, seed=0)
     assert torch.equal(idx, idx2) and torch.equal(y, y2)
-    assert pd.probed_classes(2) == [0] and pd.probed_classes(4) == [0, 1, 2, 3]
+    assert pdata.probed_classes(2) == [0] and pdata.probed_classes(4) == [0, 1, 2, 3]
 
 
 def test_plan_counts_caps_and_rejects_bad_datasets():
-    assert pd.plan_counts("d", {"a": 500, "b": 500}, 100, 50) == (100, 50, False)
-    n_train, n_test, capped = pd.plan_counts("d", {"a": 500, "b": 60}, 100, 50)
+    assert pdata.plan_counts("d", {"a": 500, "b": 500}, 100, 50) == (100, 50, False)
+    n_train, n_test, capped = pdata.plan_counts("d", {"a": 500, "b": 60}, 100, 50)
     assert capped and n_train + n_test == 60 and n_test == 20
-    n_train, n_test, capped = pd.plan_counts("d", {"a": 500, "b": 500, "c": 500, "d": 500}, 100, 50, max_per_dataset=40)
+    n_train, n_test, capped = pdata.plan_counts("d", {"a": 500, "b": 500, "c": 500, "d": 500}, 100, 50, max_per_dataset=40)
     assert capped and n_train + n_test == 10
-    assert sum(pd.plan_counts("d", {c: 500 for c in "abcdefg"}, 100, 50, max_per_dataset=8)[:2]) == pd.MIN_SPLIT_PER_CLASS
+    assert sum(pdata.plan_counts("d", {c: 500 for c in "abcdefg"}, 100, 50, max_per_dataset=8)[:2]) == pdata.MIN_SPLIT_PER_CLASS
     with pytest.raises(UserError, match=r"dataset lonely: .*at least 2 classes, found 1 \('only': 40\)"):
-        pd.plan_counts("lonely", {"only": 40}, 10, 5)
+        pdata.plan_counts("lonely", {"only": 40}, 10, 5)
     with pytest.raises(UserError, match=r"dataset tiny: class 'b' has only 3 examples"):
-        pd.plan_counts("tiny", {"a": 40, "b": 3}, 10, 5)
+        pdata.plan_counts("tiny", {"a": 40, "b": 3}, 10, 5)
 
 
 def test_config_rejects_bad_values():
@@ -96,7 +98,7 @@ def test_config_rejects_bad_values():
 def test_pool_sae_latents_matches_per_token_masked_mean():
     acts, mask, _ = planted_tokens(n_per_class=5)
     sae = planted_sae()
-    pooled = pd.pool_sae_latents(sae, [(acts[:7], mask[:7]), (acts[7:], mask[7:])], token_chunk=16)
+    pooled = features.pool_sae_latents(sae, [(acts[:7], mask[:7]), (acts[7:], mask[7:])], token_chunk=16)
     with torch.no_grad():
         f = sae.encode(acts)
     assert torch.allclose(pooled.latents, masked_mean(f, mask), atol=1e-5)
@@ -105,11 +107,11 @@ def test_pool_sae_latents_matches_per_token_masked_mean():
 
 def test_aligned_latent_is_selected_and_top1_probe_is_near_perfect():
     acts, mask, labels = planted_tokens()
-    pooled = pd.pool_sae_latents(planted_sae(), [(acts, mask)]).latents
-    train, _ = pd.resplit(labels, 40, 20, seed=0)
+    pooled = features.pool_sae_latents(planted_sae(), [(acts, mask)]).latents
+    train, _ = pdata.resplit(labels, 40, 20, seed=0)
     for c in range(3):
-        tr, y = pd.one_vs_rest(labels, train, c, seed=0)
-        assert pd.top_k_mean_diff(pooled[tr], y, 1).tolist() == [c]
+        tr, y = pdata.one_vs_rest(labels, train, c, seed=0)
+        assert probes.top_k_mean_diff(pooled[tr], y, 1).tolist() == [c]
     res = probe_feature_sets({"sae": pooled, "llm": masked_mean(acts, mask)}, labels, 40, 20, [0, 1, 2], [1, 2])
     assert min(res["per_resplit"]["sae_top_1_test_accuracy"]) > 0.95
     assert min(res["per_resplit"]["sae_test_accuracy"]) > 0.95
@@ -118,8 +120,8 @@ def test_aligned_latent_is_selected_and_top1_probe_is_near_perfect():
 
 def test_unaligned_sae_has_no_single_latent_for_the_class():
     acts, mask, labels = planted_tokens()
-    aligned = pd.pool_sae_latents(planted_sae(), [(acts, mask)]).latents
-    unaligned = pd.pool_sae_latents(planted_sae(aligned=False), [(acts, mask)]).latents
+    aligned = features.pool_sae_latents(planted_sae(), [(acts, mask)]).latents
+    unaligned = features.pool_sae_latents(planted_sae(aligned=False), [(acts, mask)]).latents
     args = (labels, 40, 20, [0, 1, 2], [1])
     a = probe_feature_sets({"sae": aligned}, *args)["per_class"]["sae_top_1_test_accuracy"]["0"]
     u = probe_feature_sets({"sae": unaligned}, *args)["per_class"]["sae_top_1_test_accuracy"]["0"]
@@ -130,7 +132,7 @@ def test_standardized_probe_weights_live_in_raw_space():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 5, generator=g) * torch.tensor([1.0, 100.0, 0.01, 1.0, 1.0])
     y = (x[:, 0] + x[:, 1] / 100 > 0).long()
-    raw, std = pd.fit_probe(x, y), pd.fit_probe(x, y, standardize=True)
+    raw, std = probes.fit_probe(x, y), probes.fit_probe(x, y, standardize=True)
     assert raw.accuracy(x, y) > 0.8 and std.accuracy(x, y) > 0.9
 
 
@@ -160,7 +162,7 @@ def test_task_output_structure_and_cache_reuse(synth):
 
     # a second checkpoint and another resplit seed reuse the cached LLM activations
     calls = lm.calls
-    pd.clear_memo()
+    features.clear_memo()
     ctx2 = fake_context(data, cache, seed=1, lm=lm)
     out2 = task.run(ctx2, random_sae(32, 64, seed=1), cfg)
     assert lm.calls == calls
@@ -180,10 +182,10 @@ def test_scaffold_features_are_reported_separately(synth):
     assert not any(k.startswith("scaffold") for k in out.metrics["sae"])
     assert out.unstructured["scaffold_rank"] == 4
     # the pooled scaffold output equals the per-token scaffold output, pooled
-    acts, mask = next(pd.load_probing_set(ctx, "ag_news", pd.ProbingConfigBase(train_per_class=12, test_per_class=6)).cache.iter_batches(8))
+    acts, mask = next(pdata.load_probing_set(ctx, "ag_news", pdata.ProbingConfigBase(train_per_class=12, test_per_class=6)).cache.iter_batches(8))
     with torch.no_grad():
         per_token = masked_mean(sae.scaffold(acts), mask)
-    assert torch.allclose(pd.pooled_scaffold(sae, masked_mean(acts, mask)), per_token, atol=1e-4)
+    assert torch.allclose(features.pooled_scaffold(sae, masked_mean(acts, mask)), per_token, atol=1e-4)
 
 
 def test_bad_datasets_are_user_errors(tmp_path):

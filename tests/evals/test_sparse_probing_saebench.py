@@ -14,8 +14,8 @@ import torch
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
 sb_probe = peer_import("sae_bench.evals.sparse_probing.probe_training")
 
-from saebench_scaffold.evals.probing_data import one_vs_rest, probed_classes, resplit  # noqa: E402
-from saebench_scaffold.evals.sparse_probing import probe_feature_sets  # noqa: E402
+from saebench_scaffold.evals.probing.data import one_vs_rest, probed_classes, resplit  # noqa: E402
+from saebench_scaffold.evals.probing.sparse_probing import probe_feature_sets  # noqa: E402
 from saebench_scaffold.saes import SAEConfig, make_sae  # noqa: E402
 from saebench_scaffold.saes.loaders import load_sae  # noqa: E402
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from saebench_scaffold.activations.cache import masked_mean
-from saebench_scaffold.evals import probing_data as pd
+from saebench_scaffold.evals import probes
+from saebench_scaffold.evals.probing import data as pdata
+from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals.base import TaskOutput
 from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
-from saebench_scaffold.evals.tpp import (TPPConfig, TPPTask, ablate_pooled, ablate_tokens, compare_noise, decoder_matrix,
+from saebench_scaffold.evals.probing.tpp import (TPPConfig, TPPTask, ablate_pooled, ablate_tokens, compare_noise, decoder_matrix,
                                          select_top_n, tpp_latent_scores, tpp_resplit)
 from saebench_scaffold.saes.pca import PCASAE, fit_pca
 from saebench_scaffold.settings import UserError
@@ -23,9 +25,9 @@ SMALL = {"train_per_class": 12, "test_per_class": 6}
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    pd.clear_memo()
+    features.clear_memo()
     yield
-    pd.clear_memo()
+    features.clear_memo()
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +38,18 @@ def planted():
 
 def _tpp(sae, planted, n_values=(1, 2), seed=0):
     acts, mask, labels, pooled_llm = planted
-    pooled = pd.pool_sae_latents(sae, [(acts, mask)]).latents
+    pooled = features.pool_sae_latents(sae, [(acts, mask)]).latents
     return tpp_resplit(pooled_llm, pooled, decoder_matrix(sae), labels, 40, 20, seed, list(n_values))
 
 
 def test_aligned_latent_scores_highest_and_its_ablation_is_targeted(planted):
     acts, mask, labels, pooled_llm = planted
     sae = planted_sae()
-    pooled = pd.pool_sae_latents(sae, [(acts, mask)]).latents
-    train, _ = pd.resplit(labels, 40, 20, seed=0)
+    pooled = features.pool_sae_latents(sae, [(acts, mask)]).latents
+    train, _ = pdata.resplit(labels, 40, 20, seed=0)
     for c in range(3):
-        tr, y = pd.one_vs_rest(labels, train, c, seed=0)
-        probe = pd.fit_probe(pooled_llm[tr], y)
+        tr, y = pdata.one_vs_rest(labels, train, c, seed=0)
+        probe = probes.fit_probe(pooled_llm[tr], y)
         assert select_top_n(tpp_latent_scores(pooled[tr], y, probe.w, decoder_matrix(sae)), 1).tolist() == [c]
     r = _tpp(sae, planted)
     for c in "012":
@@ -65,8 +67,8 @@ def test_unaligned_latent_has_little_effect(planted):
     assert r["per_class"]["tpp_threshold_1_intended_diff_only"]["1"] > 0.3
     # and ablating an unrelated latent by hand changes no probe
     sae = planted_sae()
-    pooled = pd.pool_sae_latents(sae, [(acts, mask)]).latents
-    _, test = pd.resplit(labels, 40, 20, seed=0)
+    pooled = features.pool_sae_latents(sae, [(acts, mask)]).latents
+    _, test = pdata.resplit(labels, 40, 20, seed=0)
     edited = ablate_pooled(pooled_llm, pooled, decoder_matrix(sae), torch.tensor([5]))
     assert torch.allclose(edited[:, :3].float(), pooled_llm[:, :3], atol=1e-6)
 
@@ -74,7 +76,7 @@ def test_unaligned_latent_has_little_effect(planted):
 def test_pooled_ablation_equals_per_token_ablation_with_error_and_scaffold(planted):
     acts, mask, _, pooled_llm = planted
     for sae in (planted_sae(), random_sae(16, 24, "topk", k=4, scaffold_rank=3)):
-        pooled = pd.pool_sae_latents(sae, [(acts, mask)]).latents
+        pooled = features.pool_sae_latents(sae, [(acts, mask)]).latents
         latents = torch.tensor([0, 2, 5])
         fast = ablate_pooled(pooled_llm, pooled, decoder_matrix(sae), latents)
         slow = ablate_tokens(sae, acts, mask, latents)
@@ -145,7 +147,7 @@ def test_task_end_to_end_on_fake_lm(tmp_path):
     assert "books" in out.unstructured["per_class"]["amazon_domain"]["tpp_threshold_10_total_metric"]
     json.dumps(out.metrics), json.dumps(out.details), json.dumps(out.unstructured)
     calls = lm.calls
-    pd.clear_memo()
+    features.clear_memo()
     out2 = task.run(ctx, random_sae(32, 40, seed=3), cfg)  # second checkpoint: no LM work
     assert lm.calls == calls and out2.metrics["llm"] == out.metrics["llm"]
     assert TPPTask().make_config({}, limit=30).max_examples_per_dataset == 30

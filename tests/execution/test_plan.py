@@ -37,7 +37,7 @@ def test_plan_skip_rerun(lm, tmp_path, offline):
 
 
 def test_a_failed_unit_stops_eval_and_the_rerun_resumes(lm, tmp_path, offline, monkeypatch):
-    from saebench_scaffold.evals.core import CoreTask
+    from saebench_scaffold.evals.core.task import CoreTask
 
     ckpts = tiny_checkpoints(tmp_path / "ckpts", 3)
     real = CoreTask.run

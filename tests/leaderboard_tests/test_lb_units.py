@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from saebench_scaffold.evals.probing_data import average_datasets, with_std
-from saebench_scaffold.leaderboard.aggregates import check_core, check_per_dataset
+from saebench_scaffold.evals.stats import average_datasets, with_std
+from saebench_scaffold.evals.core.checks import check_core
+from saebench_scaffold.evals.probing.checks import check_per_dataset
+from saebench_scaffold.evals.registry import TaskRegistry
 from saebench_scaffold.leaderboard.ranges import out_of_range
 from saebench_scaffold.results.schema import EvalResult, Provenance
 
@@ -35,7 +37,8 @@ SIZES = {"d_sae": 8, "d_in": 4}
     ("core", "unknown_category.whatever", -1e9, True),
 ])
 def test_ranges(task, field, value, ok):
-    assert (out_of_range(task, field, value, SIZES) is None) == ok
+    rules = TaskRegistry().get(task).load().metric_ranges  # each task declares its own ranges
+    assert (out_of_range(task, field, value, SIZES, rules) is None) == ok
 
 
 def _result(task, metrics, details, d_sae=8):
@@ -88,7 +91,8 @@ def test_probing_means_and_stds_recomputed_from_per_split_values():
 
 
 def test_mmlu_and_ce_ablation_headlines_recomputed():
-    from saebench_scaffold.leaderboard.aggregates import check_ce_ablation, check_mmlu_topic
+    from saebench_scaffold.evals.ablation.checks import check_ce_ablation
+    from saebench_scaffold.evals.mmlu_topic.checks import check_mmlu_topic
 
     splits = [0.6, 0.7, 0.65]
     row = {"label_set": "category", "condition": "clean", "acc": 0.65, "acc_std": with_std({"a": splits})["a_std"],

@@ -84,7 +84,8 @@ def _plugin_result(path, frac_fired, norms):
                       checkpoint_format="saebench_scaffold", checkpoint_sha256="0" * 64, seed=0, wall_time_s=0.0,
                       task_version=1)
     write_result(EvalResult(eval_type_id="decoder_norms", eval_config={}, eval_id="x", datetime_epoch_millis=0,
-                            eval_result_metrics={"decoder": {"mean_norm": 1.0, "min_norm": min(norms), "max_norm": 1.0},
+                            eval_result_metrics={"decoder": {"mean_norm": sum(norms) / len(norms), "min_norm": min(norms),
+                                                             "max_norm": max(norms)},
                                                  "firing": {"frac_fired": frac_fired}},
                             eval_result_details=[{"latent": i, "norm": v} for i, v in enumerate(norms)],
                             sae_cfg_dict={"d_sae": len(norms), "d_in": 4}, provenance=prov), path)
@@ -102,6 +103,40 @@ def test_plugin_tasks_metric_ranges_are_checked_by_the_leaderboard(site, tmp_pat
     assert "outside its possible range [0, 1]" in problems["eval_result_metrics.firing.frac_fired"]
     assert "outside its possible range [0, inf]" in problems["eval_result_metrics.decoder.min_norm"]
     assert "eval_result_details[1].norm" in problems
+
+
+def test_a_plugin_task_brings_its_preset_checks_columns_and_export_with_it(site, tmp_path):
+    """Adding a task touches its own package only: the example plugin declares a preset budget, range
+    rules, a headline check, table columns and a SAEBench export mapping on its class, and `eval`'s
+    presets, leaderboard validation and show, and `export-saebench` all use them."""
+    from saebench_scaffold import leaderboard as lb
+    from saebench_scaffold.execution import EvalRequest
+    from saebench_scaffold.execution.plan import resolve_tasks
+    from saebench_scaffold.results.saebench_export import export
+
+    install_plugin(site, EXAMPLE_PLUGIN)
+    (_, cfg), = resolve_tasks(EvalRequest(checkpoints=[], tasks="decoder_norms", preset="saebench")).values()
+    assert cfg.n_tokens == 65536
+    results = tmp_path / "results"
+    _plugin_result(results / "ckpt" / "decoder_norms.json", 0.5, [1.0, 0.5])
+    board = tmp_path / "board"
+    lb.submit(results, "plugin", board)
+    table = lb.show(board).splitlines()
+    assert "decoder norm" in table[0] and "fired" in table[0]
+    assert "0.75" in table[2] and "0.5" in table[2]
+    # its headline check refuses a mean that disagrees with the per-latent norms, its ranges a bad value
+    doc = json.loads((results / "ckpt" / "decoder_norms.json").read_text())
+    doc["eval_result_metrics"]["decoder"]["mean_norm"] = 0.9
+    doc["eval_result_metrics"]["firing"]["frac_fired"] = 2.0
+    (results / "ckpt" / "decoder_norms.json").write_text(json.dumps(doc))
+    with pytest.raises(lb.Problems) as err:
+        lb.submit(results, "edited", board)
+    assert {field for _, field, _ in err.value.problems} == {"eval_result_metrics.decoder.mean_norm",
+                                                            "eval_result_metrics.firing.frac_fired"}
+    (path,) = export(board / "submissions", tmp_path / "saebench")
+    assert path.parent.name == "decoder_norms"
+    exported = json.loads(path.read_text())
+    assert exported["eval_type_id"] == "decoder_norms" and set(exported["eval_result_metrics"]) == {"decoder", "firing"}
 
 
 def test_malformed_metric_ranges_are_named(site, tmp_path):
@@ -156,7 +191,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
     _write_toy_sets(tasks)
     (tasks / "probe_toys.yaml").write_text(
         "task: probe_toys\n"
-        "class: saebench_scaffold.evals.sparse_probing:SparseProbingTask\n"
+        "class: saebench_scaffold.evals.probing.sparse_probing:SparseProbingTask\n"
         "description: sparse probing on two local labeled files\n"
         "datasets:\n"
         "  - {name: toy_topics, path: topics.jsonl, text_field: sentence, label_field: topic}\n"

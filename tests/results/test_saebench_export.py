@@ -12,7 +12,7 @@ from peers import peer_import
 from typer.testing import CliRunner
 
 from saebench_scaffold.cli import app
-from saebench_scaffold.results.saebench_export import upgrade_core_metrics
+from saebench_scaffold.evals.core.saebench_layout import upgrade_core_metrics
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
 BOARD = Path(__file__).resolve().parents[2] / "leaderboard"
@@ -86,7 +86,7 @@ def test_saebench_readers_read_the_export(board, tmp_path):
 
 
 def test_v2_core_exports_saebench_figures_under_saebench_names():
-    from saebench_scaffold.results.saebench_export import saebench_core_metrics
+    from saebench_scaffold.evals.core.saebench_layout import saebench_core_metrics
     from types import SimpleNamespace
     metrics = {"sparsity": {"l0": 30.0, "l1": 2.0},
                "reconstruction_quality": {"fvu": 0.03, "explained_variance": 0.97, "mse": 1.0, "cossim": 0.9, "l2_ratio": 0.95},

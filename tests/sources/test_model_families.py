@@ -17,7 +17,7 @@ from family_models import D_MODEL, FAMILIES, N_LAYERS, TOKENIZER, tiny_model
 from family_models import random_tokens as _tokens
 
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.core import CoreTask
+from saebench_scaffold.evals.core.task import CoreTask
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.sources.model import LanguageModel, ModelSpec, load_model

@@ -13,7 +13,8 @@ from family_models import D_MODEL, TOKENIZER, tiny_model
 from safetensors.torch import save_file
 
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.core import CoreTask, masked_ce
+from saebench_scaffold.evals.ablation.ce import masked_ce
+from saebench_scaffold.evals.core.task import CoreTask
 from saebench_scaffold.execution.checkpoints import LoadedCheckpoint
 from saebench_scaffold.execution.plan import trained_processing
 from saebench_scaffold.saes import load_sae

@@ -48,6 +48,7 @@ Equality with SAEBench's own functions is tested in tests/evals/test_scr_saebenc
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import zlib
@@ -58,12 +59,16 @@ import torch
 from pydantic import Field, field_validator
 from safetensors import safe_open
 
-from ..activations.cache import get_example_cache
-from ..settings import UserError
-from ..sources import data
-from .base import EvalContext, Task, TaskConfig, TaskOutput, sorted_positive_ints
-from .probing_data import (ablate_pooled, average_datasets, decoder_matrix, memo_key, memoised_json, resplit_seeds,
-                           sae_pooled_cached, select_top_n, small_ops, with_std)
+from ...activations.cache import get_example_cache
+from ...settings import UserError
+from ...sources import data
+from ..base import EvalContext, Task, TaskConfig, TaskOutput, sorted_positive_ints
+from ..probes import select_top_n, small_ops
+from .features import ablate_pooled, decoder_matrix, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, resplit_seeds, with_std
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_per_dataset
 
 __all__ = ["SCRTask", "SCRConfig", "SAEBENCH_SET_NAMES", "sample_cells", "split_cells", "spurious_corr_sets",
            "pair_sets", "train_probe", "train_llm_probes", "scr_latent_effects", "ablated_pooled", "scr_score",
@@ -450,6 +455,19 @@ class SCRTask(Task):
     # SAEBench's names on its data, the 2007 reviews' names on those (a result holds one or the other)
     summary_metrics = tuple(("scr_metrics", f"{p}_metric_threshold_{n}") for p in ("scr", "scr_amazon2007")
                             for n in ("10", "20", "20_std"))
+
+    presets = {"saebench": {"train_set_size": 4000, "test_set_size": 1000}}
+    metric_ranges = (
+        ("sparsity.l0", 0, "d_sae"),
+        ("*_test_accuracy*", 0, 1),                 # LLM probe accuracies, means and per-split values
+        ("details.scr_metric_direction_per_seed", 1, 2),
+        ("*.scr_*", -1000, 1000),                   # (changed − original) / (clean − original), gap >= 0.001
+        ("details.n_*_per_quadrant", 1, math.inf),
+    )
+    aggregate_check = staticmethod(check_per_dataset)
+    leaderboard_columns = (table_column("SCR@20", ("scr_metrics", "scr_metric_threshold_20")),)
+    leaderboard_order = 40
+    saebench_export = SAEBenchExport("scr", metric_categories=("scr_metrics",))
 
     def apply_limit(self, cfg: SCRConfig, limit: int) -> SCRConfig:
         return cfg.model_copy(update={"max_examples": limit})

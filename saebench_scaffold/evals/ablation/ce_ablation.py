@@ -8,7 +8,7 @@ Procedure
     (`lm.logits_from_hook`), as `core`'s CE does; loss over predictions made from non-special
     positions of non-special next tokens (`core.masked_ce`);
   - PCA fitted on training-split tokens (`ctx.train_cache`), r = the scaffold rank (hybrids) or
-    `pca_rank` (default 24) — see `ablations.py` for every condition's exact formula;
+    `pca_rank` (default 24) — see `conditions.py` for every condition's exact formula;
   - CE and CE ratio to clean with percentile bootstrap CIs over contexts (paired: clean and the
     condition are resampled together; seeded by ctx.seed);
   - fraction of activation variance each condition removes, on the same evaluation tokens;
@@ -23,9 +23,11 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
-from . import ablations as ab
-from .base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
-from .core import BODY, masked_ce
+from . import conditions as ab
+from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
+from .ce import BODY, masked_ce
+from ..declarations import table_column
+from .checks import check_ce_ablation
 
 SUMMARY = {"scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
            "aligned_matched": "aligned_latents_removed_variance_matched", "random": "random_subspace_removed"}
@@ -56,6 +58,28 @@ class CEAblationTask(Task):
     Config = CEAblationConfig
     summary_metrics = (("summary", "scaffold_ce_ratio"), ("summary", "pca_ce_ratio"),
                        ("summary", "aligned_matched_ce_ratio"), ("summary", "random_ce_ratio"))
+
+    metric_ranges = (
+        ("*.ce_increase", -math.inf, math.inf),
+        ("*.ce_ratio*", 0, math.inf),
+        ("*.ce", 0, math.inf),
+        ("*.ce_ci_*", 0, math.inf),
+        ("*.ci_level", 0, 1),
+        ("summary.*_ce_ratio", 0, math.inf),
+        ("subspaces.principal_angle_*_deg", 0, 90),
+        ("*outlier_mass*", 0, 1),
+        # 1 − Var(X − A)/Var(X): below 0 when the subtracted part A adds variance (Cov(X, A) small,
+        # measured: Matryoshka r=24's aligned latents, −0.02); never above 1.
+        ("*.variance_removed_frac", -math.inf, 1),
+        ("*.rank", 0, "d_in"),
+    )
+    aggregate_check = staticmethod(check_ce_ablation)
+    leaderboard_columns = (
+        table_column("CE× no scaffold", ("summary", "scaffold_ce_ratio"), better=None),
+        table_column("CE× no top-r PCs", ("summary", "pca_ce_ratio"), better=None),
+    )
+    leaderboard_order = 70
+    saebench_export = None  # SAEBench has no such eval
 
     def apply_limit(self, cfg: CEAblationConfig, limit: int) -> CEAblationConfig:
         # --limit caps evaluation tokens; the PCA fit and the matching sample shrink to one cache shard.

@@ -29,10 +29,14 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
-from .probing_data import (LinearProbe, ProbingConfigBase, ablate_pooled, ablate_tokens, average_datasets, compare_noise,
-                           decoder_matrix, fit_probe, load_probing_set, memo_key, memoised_json, one_vs_rest, resplit,
-                           resplit_seeds, sae_pooled_cached, select_top_n, small_ops, with_std)
+from ..base import EvalContext, Task, TaskOutput, sorted_positive_ints
+from ..probes import LinearProbe, fit_probe, select_top_n, small_ops
+from .data import ProbingConfigBase, load_probing_set, one_vs_rest, resplit
+from .features import ablate_pooled, ablate_tokens, decoder_matrix, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, compare_noise, resplit_seeds, with_std
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_per_dataset
 
 __all__ = ["TPPTask", "TPPConfig", "compare_noise", "tpp_latent_scores", "select_top_n", "ablate_pooled",
            "ablate_tokens", "tpp_resplit", "decoder_matrix"]
@@ -108,6 +112,18 @@ class TPPTask(Task):
     Config = TPPConfig
     summary_metrics = (("tpp_metrics", "tpp_threshold_10_total_metric"), ("tpp_metrics", "tpp_threshold_20_total_metric"),
                        ("tpp_metrics", "tpp_threshold_20_total_metric_std"))
+
+    presets = {"saebench": {"train_per_class": 4000, "test_per_class": 1000}}
+    metric_ranges = (
+        ("sparsity.l0", 0, "d_sae"),
+        ("details.l0", 0, "d_sae"),
+        ("*.llm_test_accuracy*", 0, 1),
+        ("*.tpp_threshold_*", -1, 1),               # differences of accuracies
+    )
+    aggregate_check = staticmethod(check_per_dataset)
+    leaderboard_columns = (table_column("TPP@20", ("tpp_metrics", "tpp_threshold_20_total_metric")),)
+    leaderboard_order = 30
+    saebench_export = SAEBenchExport("tpp", metric_categories=("tpp_metrics",))
 
     def apply_limit(self, cfg: TPPConfig, limit: int) -> TPPConfig:
         return cfg.model_copy(update={"max_examples_per_dataset": limit})

@@ -4,12 +4,12 @@ subspace? (arXiv 2606.14040, Gemma-2-2B: 98.7% clean, chance without the scaffol
 ablating 2,048 topic-aligned sparse latents.)
 
 Procedure
-  - sample: balanced and seeded. Label set `category` (lm-eval's 4 MMLU categories, `mmlu_categories`):
+  - sample: balanced and seeded. Label set `category` (lm-eval's 4 MMLU categories, `categories.py`):
     `per_category` questions each, drawn round-robin over the category's subjects so no single large
     subject (professional_law) dominates; label set `subject`: `per_subject` questions of each
     configured subject. Text = the question (optionally followed by its choices).
   - token activations at the hook via `get_example_cache` (built once per model/hook/text set and
-    reused by every checkpoint); each condition (`ablations.py`) edits every real token, then the
+    reused by every checkpoint); each condition (`ablation/conditions.py`) edits every real token, then the
     tokens are mean-pooled per question (SAEBench's probing input);
   - probe: standardised features + sklearn LogisticRegression (L2, C = 1), trained and tested on
     disjoint questions (stratified split, `test_fraction`), repeated over `n_resplits` seeded
@@ -20,7 +20,7 @@ Procedure
     accuracies near 1 where a normal/t interval overshoots), taking the mean accuracy over resplits
     as the proportion and one resplit's test-question count as n. Averaging over resplits only
     removes split noise, so this is conservative; it is the sampling error of one test set;
-  - question bootstrap (`probe_bootstrap.py`): `*_boot_ci_*` intervals that also cover which
+  - question bootstrap (`bootstrap.py`): `*_boot_ci_*` intervals that also cover which
     questions trained and tested the probe; `unstructured.clean_probe_dependence` splits the clean
     probe's accuracy under each ablation by question length, by the share of the pooled vector the
     ablation removed, and by probe C. PAPER_CLAIM_FIGURE says which figure answers the paper's claim;
@@ -40,13 +40,15 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ..sources import data
-from ..activations.cache import get_example_cache, texts_sha256
-from ..settings import UserError
-from . import ablations as ab
-from .base import EvalContext, Task, TaskConfig, TaskOutput
-from .mmlu_categories import CATEGORIES, subject_categories
-from .probe_bootstrap import clean_probe_dependence, question_bootstrap
+from ...sources import data
+from ...activations.cache import get_example_cache, texts_sha256
+from ...settings import UserError
+from ..ablation import conditions as ab
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from .categories import CATEGORIES, subject_categories
+from .bootstrap import clean_probe_dependence, question_bootstrap
+from ..declarations import table_column
+from .checks import check_mmlu_topic
 
 DEFAULT_SUBJECTS = ["high_school_mathematics", "high_school_us_history", "clinical_knowledge",
                     "world_religions", "marketing", "astronomy"]
@@ -71,7 +73,7 @@ class MMLUTopicConfig(TaskConfig):
     text_dataset: str = Field("wikipedia", description="corpus of the training split the PCA is fitted on")
     ci_level: float = Field(0.95, gt=0, lt=1)
     n_bootstrap: int = Field(100, ge=0, description="question-bootstrap rounds: intervals that also cover which questions "
-                                                    "trained and tested the probe (probe_bootstrap.py); 0: off")
+                                                    "trained and tested the probe (bootstrap.py); 0: off")
 
 
 class MMLUTopicTask(Task):
@@ -81,6 +83,20 @@ class MMLUTopicTask(Task):
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
+
+    metric_ranges = (
+        ("*.chance", 0, 1),
+        ("*acc*", 0, 1),                            # accuracies, their CIs and per-split values
+        ("*.n_examples", 0, math.inf),
+        ("*.n_classes", 2, math.inf),
+    )
+    aggregate_check = staticmethod(check_mmlu_topic)
+    leaderboard_columns = (
+        table_column("MMLU topic clean", ("category", "clean_acc"), better=None),
+        table_column("MMLU topic no scaffold", ("category", "scaffold_removed_acc"), better=None),
+    )
+    leaderboard_order = 80
+    saebench_export = None  # SAEBench has no such eval
 
     def apply_limit(self, cfg: MMLUTopicConfig, limit: int) -> MMLUTopicConfig:
         # --limit caps the questions in total: split evenly over the label sets, then over their classes.

@@ -2,7 +2,7 @@
 fraction is Demian Till's), on words from the model's own tokenizer.
 
 The words, prompts, LLM activations and ground-truth letter probes do not depend on the checkpoint
-(`absorption_data.py`: built once per eval call, activations cached on disk). Per checkpoint,
+(`data.py`: built once per eval call, activations cached on disk). Per checkpoint,
 SAEBench 0.6.0's `k_sparse_probing.py`, `feature_absorption*.py` and `main.py`:
   1. k-sparse probing: a 26-way probe on the train words' SAE latents with an L1 penalty (0.01,
      mean over letters of Σ|w|; BCE with positive weights, Adam, lr 1e-2 -> 1e-5, L2 1e-6, 50
@@ -53,16 +53,19 @@ from pydantic import Field, field_validator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from ..settings import UserError
-from .absorption_data import (
+from ...settings import UserError
+from .data import (
     LETTERS,
     LetterData,
     WordSet,
     letter_data,
     train_multi_probe,
 )
-from .base import EvalContext, Task, TaskConfig, TaskOutput
-from .probing_data import small_ops
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from ..probes import small_ops
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_absorption
+from .saebench_layout import saebench_absorption_details
 
 # SAEBench's module constants (feature_absorption.py, feature_absorption_calculator.py, k_sparse_probing.py).
 FULL_ABSORPTION_PROBE_COS_THRESHOLD = 0.025
@@ -260,6 +263,30 @@ class AbsorptionTask(Task):
     Config = AbsorptionConfig
     summary_metrics = (("mean", "mean_absorption_fraction_score"), ("mean", "mean_full_absorption_score"),
                        ("mean", "mean_num_split_features"))
+
+    # the whole vocabulary; the local Amazon file caps k-sparse probe budgets at 1600/400 (budget_capped)
+    presets = {"saebench": {"max_words": None, "k_sparse_probe_batch_size": 4096}}
+    metric_ranges = (
+        ("mean.mean_num_split_features", 1, "d_sae"),
+        ("mean.std_dev_*", 0, math.inf),
+        ("mean.*", 0, 1),                           # mean absorption fraction, full-absorption rate
+        ("details.mean_absorption_fraction", 0, 1),
+        ("details.full_absorption_rate", 0, 1),
+        ("details.num_split_features", 1, "d_sae"),
+        ("details.split_feats", 0, "d_sae"),        # latent indices, element by element
+        ("details.num_full_absorption", 0, math.inf),
+        ("details.num_probe_true_positives", 1, math.inf),
+        ("details.sum_absorption_fraction", 0, math.inf),
+        ("details.probe_*", 0, 1),                  # ground-truth probe F1, precision, recall
+        ("details.f1_sparse_sae", 0, 1),            # per k, element by element
+        ("details.n_*_words", 1, math.inf),
+        ("details.scaffold_probe_share", -math.inf, math.inf),
+    )
+    aggregate_check = staticmethod(check_absorption)
+    leaderboard_columns = (table_column("absorption", ("mean", "mean_absorption_fraction_score"), better=False),)
+    leaderboard_order = 50
+    # SAEBench's eval type and folder differ from our task name (absorption/eval_output.py)
+    saebench_export = SAEBenchExport("absorption_first_letter", metric_categories=("mean",), details=saebench_absorption_details)
 
     def apply_limit(self, cfg: AbsorptionConfig, limit: int) -> AbsorptionConfig:
         budget = max(MIN_WORDS, limit)

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..saes.pca import ActivationPCA
-from ..settings import UserError
+from ...saes.pca import ActivationPCA
+from ...settings import UserError
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 

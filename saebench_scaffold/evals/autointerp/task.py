@@ -14,9 +14,9 @@ the judge (the embedded model is loaded once; an endpoint is checked once). Per 
      `override_latents`;
   2. their activations over the token set, zero at BOS and special tokens (SAEBench masks BOS, pad
      and EOS), kept in bfloat16 as SAEBench collects them;
-  3. per latent, generation and scoring examples (`autointerp_examples.py`; torch draws from a
+  3. per latent, generation and scoring examples (`examples.py`; torch draws from a
      generator seeded with `random_seed`, Python draws continuing the latent sample's stream);
-  4. the judge explains, then detects (`autointerp_prompts.py`, `autointerp_judge.py`); a latent's
+  4. the judge explains, then detects (`prompts.py`, `judge.py`); a latent's
      score is the fraction of its scoring examples classified correctly;
   5. `autointerp.autointerp_score` / `autointerp_std_dev`: mean and sample std dev over the latents
      scored (one latent: std dev 0, where SAEBench's torch.std gives NaN).
@@ -51,12 +51,12 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from ..settings import UserError
-from ..sources import data
-from ..sources.model import ModelSpec, load_model
-from .autointerp_examples import LatentExamples, latent_examples
-from .autointerp_judge import OPENAI_URL_ENV, EmbeddedJudge, HttpJudge, JudgeError, check_judge_url, judge_host
-from .autointerp_prompts import (
+from ...settings import UserError
+from ...sources import data
+from ...sources.model import ModelSpec, load_model
+from .examples import LatentExamples, latent_examples
+from .judge import OPENAI_URL_ENV, EmbeddedJudge, HttpJudge, JudgeError, check_judge_url, judge_host
+from .prompts import (
     example_answer,
     generation_messages,
     is_refusal,
@@ -65,7 +65,10 @@ from .autointerp_prompts import (
     score_predictions,
     scoring_messages,
 )
-from .base import EvalContext, Task, TaskConfig, TaskOutput
+from ..base import EvalContext, Task, TaskConfig, TaskOutput
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_autointerp
+from .saebench_layout import no_details, saebench_autointerp_latents
 
 CTX = data.DEFAULT_CONTEXT
 MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent
@@ -348,6 +351,23 @@ class AutointerpTask(Task):
     version = 1
     Config = AutointerpConfig
     summary_metrics = (("autointerp", "autointerp_score"),)
+
+    presets = {"saebench": {"n_latents": 1000, "total_tokens": 2_000_000}}  # needs a corpus larger than the embedded sample
+    metric_ranges = (
+        ("autointerp.*", 0, 1),                     # mean detection score and its std dev over latents
+        ("latents.*", 0, "d_sae"),                  # latents selected, alive, without examples, skipped, scored
+        ("details.latent", 0, "d_sae"),
+        ("details.score", 0, 1),
+        ("details.correct_seqs", 1, math.inf),      # example numbers, element by element
+        ("details.n_examples", 1, math.inf),
+        ("details.n_random_active", 0, math.inf),
+        ("details.n_iw_candidates", 0, math.inf),
+    )
+    aggregate_check = staticmethod(check_autointerp)
+    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),)
+    leaderboard_order = 60
+    saebench_export = SAEBenchExport("autointerp", metric_categories=("autointerp",), details=no_details,
+                                     unstructured=saebench_autointerp_latents)
 
     def make_config(self, overrides: dict | None = None, limit: int | None = None) -> AutointerpConfig:
         """As every task's, and with no judge_url set, $OPENAI_BASE_URL names the endpoint (the openai

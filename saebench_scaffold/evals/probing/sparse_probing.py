@@ -23,10 +23,14 @@ import time
 import torch
 from pydantic import Field, field_validator
 
-from .base import EvalContext, Task, TaskOutput, sorted_positive_ints
-from .probing_data import (ProbingConfigBase, average_datasets, fit_probe, load_probing_set, mean_diff_order, memo_key,
-                           memoised_json, one_vs_rest, pooled_scaffold, probed_classes, resplit, resplit_seeds,
-                           sae_pooled_cached, small_ops, with_std)
+from ..base import EvalContext, Task, TaskOutput, sorted_positive_ints
+from ..probes import fit_probe, mean_diff_order, small_ops
+from .data import ProbingConfigBase, load_probing_set, one_vs_rest, probed_classes, resplit
+from .features import pooled_scaffold, sae_pooled_cached
+from .memo import memo_key, memoised_json
+from ..stats import average_datasets, resplit_seeds, with_std
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_per_dataset
 
 DEFAULT_DATASETS = ["ag_news", "amazon_domain", "amazon_sentiment", "bbc_news", "europarl", "code_langid"]
 
@@ -102,6 +106,20 @@ class SparseProbingTask(Task):
     Config = SparseProbingConfig
     summary_metrics = (("sparsity", "l0"), ("llm", "llm_test_accuracy"), ("sae", "sae_test_accuracy"),
                        ("sae", "sae_top_1_test_accuracy"), ("sae", "sae_top_5_test_accuracy"))
+
+    presets = {"saebench": {"train_per_class": 4000, "test_per_class": 1000, "k_values": [1, 2, 5]}}
+    metric_ranges = (
+        ("sparsity.l0", 0, "d_sae"),
+        ("details.l0", 0, "d_sae"),
+        ("*_test_accuracy*", 0, 1),                 # means and per-split values
+    )
+    aggregate_check = staticmethod(check_per_dataset)
+    leaderboard_columns = (
+        table_column("probe top-1", ("sae", "sae_top_1_test_accuracy")),
+        table_column("probe top-5", ("sae", "sae_top_5_test_accuracy")),
+    )
+    leaderboard_order = 20
+    saebench_export = SAEBenchExport("sparse_probing", metric_categories=("llm", "sae"))
 
     def apply_limit(self, cfg: SparseProbingConfig, limit: int) -> SparseProbingConfig:
         return cfg.model_copy(update={"max_examples_per_dataset": limit})

@@ -27,9 +27,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from .base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
+from ..ablation.ce import BODY, prediction_mask
+from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
+from ..declarations import SAEBenchExport, table_column
+from .checks import check_core
+from .saebench_layout import saebench_core_metrics
 
-BODY = 127  # non-special tokens per 128-token context
 SAEBENCH_BATCH_PROMPTS = 16  # sae-bench 0.6.0 core: CoreEvalConfig.batch_size_prompts and its CLI default
 
 # Massive-activation tokens: norm > MASSIVE_NORM_MULTIPLE × the median token norm. Measured on
@@ -62,6 +65,48 @@ class CoreTask(Task):
     summary_metrics = (("sparsity", "l0"), ("reconstruction_quality", "fvu"), ("typical_tokens", "fvu"),
                        ("density", "dense_frac_gt_0.1"), ("density", "frac_dead"),
                        ("model_performance_preservation", "ce_loss_score"))
+
+    # Density: SAEBench uses ~4.1M tokens; the local Wikipedia sample holds 3.8M between the density and CE
+    # offsets, so that is the local canonical budget.
+    presets = {"saebench": {"n_density_tokens": 3_800_000, "n_ce_tokens": 409_600}}
+    metric_ranges = (
+        ("sparsity.l0", 0, "d_sae"),
+        ("sparsity.l1", 0, math.inf),
+        ("density.dense_count_gt_*", 0, "d_sae"),
+        ("density.*", 0, 1),                        # frac_alive, frac_dead, dense_frac_gt_*, mean_density
+        ("*.scaffold_fvu_alone", -math.inf, 1),
+        ("*.fvu", 0, math.inf),                     # all-token and typical-token FVU
+        ("*explained_variance*", -math.inf, 1),     # ours (= 1 - fvu) and SAEBench's own figures
+        ("*.mse", 0, math.inf),
+        ("*.cossim", -1, 1),
+        ("*.l2_ratio", 0, math.inf),
+        ("scaffold.scaffold_rank", 0, "d_in"),
+        ("*variance_share", 0, math.inf),           # can exceed 1 when scaffold and sparse parts anti-correlate
+        ("typical_tokens.massive_token_frac", 0, 1),
+        ("typical_tokens.massive_*", 0, math.inf),
+        ("*.ce_loss_score", -math.inf, math.inf),   # finite; beyond [0, 1] when the SAE is worse than ablation
+        ("*.ce_loss_*", 0, math.inf),               # CE with / without SAE, with ablation (nats)
+        ("*.kl_div_score", -math.inf, 1),
+        ("*.kl_div_*", 0, math.inf),
+        ("details.density", 0, 1),
+        ("details.mean_activation_when_firing", 0, math.inf),
+    )
+    aggregate_check = staticmethod(check_core)
+    leaderboard_columns = (
+        table_column("L0", ("sparsity", "l0"), better=None),
+        table_column("FVU", ("reconstruction_quality", "fvu"), better=False),
+        table_column("FVU typical", ("typical_tokens", "fvu"), better=False),
+        table_column("dense>10%", ("density", "dense_frac_gt_0.1"), better=False),
+        table_column("dense>1%", ("density", "dense_frac_gt_0.01"), better=False),
+        table_column("dead", ("density", "frac_dead"), better=False),
+        table_column("CE score", ("model_performance_preservation", "ce_loss_score"),
+                     ("model_behavior_preservation", "ce_loss_score")),
+        table_column("KL score", ("model_behavior_preservation", "kl_div_score")),
+        table_column("scaffold var", ("scaffold", "scaffold_variance_share"), better=None),
+        table_column("scaffold var typical", ("typical_tokens", "scaffold_variance_share"), better=None),
+    )
+    leaderboard_order = 10
+    saebench_export = SAEBenchExport("core", metrics=saebench_core_metrics)
 
     def apply_limit(self, cfg: CoreConfig, limit: int) -> CoreConfig:
         return cfg.model_copy(update={"n_density_tokens": min(cfg.n_density_tokens, limit),
@@ -243,19 +288,6 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
         "n_tokens": n,
         "per_latent": {"density": density.tolist(), "mean_when_firing": mean_when.tolist()},
     }
-
-
-def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-prediction CE and a mask of the predictions that count (made from a non-special position,
-    of a non-special next token)."""
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten().to(logits.device), reduction="none")
-    return ce, prediction_mask(special).to(ce.device)
-
-
-def prediction_mask(special: torch.Tensor) -> torch.Tensor:
-    """The predictions that count, flattened [b·(t−1)]: made from a non-special position, of a
-    non-special next token."""
-    return (~special[:, :-1] & ~special[:, 1:]).flatten()
 
 
 class CleanBatch:

@@ -32,7 +32,7 @@ import urllib.parse
 
 import torch
 
-from ..settings import UserError
+from ...settings import UserError
 
 EXPLANATION_START = "This neuron activates on"
 KEY_LIKE = ("key", "token", "secret", "password", "sig", "auth")
@@ -237,7 +237,7 @@ class EmbeddedJudge:
     def complete(self, messages: list[dict], max_tokens: int, form: str = "explanation", n_examples: int = 0) -> str:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        from .probing_data import small_ops
+        from ..probes import small_ops
 
         prefix = EXPLANATION_START if form == "explanation" else ""
         ids = torch.tensor([self.chat_ids(messages, prefix)], device=self.lm.device)

@@ -42,10 +42,10 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..activations.cache import build_missing, texts_sha256
-from ..activations.shards import record_build, save_shard, shard_intact
-from ..settings import UserError, cache_dir
-from .probing_data import small_ops
+from ...activations.cache import build_missing, texts_sha256
+from ...activations.shards import record_build, save_shard, shard_intact
+from ...settings import UserError, cache_dir
+from ..probes import small_ops
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 ASCII_LETTERS = set(LETTERS + LETTERS.upper())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from .autointerp_examples import Example
+from .examples import Example
 
 Messages = list[dict[str, str]]
 

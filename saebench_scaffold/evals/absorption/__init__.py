@@ -1,0 +1,1 @@
+"""The `absorption` task (first-letter feature absorption) and its vocabulary data."""

@@ -1,0 +1,1 @@
+"""The `autointerp` task: latent examples, the judge and its prompts."""

@@ -1,0 +1,1 @@
+"""The `core` task: sparsity, latent density, reconstruction quality and CE/KL with the SAE spliced in."""

@@ -1,0 +1,1 @@
+"""The `mmlu_topic` task: MMLU subject categories and the question bootstrap."""

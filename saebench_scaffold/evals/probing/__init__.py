@@ -1,0 +1,1 @@
+"""The probing family: `sparse_probing`, `tpp` and `scr`, with their shared samples, pooled features and memo."""
