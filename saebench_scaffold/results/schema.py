@@ -65,7 +65,7 @@ class EvalResult(BaseModel):
         named by its data set (the 2007 reviews' `scr_metric_threshold_N`) reads as
         `scr_amazon2007_metric_threshold_N` (`evals/scr.py:read_legacy`; numbers untouched)."""
         if isinstance(doc, dict) and doc.get("eval_type_id") == "scr":
-            from ..evals.scr import read_legacy
+            from ..evals.probing.scr import read_legacy
 
             return read_legacy(doc)
         return doc

@@ -68,7 +68,7 @@ from .prompts import (
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
 from ..declarations import SAEBenchExport, table_column
 from .checks import check_autointerp
-from .saebench_layout import no_details, saebench_autointerp_latents
+from .saebench_layout import judged_by_embedded_model, no_details, saebench_autointerp_latents, saebench_autointerp_metrics
 
 CTX = data.DEFAULT_CONTEXT
 MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent
@@ -77,6 +77,7 @@ ENCODE_CONTEXTS = 16
 SAEBENCH_DEAD_THRESHOLD, SAEBENCH_TOTAL_TOKENS = 15, 2_000_000  # eval_config.py: alive = fires > 15 times in 2M tokens
 DEFAULT_JUDGE_MODEL = "gpt-4o-mini"  # SAEBench's
 EMBEDDED_JUDGE = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_CATEGORY = "autointerp_embedded_judge"  # the embedded judge's headline: never under SAEBench's `autointerp`
 EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
                     "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
                     "comparable with those, only with other checkpoints judged by the same judge on the same settings. "
@@ -350,11 +351,12 @@ class AutointerpTask(Task):
     description = "automated interpretability (SAEBench): an LLM judge explains latents, then detects their contexts"
     version = 1
     Config = AutointerpConfig
-    summary_metrics = (("autointerp", "autointerp_score"),)
+    summary_metrics = (("autointerp", "autointerp_score"), (EMBEDDED_CATEGORY, "autointerp_score"))
 
     presets = {"saebench": {"n_latents": 1000, "total_tokens": 2_000_000}}  # needs a corpus larger than the embedded sample
     metric_ranges = (
         ("autointerp.*", 0, 1),                     # mean detection score and its std dev over latents
+        ("autointerp_embedded_judge.*", 0, 1),      # the same, judged by the embedded model
         ("latents.*", 0, "d_sae"),                  # latents selected, alive, without examples, skipped, scored
         ("details.latent", 0, "d_sae"),
         ("details.score", 0, 1),
@@ -364,9 +366,12 @@ class AutointerpTask(Task):
         ("details.n_iw_candidates", 0, math.inf),
     )
     aggregate_check = staticmethod(check_autointerp)
-    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),)
+    # never one ranking: the embedded judge's pipeline-check score has its own column, with no better direction
+    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),
+                           table_column("autointerp (embedded judge)", (EMBEDDED_CATEGORY, "autointerp_score"), better=None))
     leaderboard_order = 60
-    saebench_export = SAEBenchExport("autointerp", metric_categories=("autointerp",), details=no_details,
+    saebench_export = SAEBenchExport("autointerp", metrics=saebench_autointerp_metrics, details=no_details,
+                                     pipeline_check=judged_by_embedded_model,
                                      unstructured=saebench_autointerp_latents)
 
     def make_config(self, overrides: dict | None = None, limit: int | None = None) -> AutointerpConfig:
@@ -430,6 +435,7 @@ class AutointerpTask(Task):
             "scaffold_rank": sae.scaffold_rank,
             "timings_s": {"latents_and_examples": t1 - t0, "judge": t2 - t1},
         }
-        return TaskOutput(metrics={"autointerp": summarize(rows), "latents": counts}, details=rows,
+        category = EMBEDDED_CATEGORY if judge.kind == "embedded" else "autointerp"  # SAEBench's name: a real judge's
+        return TaskOutput(metrics={category: summarize(rows), "latents": counts}, details=rows,
                           unstructured=unstructured, datasets=[ctx.dataset_id(cfg.dataset)],
                           token_counts={"tokens": int(tokens.numel()), "non_special_tokens": int((~special).sum())})

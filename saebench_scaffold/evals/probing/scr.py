@@ -111,6 +111,15 @@ def renamed(values: dict, prefix: str) -> dict:
     return {(prefix + k[3:] if k.startswith("scr_") and k != DIRECTION_KEY else k): v for k, v in values.items()}
 
 
+def not_saebench_data(res) -> str | None:
+    """Why an `scr` result is not exported under SAEBench's name: it ran on other data (None: SAEBench's)."""
+    metrics = res.eval_result_metrics.get("scr_metrics", {})
+    if any(k.startswith("scr_metric_threshold_") for k in metrics):
+        return None
+    source = next(iter(res.provenance.datasets), {}).get("source", "another data set")
+    return f"scr ran on {source}, not SAEBench's Bias in Bios / Amazon 1-vs-5-star sets"
+
+
 def read_legacy(doc: dict) -> dict:
     """Reader rule for results written before the rename (scr version 1 on the 2007 reviews, e.g. the
     committed board): their `scr_metric_threshold_N` etc. are read under the data set's own name.
@@ -465,9 +474,11 @@ class SCRTask(Task):
         ("details.n_*_per_quadrant", 1, math.inf),
     )
     aggregate_check = staticmethod(check_per_dataset)
-    leaderboard_columns = (table_column("SCR@20", ("scr_metrics", "scr_metric_threshold_20")),)
+    # SAEBench's figure on its data; the 2007 reviews' under their own name (a result has one or the other)
+    leaderboard_columns = (table_column("SCR@20", ("scr_metrics", "scr_metric_threshold_20")),
+                           table_column("SCR@20 amazon2007", ("scr_metrics", "scr_amazon2007_metric_threshold_20")))
     leaderboard_order = 40
-    saebench_export = SAEBenchExport("scr", metric_categories=("scr_metrics",))
+    saebench_export = SAEBenchExport("scr", metric_categories=("scr_metrics",), not_saebench=not_saebench_data)
 
     def apply_limit(self, cfg: SCRConfig, limit: int) -> SCRConfig:
         return cfg.model_copy(update={"max_examples": limit})
