@@ -26,6 +26,9 @@ from ..evals.registry import TaskRegistry
 from ..settings import UserError, atomic_write
 from .schema import EvalResult, read_result
 
+EMBEDDED_SKIP = "judged by the embedded model, a pipeline check (--include-embedded-judge exports it with a note)"
+
+
 def find_results(folder: Path, known: set[str] | None = None) -> dict[tuple[str, str], dict[str, Path]]:
     """{(submission, checkpoint): {task: path}} for `<checkpoint>/<task>.json` files under `folder`, `task`
     being a name the task registry knows (`known`; default: the tasks known without --include-path)
@@ -94,8 +97,7 @@ def export(results_dir: Path, out_dir: Path, include_paths: list | None = None, 
                 why = mapping.not_saebench(res) if mapping.not_saebench else None
                 note = mapping.pipeline_check(res) if mapping.pipeline_check else None
                 if why or (note and not include_embedded_judge):
-                    skipped.append(f"{tasks[task]}: {why or 'judged by the embedded model (a pipeline check; '
-                                                              '--include-embedded-judge exports it with a note)'}")
+                    skipped.append(f"{tasks[task]}: {why or EMBEDDED_SKIP}")
                     continue
                 doc = saebench_document(res, mapping, release, checkpoint)
                 if note:
