@@ -107,6 +107,8 @@ class AutointerpConfig(TaskConfig):
     max_skipped_fraction: float = Field(0.2, ge=0, le=1, description="more of the drawn latents than this share "
                                         "skipped by the judge or without examples: no score (SAEBench drops them "
                                         "from the mean without a limit)")
+    smoke_run: bool = Field(False, description="set by --limit: a token budget too small to give most drawn latents "
+                            "examples still gives a score, marked a smoke run (refused by `leaderboard submit`)")
     random_seed: int = 42
     dataset: str = "wikipedia"
     total_tokens: int = Field(131_072, ge=CTX, description="tokens examples are drawn from, in 128-token contexts "
@@ -384,7 +386,8 @@ class AutointerpTask(Task):
 
     def apply_limit(self, cfg: AutointerpConfig, limit: int) -> AutointerpConfig:
         n = max(2, limit // LATENTS_PER_LIMIT)
-        update = {"n_latents": min(cfg.n_latents, n), "total_tokens": min(cfg.total_tokens, max(limit, MIN_LIMIT_TOKENS))}
+        update = {"n_latents": min(cfg.n_latents, n), "total_tokens": min(cfg.total_tokens, max(limit, MIN_LIMIT_TOKENS)),
+                  "smoke_run": True}
         if cfg.override_latents is not None:
             update["override_latents"] = cfg.override_latents[:n]
         return cfg.model_copy(update=update)
@@ -410,7 +413,13 @@ class AutointerpTask(Task):
         rows = [o for o in outcomes if "score" in o]
         skipped = [o for o in outcomes if "score" not in o]
         unscored = len(skipped) + len(without)
-        if not rows or unscored > cfg.max_skipped_fraction * len(latents):
+        too_many = unscored > cfg.max_skipped_fraction * len(latents)
+        smoke = None
+        if rows and too_many and cfg.smoke_run:
+            smoke = (f"--limit smoke run: {unscored} of {len(latents)} drawn latents were not scored ({len(skipped)} "
+                     f"skipped by the judge, {len(without)} without examples in {cfg.total_tokens:,} tokens), more than "
+                     f"max_skipped_fraction={cfg.max_skipped_fraction:g}; not a result to compare or submit")
+        elif not rows or too_many:
             reasons = "; ".join(sorted({s["reason"][:60] for s in skipped})[:3]) or "no latent has examples"
             what = "no latent could be scored" if not rows else (
                 f"{unscored} of {len(latents)} drawn latents were not scored, more than max_skipped_fraction="
@@ -425,6 +434,7 @@ class AutointerpTask(Task):
         if "n_alive" in selection:
             counts["n_alive"] = selection["n_alive"]
         unstructured = {
+            **({"smoke_run": smoke} if smoke else {}),
             "judge": judge_record,
             "trivial_answers": trivial_answers(rows),
             "latents_skipped": skipped,

@@ -124,7 +124,8 @@ def read_legacy(doc: dict) -> dict:
     """Reader rule for results written before the rename (scr version 1 on the 2007 reviews, e.g. the
     committed board): their `scr_metric_threshold_N` etc. are read under the data set's own name.
     Numbers are untouched; a result already named by its data set, or on SAEBench's data, is as is."""
-    datasets = (doc.get("provenance") or {}).get("datasets") or []
+    prov = doc.get("provenance")
+    datasets = (prov.get("datasets") if isinstance(prov, dict) else getattr(prov, "datasets", None)) or []
     metrics = (doc.get("eval_result_metrics") or {}).get("scr_metrics")
     if not datasets or not isinstance(metrics, dict) or not any(k.startswith("scr_metric_") for k in metrics):
         return doc
