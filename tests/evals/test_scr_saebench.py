@@ -40,6 +40,7 @@ from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 from probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
 from saebench_scaffold.activations.cache import get_example_cache  # noqa: E402
 from saebench_scaffold.evals.probes import select_top_n, small_ops  # noqa: E402
+from saebench_scaffold.evals import stats  # noqa: E402
 from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (PROBES, SAEBENCH_SET_NAMES as SB, SCRConfig, ablated_pooled,  # noqa: E402
                                          padding_leak, pair_sets, probe_seed, sample_cells, scr_from_accuracies,
@@ -237,8 +238,8 @@ def test_average_over_pairs_equals_average_results_dictionaries(sampled):
     `general_utils.average_results_dictionaries` takes it (then mean ± std over the seeds)."""
     e = sampled
     sae = SAES["relu"](32)
-    W_dec = pdata.decoder_matrix(sae, "scr")
-    pooled_f = pdata.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
+    W_dec = features.decoder_matrix(sae, "scr")
+    pooled_f = features.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
     per_pair: dict[str, dict[str, list[float]]] = {}
     for seed in SEEDS:
         split = split_cells(e.sample, seed)
@@ -249,7 +250,7 @@ def test_average_over_pairs_equals_average_results_dictionaries(sampled):
             metrics = scr_scores(e.pooled_llm, pooled_f, W_dec, train, test, llm, N_VALUES)["metrics"]
             for m, v in metrics.items():
                 per_pair.setdefault(f"amazon_scr_{pair[0]}_{pair[1]}", {}).setdefault(m, []).append(v)
-    ours = pdata.average_datasets(per_pair)
+    ours = stats.average_datasets(per_pair)
     for i, _ in enumerate(SEEDS):
         theirs = sb_general.average_results_dictionaries(
             {f"{name}_results": {m: v[i] for m, v in runs.items()} for name, runs in per_pair.items()}, list(per_pair))
