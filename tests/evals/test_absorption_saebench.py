@@ -271,8 +271,10 @@ def test_every_letter_scores_equal_saebench(both):
 
 
 def test_headline_equals_saebench_main_aggregation(both):
-    """SAEBench's run_eval loop (inline in main.py): letters whose probe F1 > min_GT_probe_f1, then
-    statistics.mean / stdev; ours from the same rows."""
+    """SAEBench's headline has no function of its own to call: it is the loop inside `main.run_eval`
+    (letters whose probe F1 > min_GT_probe_f1, then statistics.mean / stdev), after its
+    `_aggregate_results_df` (words -> letters, SAEBench's own function, used above); the loop is
+    mirrored here, ours computed from the same rows."""
     good = set(both.metrics.loc[both.metrics["f1_probe"] > 0.6, "letter"])
     kept = both.letters_df[both.letters_df["letter"].isin(good)]
     theirs = {"mean_absorption_fraction_score": statistics.mean(kept["mean_absorption_fraction"]),

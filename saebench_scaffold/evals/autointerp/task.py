@@ -124,12 +124,15 @@ class AutointerpConfig(TaskConfig):
     n_top_ex_for_scoring: int = Field(2, ge=1)
     n_random_ex_for_scoring: int = Field(10, ge=0)
     n_iw_sampled_ex_for_scoring: int = Field(2, ge=1)
-    judge_url: str | None = Field(None, description="an OpenAI-compatible chat endpoint (e.g. http://host:8000/v1); "
-                                  "None: the embedded SmolLM2-135M-Instruct, in process")
+    judge_url: str | None = Field(None, description="an OpenAI-compatible chat endpoint (e.g. https://host/v1; "
+                                  "unset: $OPENAI_BASE_URL if set); None: the embedded SmolLM2-135M-Instruct, in "
+                                  "process (a pipeline check, scored under its own name)")
     judge_model: str | None = Field(None, description="model name sent to judge_url (default gpt-4o-mini, SAEBench's)")
-    judge_api_key_env: str = Field("SAEBENCH_JUDGE_API_KEY", description="environment variable holding the API key")
+    judge_api_key_env: str = Field("SAEBENCH_JUDGE_API_KEY", description="environment variable holding the API key "
+                                   "($OPENAI_API_KEY when this one is unset)")
     judge_timeout_s: float = Field(60.0, gt=0)
-    judge_retries: int = Field(2, ge=0, description="further tries after HTTP 429 / 5xx or a dropped connection")
+    judge_retries: int = Field(2, ge=0, description="further tries (the openai client's: after HTTP 408/409/429/5xx, "
+                               "a timeout or a dropped connection)")
     judge_concurrency: int = Field(10, ge=1, description="requests in flight to judge_url (SAEBench: 10)")
     judge_max_consecutive_failures: int = Field(10, ge=1, description="failed judge requests in a row that stop the task")
 
