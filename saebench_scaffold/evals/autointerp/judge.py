@@ -133,12 +133,12 @@ class HttpJudge:
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise JudgeError(f"malformed JSON in the judge's reply: {self._scrub(raw[:120])!r}")
+            raise JudgeError(f"malformed JSON in the judge's reply: {self._scrub(raw)[:120]!r}")
         try:
             choice = doc["choices"][0]
             message = choice["message"]
         except (KeyError, IndexError, TypeError):
-            raise JudgeError(f"the judge's reply has no choices[0].message: {self._scrub(json.dumps(doc)[:120])}")
+            raise JudgeError(f"the judge's reply has no choices[0].message: {self._scrub(json.dumps(doc))[:120]}")
         if isinstance(message, dict) and message.get("refusal"):
             raise JudgeError(f"the judge refused: {self._scrub(str(message['refusal']))[:120]!r}", transport=False)
         if isinstance(choice, dict) and choice.get("finish_reason") == "content_filter":
@@ -161,8 +161,8 @@ class HttpJudge:
         except openai.APIConnectionError as err:
             raise JudgeError(f"the connection to the judge broke ({type(err.__cause__ or err).__name__})") from None
         except openai.APIStatusError as err:
-            code, detail = err.status_code, self._scrub(err.response.text[:160]).strip()
-            location = err.response.headers.get("location", "")
+            code, detail = err.status_code, self._scrub(err.response.text)[:160].strip()
+            location = self._scrub(err.response.headers.get("location", ""))
         if 300 <= code < 400:
             target = urllib.parse.urlsplit(urllib.parse.urljoin(self.endpoint, location))
             raise UserError(f"autointerp: the judge at {self.url} redirects (HTTP {code}) to {target.scheme}://"
