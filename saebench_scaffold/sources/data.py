@@ -20,6 +20,8 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -92,10 +94,26 @@ def register(entry: DatasetEntry) -> DatasetEntry:
     return entry
 
 
+_DECLARED: ContextVar[dict[str, DatasetEntry]] = ContextVar("saebench_scaffold_declared_datasets", default={})
+"""Datasets task files declare (`datasets:`), known while a run that loaded them is in progress."""
+
+
+@contextmanager
+def declared(entries: dict[str, DatasetEntry]):
+    """Make a task registry's file-declared datasets known inside this block (this thread and context):
+    each registry keeps its own, and the built-in `REGISTRY` is never written."""
+    token = _DECLARED.set({**_DECLARED.get(), **entries})
+    try:
+        yield
+    finally:
+        _DECLARED.reset(token)
+
+
 def get_entry(name: str) -> DatasetEntry:
-    if name not in REGISTRY:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    entry = _DECLARED.get().get(name) or REGISTRY.get(name)
+    if entry is None:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted({**REGISTRY, **_DECLARED.get()}))}")
+    return entry
 
 
 def resolve_source(name: str, data_dir_override=None) -> tuple[DatasetEntry, DataSource]:
@@ -458,11 +476,12 @@ def _no_hub():
     yield  # pragma: no cover - makes this a generator like the other hub loaders
 
 
-def register_labeled_file(name: str, path: str | Path, text_field: str = "text", label_field: str = "label",
-                          declared_in: str = "") -> DatasetEntry:
-    """Register a labeled probing set read from a local JSONL (one object per line), CSV or TSV file
-    (a header row) with a text and a label field. Registering the same file under the same name
-    again is a no-op; any other reuse of a name is an error naming both places."""
+def labeled_file_entry(name: str, path: str | Path, text_field: str = "text", label_field: str = "label",
+                       declared_in: str = "") -> DatasetEntry:
+    """A labeled probing set read from a local JSONL (one object per line), CSV or TSV file (a header
+    row) with a text and a label field, as a task file declares it. Not registered anywhere: the task
+    registry keeps it (`TaskRegistry.datasets`) and a run makes it known (`declared`). A built-in
+    dataset's name is refused."""
     path = Path(path).expanduser().resolve()
     where = f" (declared in {declared_in})" if declared_in else ""
     if path.suffix not in LABELED_FILE_SUFFIXES:
@@ -471,13 +490,10 @@ def register_labeled_file(name: str, path: str | Path, text_field: str = "text",
         raise UserError(f"dataset {name}{where}: {path} not found")
     signature = f"labeled file {path} (text: {text_field}, label: {label_field})"
     description = signature + where
-    existing = REGISTRY.get(name)
-    if existing is not None:
-        if existing.path == path and existing.description.startswith(signature):
-            return existing
-        raise UserError(f"dataset {name!r}{where} is already defined: {existing.description or 'built-in'}")
-    return register(DatasetEntry(name, "labeled", str(path), "", _labeled_file_loader(text_field, label_field), _no_hub,
-                                 description, path=path))
+    if name in REGISTRY:
+        raise UserError(f"dataset {name!r}{where} is already defined: {REGISTRY[name].description or 'built-in'}")
+    return DatasetEntry(name, "labeled", str(path), "", _labeled_file_loader(text_field, label_field), _no_hub,
+                        description, path=path)
 
 
 def labeled_examples(name: str, data_dir_override=None) -> list[LabeledExample]:

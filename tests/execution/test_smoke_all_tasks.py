@@ -23,8 +23,8 @@ BASELINE = Path(__file__).resolve().parents[2] / "baselines" / "batchtopk_r24"
 def test_limit_500_gives_a_result_for_every_task(lm, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("saebench_scaffold.evals.base.load_model", lambda *a, **k: lm)  # the session's model
     out = tmp_path / "out"
-    rows = run_eval(EvalRequest([str(BASELINE)], "all", limit=500, data_dir=str(data_dir), output_dir=str(out),
-                                progress=False))
+    rows = run_eval(EvalRequest(checkpoints=[str(BASELINE)], tasks="all", limit=500, data_dir=str(data_dir),
+                                output_dir=str(out), progress=False))
     tasks = TaskRegistry().names()
     assert sorted(r["task"] for r in rows) == sorted(tasks) and all(r["status"].startswith("ok") for r in rows), rows
     results = {t: json.loads((out / BASELINE.name / f"{t}.json").read_text()) for t in tasks}
