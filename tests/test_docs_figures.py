@@ -90,3 +90,27 @@ def test_readme_links_every_doc():
     readme = (REPO / "README.md").read_text()
     for doc in sorted((REPO / "docs").glob("*.md")):
         assert f"](docs/{doc.name})" in readme, f"the README does not link docs/{doc.name}"
+
+
+def test_training_doc_recipe_1_seed_means_are_the_boards():
+    """docs/training.md's recipe-1 means: seed 0 (bundled_baselines) and seeds 1-2 (seeds_*) on the board."""
+    import statistics
+
+    text = " ".join((REPO / "docs" / "training.md").read_text().split())
+    quoted = text.split("Recipe 1's seed means, for the comparison:", 1)[1].split("(3 seeds each", 1)[0]
+
+    def means(arch: str, r: int) -> dict[str, float]:
+        family = "seeds_batchtopk" if arch == "batchtopk" else "seeds_matryoshka"
+        paths = [BOARD / "bundled_baselines" / f"{arch}_r{r}"] + [BOARD / family / f"{arch}_r{r}_s{s}" for s in (1, 2)]
+        ms = [json.loads((p / "core.json").read_text())["eval_result_metrics"] for p in paths]
+        return {"FVU": statistics.mean(m["reconstruction_quality"]["fvu"] for m in ms),
+                "FVU typical": statistics.mean(m["typical_tokens"]["fvu"] for m in ms),
+                "CE score": statistics.mean(m["model_performance_preservation"]["ce_loss_score"] for m in ms),
+                "eval dead": statistics.mean(m["density"]["frac_dead"] for m in ms)}
+
+    for label, arch, r in (("BatchTopK r = 24", "batchtopk", 24), ("Matryoshka r = 24", "matryoshka", 24),
+                           ("BatchTopK r = 0", "batchtopk", 0), ("Matryoshka r = 0", "matryoshka", 0)):
+        part = quoted.split(label, 1)[1].split(";", 1)[0]
+        for name, value in re.findall(r"(FVU typical|FVU|CE score|eval dead) ([0-9.]+)", part):
+            digits = len(value.split(".")[1])
+            assert float(value) == round(means(arch, r)[name], digits), (label, name, value)
