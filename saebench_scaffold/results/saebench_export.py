@@ -90,7 +90,7 @@ def export(results_dir: Path, out_dir: Path, include_paths: list | None = None, 
     """Write SAEBench-layout files for every (checkpoint, task with a `saebench_export` mapping) found;
     returns their paths. Everything is converted before anything is written, so bad input leaves nothing behind.
     Not exported, each with its reason appended to `skipped`: results whose figures are not SAEBench's
-    (`not_saebench`: scr on other data) and pipeline checks (`pipeline_check`: autointerp's embedded
+    (`not_saebench`: scr on other data; `--limit` smoke runs that lowered a SAEBench gate) and pipeline checks (`pipeline_check`: autointerp's embedded
     judge) unless `include_embedded_judge`, which writes them with the note in a top-level field."""
     skipped = [] if skipped is None else skipped
     results_dir, out_dir = Path(results_dir), Path(out_dir)
@@ -107,6 +107,9 @@ def export(results_dir: Path, out_dir: Path, include_paths: list | None = None, 
                     raise UserError(f"two checkpoints would both be exported as {path.name}; rename one folder")
                 res = read_result(tasks[task])
                 why = mapping.not_saebench(res) if mapping.not_saebench else None
+                unstructured = res.eval_result_unstructured if isinstance(res.eval_result_unstructured, dict) else {}
+                if unstructured.get("smoke_run"):  # a SAEBench gate was lowered to give a result at all
+                    why = f"a --limit smoke run ({str(unstructured['smoke_run'])[:100]})"
                 note = mapping.pipeline_check(res) if mapping.pipeline_check else None
                 if why or (note and not include_embedded_judge):
                     skipped.append(f"{tasks[task]}: {why or EMBEDDED_SKIP}")

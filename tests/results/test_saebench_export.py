@@ -170,3 +170,17 @@ def test_autointerp_exports_to_saebench_layout(tmp_path):
     assert out["eval_result_metrics"] == {"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15}}
     (read,) = gu.get_eval_results([str(path)]).values()
     assert read["autointerp_score"] == 23 / 28
+
+
+def test_smoke_runs_are_not_exported_under_saebench_names(tmp_path):
+    """An absorption result whose 20-letter gate --limit lowered is no SAEBench figure: left out, listed."""
+    source = BOARD / "submissions" / "bundled_baselines" / "batchtopk_r24" / "absorption.json"
+    if not source.exists():
+        pytest.skip("no bundled leaderboard submissions")
+    doc = json.loads(source.read_text())
+    doc["eval_result_unstructured"]["smoke_run"] = "--limit smoke run: gate lowered to 7 letters"
+    (tmp_path / "res" / "my_sae").mkdir(parents=True)
+    (tmp_path / "res" / "my_sae" / "absorption.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out")])
+    assert res.exit_code == 2 and "absorption.json: a --limit smoke run (--limit smoke run: gate lowered to 7 letters)" in res.output
+    assert not (tmp_path / "out").exists()
