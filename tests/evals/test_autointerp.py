@@ -394,7 +394,7 @@ def test_cli_with_http_judge_writes_result_exports_and_refuses_a_dead_judge(lm, 
 
 
 @pytest.mark.slow
-def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path):
+def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path, capsys):
     """The default judge, in process: two latents explained and detected by SmolLM2-135M-Instruct, its
     answers in SAEBench's format, and the result says these scores are not SAEBench's."""
     from saebench_scaffold.execution import EvalRequest, run_eval
@@ -406,6 +406,12 @@ def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path):
     res = json.loads((tmp_path / "out" / "ckpt" / "autointerp.json").read_text())
     judge, latents = res["eval_result_unstructured"]["judge"], res["eval_result_metrics"]["latents"]
     assert judge["kind"] == "embedded" and "not comparable" in judge["warning"] and "gpt-4o-mini" in judge["warning"]
+    # said on the console once, and scored under its own name, never SAEBench's
+    assert capsys.readouterr().err.count("warning: autointerp is judged by the embedded SmolLM2-135M-Instruct: a "
+                                         "pipeline check only") == 1
+    assert "autointerp" not in res["eval_result_metrics"] and set(res["eval_result_metrics"]["autointerp_embedded_judge"]) == {
+        "autointerp_score", "autointerp_std_dev"}
+    assert judge["label"] == "embedded:SmolLM2-135M-Instruct" and res["eval_config"]["judge_url"] is None
     assert latents["n_selected"] == 2 and latents["n_scored"] + latents["n_skipped"] + latents["n_without_examples"] == 2
     for row in res["eval_result_details"]:
         assert row["raw_explanation"].startswith("This neuron activates on") and "\n" not in row["raw_explanation"]
