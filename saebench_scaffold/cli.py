@@ -130,12 +130,19 @@ app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a reci
 @app.command("export-saebench")
 def export_saebench_command(results_dir: Path = typer.Argument(..., help="Results dir or leaderboard folder (<checkpoint>/<task>.json files)."),
                             out_dir: Path = typer.Argument(..., help="Where SAEBench's layout goes: OUT_DIR/<eval>/<release>_<sae_id>_eval_results.json."),
-                            include_path: list[str] = _INCLUDE_PATH):
+                            include_path: list[str] = _INCLUDE_PATH,
+                            include_embedded_judge: bool = typer.Option(False, help="Also export autointerp scores of "
+                                                                        "the embedded judge (a pipeline check), with a note.")):
     """Write results of the tasks SAEBench also has (core, sparse_probing, tpp, scr, absorption, autointerp and
-    plugins that declare a mapping) in SAEBench's file layout and names (its readers read them)."""
+    plugins that declare a mapping) in SAEBench's file layout and names (its readers read them). Only
+    SAEBench's figures: scr on other data than SAEBench's, and autointerp judged by the embedded model
+    (unless asked), are left out and listed."""
     from .results.saebench_export import export
 
-    paths = export(results_dir, out_dir, include_path)
+    skipped: list[str] = []
+    paths = export(results_dir, out_dir, include_path, include_embedded_judge, skipped)
+    for line in skipped:
+        typer.echo(f"not exported: {line}", err=True)
     typer.echo(f"wrote {len(paths)} SAEBench result files under {out_dir}")
 
 

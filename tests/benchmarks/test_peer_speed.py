@@ -38,11 +38,12 @@ import time
 from pathlib import Path
 
 import pytest
+from peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_core = pytest.importorskip("sae_bench.evals.core.main")
-sl_evals = pytest.importorskip("sae_lens.evals")
+sb_core = peer_import("sae_bench.evals.core.main")
+sl_evals = peer_import("sae_lens.evals")
 
 from helpers import peer_helpers as ph  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
