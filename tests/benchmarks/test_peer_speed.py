@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import pytest
-from peers import peer_import
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")

@@ -20,7 +20,7 @@ import types
 from types import SimpleNamespace
 
 import pytest
-from peers import peer_import
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")

@@ -38,7 +38,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from peers import peer_import
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")  # sae-bench's runtime shape checks (as in the other sae-bench tests)

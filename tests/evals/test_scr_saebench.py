@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from peers import peer_import
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")

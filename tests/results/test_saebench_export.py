@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from peers import peer_import
+from helpers.peers import peer_import
 from typer.testing import CliRunner
 
 from saebench_scaffold.cli import app
