@@ -71,6 +71,9 @@ class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    accepted_versions: ClassVar[tuple[int, ...]] = ()
+    """Older versions whose results stay valid on the leaderboard beside this one (this version only
+    added fields). Their rows keep their version: `leaderboard verify` re-runs only current-version rows."""
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     summary_metrics: ClassVar[tuple[tuple[str, str], ...]] = ()
     """(category, key) headline metrics: printed by `eval`, compared by `leaderboard verify`, must be finite."""

@@ -126,6 +126,12 @@ class TaskVersions:
                 self._versions[task] = self.registry.get(task).instantiate().version
         return self._versions[task]
 
+    def accepted(self, task: str) -> tuple[int, ...]:
+        """Versions whose results stay valid for `task`: its current one and the older ones it declares
+        (`Task.accepted_versions`: a later version that only added fields)."""
+        current = self.version(task)
+        return () if current is None else (current, *self.registry.get(task).load().accepted_versions)
+
     def rules(self, task: str) -> tuple:
         """A known task's `metric_ranges`, checked for format."""
         if task not in self._rules:
@@ -173,7 +179,7 @@ def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalRe
     known = versions.version(task)
     if known is None:
         return res, [(label, "eval_type_id", f"unknown task {task!r}; known: {', '.join(versions.known())}")]
-    if res.provenance.task_version != known:
+    if res.provenance.task_version not in versions.accepted(task):
         problems.append((label, "provenance.task_version", f"{res.provenance.task_version} is not the version this "
                          f"package knows for {task} ({known}); re-run `eval` with the current code"))
     if Path(path).stem != task:

@@ -202,3 +202,17 @@ def test_embedded_judge_scores_never_rank_beside_endpoint_ones_and_smoke_runs_ar
                                        r"result \(--limit smoke run: ...\); re-run without --limit"):
         lb.submit(tmp_path / "smoke", "team_b", board)
     assert snapshot(board) == before
+
+
+def test_a_task_keeps_the_older_versions_it_declares_valid_and_no_others():
+    """mmlu_topic v3 only added the bootstrap fields, so the board's v2 results stay valid beside v3
+    ones (each row keeps its version); v1, or a version a task does not declare, is refused."""
+    from saebench_scaffold.evals.core.task import CoreTask
+    from saebench_scaffold.evals.mmlu_topic.task import MMLUTopicTask
+    from saebench_scaffold.leaderboard.validate import TaskVersions
+
+    versions = TaskVersions()
+    assert MMLUTopicTask.version == 3 and versions.accepted("mmlu_topic") == (3, 2)
+    assert 1 not in versions.accepted("mmlu_topic")
+    assert versions.accepted("core") == (CoreTask.version,)
+    assert versions.accepted("no_such_task") == ()
