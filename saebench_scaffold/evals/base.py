@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..sources import data
 from ..activations.cache import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
+from ..sources.hooks import HookPoint, as_hook_point
 from ..sources.model import LanguageModel, ModelSpec, load_model
 from ..sources.processing import Processing, processed
 from ..saes import SAE
@@ -70,6 +71,9 @@ class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    accepted_versions: ClassVar[tuple[int, ...]] = ()
+    """Older versions whose results stay valid on the leaderboard beside this one (this version only
+    added fields). Their rows keep their version: `leaderboard verify` re-runs only current-version rows."""
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     summary_metrics: ClassVar[tuple[tuple[str, str], ...]] = ()
     """(category, key) headline metrics: printed by `eval`, compared by `leaderboard verify`, must be finite."""
@@ -122,7 +126,8 @@ class EvalContext:
     """Shared resources for one `eval` invocation (many checkpoints × many tasks)."""
 
     model: ModelSpec
-    hook: str
+    hook: HookPoint
+    """Where the checkpoints read (a name is parsed on construction); `str(hook)` is its key."""
     data_dir: str | None = None
     cache_dir: str | None = None
     seed: int = 0
@@ -133,6 +138,9 @@ class EvalContext:
     """A model the caller already holds (a HookedTransformer, through `TransformerLensModel`)."""
     memo: dict = field(default_factory=dict, repr=False)
     """Checkpoint-independent results computed once per invocation (PCA fits, loaded token sets)."""
+
+    def __post_init__(self):
+        self.hook = as_hook_point(self.hook)
 
     @cached_property
     def lm(self) -> LanguageModel:

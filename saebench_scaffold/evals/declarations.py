@@ -50,3 +50,8 @@ class SAEBenchExport:
     unstructured part travel along in `eval_result_unstructured` (`saebench_scaffold_details`, ...)."""
     unstructured: Callable[[list[dict]], dict] | None = None
     """Our detail rows -> entries SAEBench itself keeps in `eval_result_unstructured` (e.g. autointerp's per-latent records)."""
+    not_saebench: Callable[[Any], str | None] | None = None
+    """result -> why its figures are not SAEBench's (e.g. `scr` on other data): never exported; None: exported."""
+    pipeline_check: Callable[[Any], str | None] | None = None
+    """result -> a note when its figure is a pipeline check only (autointerp's embedded judge): exported only
+    when asked (`export-saebench --include-embedded-judge`), the note in the file's top-level `saebench_scaffold_note`."""

@@ -89,8 +89,9 @@ CLAIMS = (
           note="not a paper claim: does the scaffold change first-letter feature absorption (SAEBench's eval, "
                "designed for wide SAEs on >= 1B models; here 4,608 latents on a 135M model)?"),
     Claim("scr", "SCR better at r = 24? (top-20 latents ablated)", "question", "paired",
-          ("scr", "scr_metrics", "scr_metric_threshold_20"), None, "higher",
-          note="not a paper claim: spurious-correlation removal (SAEBench's SHIFT) on Amazon domain x sentiment"),
+          ("scr", "scr_metrics", "scr_amazon2007_metric_threshold_20"), None, "higher",
+          note="not a paper claim: spurious-correlation removal (SAEBench's SHIFT algorithm) on the 2007 multi-domain Amazon "
+               "reviews, domain x sentiment (not SAEBench's data, hence not its metric name)"),
 ) + tuple(
     Claim(f"downstream_scaffold_vs_pca_{task}",
           f"Removing the scaffold costs more {label} accuracy than removing the top-r PCs?", "question", "within",

@@ -6,7 +6,7 @@ file or a folder of 10,000 files is refused from `stat` alone, never read):
      no symlinks, at most MAX_FILES files of at most MAX_FILE_BYTES each;
   2. the JSON Schema of the result envelope (`results.result_json_schema`, closed to extra fields);
   3. task name known to the task registry, task version the registry's current one, and the file
-     named after its task;
+     named after its task; no `--limit` smoke run (`eval_result_unstructured.smoke_run`: a SAEBench gate lowered);
   4. one checkpoint sha256, one model and one hook across the files of one checkpoint;
   5. every metric inside its possible range (the task's `metric_ranges`, format in `ranges.py`);
   6. headline aggregates recomputed from the file's own details (the task's `aggregate_check`).
@@ -126,6 +126,12 @@ class TaskVersions:
                 self._versions[task] = self.registry.get(task).instantiate().version
         return self._versions[task]
 
+    def accepted(self, task: str) -> tuple[int, ...]:
+        """Versions whose results stay valid for `task`: its current one and the older ones it declares
+        (`Task.accepted_versions`: a later version that only added fields)."""
+        current = self.version(task)
+        return () if current is None else (current, *self.registry.get(task).load().accepted_versions)
+
     def rules(self, task: str) -> tuple:
         """A known task's `metric_ranges`, checked for format."""
         if task not in self._rules:
@@ -173,11 +179,15 @@ def read_checked(path: Path, label: str, versions: TaskVersions) -> tuple[EvalRe
     known = versions.version(task)
     if known is None:
         return res, [(label, "eval_type_id", f"unknown task {task!r}; known: {', '.join(versions.known())}")]
-    if res.provenance.task_version != known:
+    if res.provenance.task_version not in versions.accepted(task):
         problems.append((label, "provenance.task_version", f"{res.provenance.task_version} is not the version this "
                          f"package knows for {task} ({known}); re-run `eval` with the current code"))
     if Path(path).stem != task:
         problems.append((label, "eval_type_id", f"{task!r} does not match the file name {Path(path).name}"))
+    unstructured = res.eval_result_unstructured if isinstance(res.eval_result_unstructured, dict) else {}
+    if unstructured.get("smoke_run"):  # a --limit run that lowered one of SAEBench's gates to give a result at all
+        problems.append((label, "eval_result_unstructured.smoke_run", f"a smoke run is not a board result "
+                         f"({str(unstructured['smoke_run'])[:120]}); re-run without --limit"))
     sizes = {k: res.sae_cfg_dict[k] for k in ("d_sae", "d_in") if isinstance(res.sae_cfg_dict.get(k), int)}
     rules = versions.rules(task)
     for category, values in res.eval_result_metrics.items():

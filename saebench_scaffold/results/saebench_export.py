@@ -26,6 +26,9 @@ from ..evals.registry import TaskRegistry
 from ..settings import UserError, atomic_write
 from .schema import EvalResult, read_result
 
+EMBEDDED_SKIP = "judged by the embedded model, a pipeline check (--include-embedded-judge exports it with a note)"
+
+
 def find_results(folder: Path, known: set[str] | None = None) -> dict[tuple[str, str], dict[str, Path]]:
     """{(submission, checkpoint): {task: path}} for `<checkpoint>/<task>.json` files under `folder`, `task`
     being a name the task registry knows (`known`; default: the tasks known without --include-path)
@@ -63,16 +66,33 @@ def saebench_document(res: EvalResult, mapping: SAEBenchExport, release: str, ch
         doc["eval_result_unstructured"].update(saebench_scaffold_details=res.eval_result_details,
                                                saebench_scaffold_unstructured=res.eval_result_unstructured)
     doc["sae_lens_release_id"], doc["sae_lens_id"] = release, _slug(checkpoint)
+    doc["sae_cfg_dict"] = saebench_sae_cfg(res.sae_cfg_dict)
     return doc
+
+
+def saebench_sae_cfg(cfg: dict) -> dict:
+    """SAEBench's plots group checkpoints by `sae_cfg_dict["architecture"]` (graphing_utils' `sae_class`):
+    ours carries the scaffold rank (`batchtopk_r24`, `batchtopk_r0`), so hybrids and plain SAEs of one
+    architecture are drawn as different classes. Foreign checkpoints (no scaffold rank) keep theirs;
+    ours is kept as `saebench_scaffold_architecture`."""
+    if cfg.get("scaffold_rank") is None or not cfg.get("architecture"):
+        return cfg
+    return {**cfg, "architecture": f"{cfg['architecture']}_r{cfg['scaffold_rank']}",
+            "saebench_scaffold_architecture": cfg["architecture"]}
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "results"
 
 
-def export(results_dir: Path, out_dir: Path, include_paths: list | None = None) -> list[Path]:
+def export(results_dir: Path, out_dir: Path, include_paths: list | None = None, include_embedded_judge: bool = False,
+           skipped: list[str] | None = None) -> list[Path]:
     """Write SAEBench-layout files for every (checkpoint, task with a `saebench_export` mapping) found;
-    returns their paths. Everything is converted before anything is written, so bad input leaves nothing behind."""
+    returns their paths. Everything is converted before anything is written, so bad input leaves nothing behind.
+    Not exported, each with its reason appended to `skipped`: results whose figures are not SAEBench's
+    (`not_saebench`: scr on other data; `--limit` smoke runs that lowered a SAEBench gate) and pipeline checks (`pipeline_check`: autointerp's embedded
+    judge) unless `include_embedded_judge`, which writes them with the note in a top-level field."""
+    skipped = [] if skipped is None else skipped
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     registry = TaskRegistry(include_paths)
     exports = {cls.name: cls.saebench_export for cls in registry.declaring() if cls.saebench_export is not None}
@@ -85,9 +105,22 @@ def export(results_dir: Path, out_dir: Path, include_paths: list | None = None) 
                 path = out_dir / mapping.eval_type_id / f"{release}_{_slug(checkpoint)}_eval_results.json"
                 if path in planned:
                     raise UserError(f"two checkpoints would both be exported as {path.name}; rename one folder")
-                planned[path] = json.dumps(saebench_document(read_result(tasks[task]), mapping, release, checkpoint), indent=2)
+                res = read_result(tasks[task])
+                why = mapping.not_saebench(res) if mapping.not_saebench else None
+                unstructured = res.eval_result_unstructured if isinstance(res.eval_result_unstructured, dict) else {}
+                if unstructured.get("smoke_run"):  # a SAEBench gate was lowered to give a result at all
+                    why = f"a --limit smoke run ({str(unstructured['smoke_run'])[:100]})"
+                note = mapping.pipeline_check(res) if mapping.pipeline_check else None
+                if why or (note and not include_embedded_judge):
+                    skipped.append(f"{tasks[task]}: {why or EMBEDDED_SKIP}")
+                    continue
+                doc = saebench_document(res, mapping, release, checkpoint)
+                if note:
+                    doc = {"saebench_scaffold_note": note, **doc}
+                planned[path] = json.dumps(doc, indent=2)
     if not planned:
-        raise UserError(f"no {', '.join(exports)} results under {results_dir}: nothing SAEBench can read")
+        why = f" ({'; '.join(skipped[:3])})" if skipped else ""
+        raise UserError(f"no {', '.join(exports)} results under {results_dir}: nothing SAEBench can read{why}")
     try:
         for path, text in planned.items():
             atomic_write(path, text)

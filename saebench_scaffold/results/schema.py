@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import model_validator, BaseModel, Field
 
 from .. import __version__
 from ..settings import UserError, atomic_write, load_json
@@ -57,6 +57,18 @@ class EvalResult(BaseModel):
     sae_lens_version: str | None = None
     sae_cfg_dict: dict[str, Any]
     provenance: Provenance
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reader_rules(cls, doc):
+        """Results read as this version names them: an `scr` result written before its headline was
+        named by its data set (the 2007 reviews' `scr_metric_threshold_N`) reads as
+        `scr_amazon2007_metric_threshold_N` (`evals/scr.py:read_legacy`; numbers untouched)."""
+        if isinstance(doc, dict) and doc.get("eval_type_id") == "scr":
+            from ..evals.probing.scr import read_legacy
+
+            return read_legacy(doc)
+        return doc
 
 
 def result_json_schema() -> dict:

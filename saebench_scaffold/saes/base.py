@@ -6,6 +6,12 @@ Every SAE here reconstructs   x̂ = decode(encode(x)) + scaffold(x)
   - `scaffold(x)` -> U Vᵀ (x − b_dec)             (the dense rank-r part; zero when r = 0)
 so tasks can always tell the dense scaffold apart from the sparse latents. Foreign checkpoints
 (SAELens, dictionary_learning, sparsify) load into these same classes (see `loaders.py`).
+
+An SAE trained on per-token normalised activations (`cfg.normalize_activations`: SAELens's
+`layer_norm` or `constant_norm_rescale`) normalises x inside `encode` and maps the reconstruction
+back in `forward` / `reconstruct_parts`, so every task sees raw-activation reconstructions; `decode`
+stays in the normalised space the dictionary lives in. Constant maps (a scaling factor, a whitening,
+decoder-norm rescaling) are folded into the weights when the checkpoint is loaded (`normalization.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..settings import UserError, load_json
+from .normalization import PER_TOKEN_NORMS, normalize_in, normalize_out
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -67,6 +74,10 @@ class SAEConfig:
     """Latents per token for TopK-style architectures (BatchTopK: the training batch average)."""
     dtype: str = "float32"
     """Storage dtype of the weights file."""
+    normalize_activations: str = "none"
+    """Per-token input normalisation run inside `encode` and undone on the reconstruction: `none`,
+    `layer_norm` or `constant_norm_rescale` (as SAELens's run_time_activation_norm_fn_in/out). Folded
+    normalisations are recorded in `extra["folded"]` instead."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Architecture-specific settings (Matryoshka group sizes, training provenance, source format...)."""
 
@@ -93,6 +104,11 @@ class SAE(nn.Module):
         super().__init__()
         if cfg.scaffold_rank < 0 or cfg.scaffold_rank >= cfg.d_in and cfg.scaffold_rank != 0:
             raise UserError(f"scaffold_rank must be in [0, d_in) (got {cfg.scaffold_rank}, d_in={cfg.d_in})")
+        if cfg.normalize_activations not in ("none", *PER_TOKEN_NORMS):
+            raise UserError(f"normalize_activations must be none or one of {', '.join(PER_TOKEN_NORMS)} "
+                            f"(got {cfg.normalize_activations!r})")
+        if cfg.normalize_activations != "none" and cfg.scaffold_rank:
+            raise UserError(f"normalize_activations={cfg.normalize_activations!r} is not defined for a scaffold (scaffold_rank > 0)")
         self.cfg = cfg
         d_in, d_sae, r = cfg.d_in, cfg.d_sae, cfg.scaffold_rank
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
@@ -136,6 +152,8 @@ class SAE(nn.Module):
         return ((x - self.b_dec) @ self.scaffold_V) @ self.scaffold_U.T
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.normalize_activations != "none":
+            x = normalize_in(x, self.cfg.normalize_activations)[0]
         z = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
         if self.cfg.scaffold_rank and self.cfg.scaffold_mode == "residual":
             z = z - self.scaffold(x)
@@ -152,20 +170,42 @@ class SAE(nn.Module):
         return self.activation(self.pre_acts(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        """Sparse part of the reconstruction plus the decoder bias (no scaffold)."""
+        """Sparse part of the reconstruction plus the decoder bias (no scaffold), in the space the
+        dictionary lives in (normalised, for a per-token normalisation)."""
         return sparse_latent_product(f, self.W_dec) + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of raw activations x."""
+        if self.cfg.normalize_activations != "none":
+            return self.reconstruct_parts(x)[1] + self.b_dec
         return self.decode(self.encode(x)) + self.scaffold(x)
 
     def reconstruct_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(latents f, sparse part f @ W_dec, scaffold part) for one input batch."""
+        """(latents f, sparse part, scaffold part) for one input batch: x̂ = b_dec + sparse + scaffold.
+        The sparse part is f @ W_dec; with a per-token normalisation it is everything the latents and
+        the de-normalisation add to b_dec (x̂ in raw units minus b_dec), and there is no scaffold."""
         f = self.encode(x)
+        if self.cfg.normalize_activations != "none":
+            stats = normalize_in(x, self.cfg.normalize_activations)[1]
+            recon = normalize_out(self.decode(f), self.cfg.normalize_activations, stats)
+            return f, recon - self.b_dec, torch.zeros_like(x)
         return f, sparse_latent_product(f, self.W_dec), self.scaffold(x)
+
+    def output_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token factor [..., 1] taking decoder-space vectors to raw units: latents S of token x add
+        (f_S @ W_dec[S]) · output_scale(x) to the raw reconstruction (1 without a per-token normalisation)."""
+        if self.cfg.normalize_activations == "none":
+            return x.new_ones(*x.shape[:-1], 1)
+        return normalize_in(x, self.cfg.normalize_activations)[1][0]
 
     @property
     def decoder_directions(self) -> torch.Tensor:
-        """Unit-norm decoder rows [d_sae, d_in] (zero rows stay zero)."""
+        """Unit-norm decoder rows [d_sae, d_in] (zero rows stay zero). Under a per-token normalisation
+        a latent adds f_i · W_dec[i] scaled by each token's own norm, so the tasks that ablate
+        x − f·W_dec (tpp, scr) cannot use them: NotImplementedError, which those tasks report."""
+        if self.cfg.normalize_activations != "none":
+            raise NotImplementedError(f"normalize_activations={self.cfg.normalize_activations!r}: a latent's "
+                                      "contribution is scaled per token, so x - f @ W_dec ablations do not apply")
         return self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def scaffold_basis(self) -> torch.Tensor:
@@ -179,7 +219,7 @@ class SAE(nn.Module):
     def metadata(self) -> dict:
         return {"architecture": self.cfg.architecture, "model_name": self.cfg.model_name,
                 "hook_name": self.cfg.hook_name, "d_in": self.d_in, "d_sae": self.d_sae,
-                "scaffold_rank": self.scaffold_rank}
+                "scaffold_rank": self.scaffold_rank, "normalize_activations": self.cfg.normalize_activations}
 
     # ---- checks ----
     def check_finite(self, where: str) -> None:

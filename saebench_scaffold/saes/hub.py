@@ -85,6 +85,12 @@ def load_sae_lens(spec: str) -> NamedCheckpoint:
     tensors = {k: v.detach().float().cpu() for k, v in sl_sae.state_dict().items()}
     sae = saelens_to_sae(cfg_dict, tensors, spec)
     sae.cfg.extra.update(source_format="saelens", sae_lens_release=release, sae_lens_repo_id=entry.repo_id)
+    factor = (getattr(entry, "norm_scaling_factor", None) or {}).get(sae_id)
+    # The directory gives a factor for the SAEs trained with expected_average_only_in, and from_pretrained
+    # folded it before we saw the weights (its cfg_dict then says "none"): record it.
+    if factor is not None and sae.cfg.normalize_activations == "none" and "folded" not in sae.cfg.extra:
+        sae.cfg.extra["folded"] = {"normalize_activations": "expected_average_only_in", "scaling_factor": factor,
+                                   "scaling_factor_source": "SAELens pretrained directory (folded by from_pretrained)"}
     sae.eval()
     digest = hashlib.sha256()
     for key in sorted(tensors):

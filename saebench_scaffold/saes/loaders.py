@@ -9,6 +9,9 @@ import torch
 
 from ..settings import UserError
 from .base import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig, assign_weights, load_safetensors, read_json
+from .normalization import (PER_TOKEN_NORMS, SAELENS_NORMS, fold_decoder_norm, fold_scaling_factor,
+                            fold_whitening)
+from .matching_pursuit import DEFAULTS as MP_DEFAULTS
 from .registry import ARCHITECTURES, make_sae
 
 FORMATS = ("saebench_scaffold", "saelens", "dictionary_learning", "sparsify")
@@ -66,68 +69,184 @@ def _unallocated(cfg: SAEConfig) -> SAE:
 
 # ---- SAELens ------------------------------------------------------------------------------------
 SAELENS_MODEL_KEYS = ("model_from_pretrained_kwargs", "prepend_bos", "context_size", "hook_head_index")
-_SAELENS_ARCH = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                 # SAELens saves trained BatchTopK / Matryoshka SAEs as JumpReLU with a per-latent threshold.
-                 "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
+SAELENS_ARCHITECTURES = {
+    "standard": "standard", "gated": "gated", "topk": "topk", "abstopk": "abstopk", "jumprelu": "jumprelu",
+    "matching_pursuit": "matching_pursuit",
+    # SAELens saves trained BatchTopK / Matryoshka SAEs as JumpReLU with a per-latent threshold.
+    "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
+"""SAELens 6.54 architecture name -> ours, for every SAELens SAE whose encode is defined per token."""
+SAELENS_TRANSCODERS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
+SAELENS_NOT_PER_TOKEN = {"temporal": "its codes for a token are predicted from the tokens before it"}
+_SAELENS_TENSORS = {"b_gate": "b_enc"}  # SAELens name -> ours, where they differ
+_SAELENS_REQUIRED = {"gated": ("W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec"),
+                     "matching_pursuit": ("W_dec", "b_dec")}  # others: W_enc, b_enc, W_dec, b_dec
+_RESCALE_BY_DECODER_NORM = ("topk", "abstopk")  # the SAELens config classes that define the flag
+SCALER_FILE, WHITENING_FILE = "activation_scaler.json", "activation_whitening.safetensors"  # SAELens's names
 
 
 def load_saelens(folder: Path) -> SAE:
     return saelens_to_sae(read_json(folder / CONFIG_FILE), load_safetensors(folder / "sae_weights.safetensors"),
-                          folder / "sae_weights.safetensors")
+                          folder / "sae_weights.safetensors", folder)
 
 
-def saelens_to_sae(raw: dict, tensors: dict[str, torch.Tensor], where: Path | str) -> SAE:
-    """A SAELens config dict and state dict (from a folder, or from `sae_lens.SAE.from_pretrained`)."""
+def saelens_to_sae(raw: dict, tensors: dict[str, torch.Tensor], where: Path | str, folder: Path | None = None) -> SAE:
+    """A SAELens config dict and state dict (from a folder, or from `sae_lens.SAE.from_pretrained`).
+    `folder` holds SAELens's side files (the activation scaler and whitening of a training checkpoint)."""
+    cfg_where = folder / CONFIG_FILE if folder else where
     arch = raw.get("architecture", "standard")
-    if arch not in _SAELENS_ARCH:
-        raise UserError(f"{where}: SAELens architecture {arch!r} is not supported (supported: {', '.join(_SAELENS_ARCH)})")
-    norm = raw.get("normalize_activations", "none")
-    if norm not in ("none", None):
-        raise UserError(f"{where}: SAELens normalize_activations={norm!r} is not supported; fold the scaling into the weights first")
-    if raw.get("rescale_acts_by_decoder_norm"):
-        raise UserError(f"{where}: SAELens rescale_acts_by_decoder_norm=true is not supported")
     meta = raw.get("metadata", {}) or {}
+    if arch in SAELENS_TRANSCODERS:
+        raise UserError(f"{cfg_where}: SAELens {arch} reads {meta.get('hook_name') or '?'} and writes "
+                        f"{meta.get('hook_name_out') or 'another hook'}; core's reconstruction and CE splice and the "
+                        "ablation tasks (tpp, scr, ce_ablation, mmlu_topic) need an SAE that writes back where it reads, "
+                        "and only the latent-reading tasks (sparse_probing, absorption, autointerp) would apply: "
+                        "transcoders are not scored")
+    if arch in SAELENS_NOT_PER_TOKEN:
+        raise UserError(f"{cfg_where}: SAELens architecture {arch!r} is not supported: {SAELENS_NOT_PER_TOKEN[arch]}, "
+                        "and every task here encodes tokens one at a time")
+    if arch not in SAELENS_ARCHITECTURES:
+        raise UserError(f"{cfg_where}: SAELens architecture {arch!r} is not supported "
+                        f"(supported: {', '.join(SAELENS_ARCHITECTURES)})")
+    norm = raw.get("normalize_activations") or "none"
+    if norm not in SAELENS_NORMS:
+        raise UserError(f"{cfg_where}: normalize_activations={norm!r} is not a value SAELens defines "
+                        f"({', '.join(SAELENS_NORMS)})")
+    ours = SAELENS_ARCHITECTURES[arch]
     # How the model was run when the SAE was trained (SAELens 6 keeps these under `metadata`, older
     # files at the top level): `plan_eval` honours or refuses them and provenance records them.
     given = {**raw, **meta}
     trained_with = {key: given[key] for key in SAELENS_MODEL_KEYS if given.get(key) is not None}
+    apply_b_dec = bool(raw.get("apply_b_dec_to_input", arch != "jumprelu"))
+    extra = {"saelens_architecture": arch, **({"saelens_model": trained_with} if trained_with else {})}
+    if ours == "matching_pursuit":
+        extra.update({k: raw[k] for k in ("residual_threshold", "max_iterations", "stop_on_duplicate_support") if k in raw})
+    missing = [k for k in _SAELENS_REQUIRED.get(arch, ("W_enc", "b_enc", "W_dec", "b_dec")) if k not in tensors]
+    if ours == "jumprelu" and "threshold" not in tensors and "log_threshold" not in tensors:
+        missing.append("threshold")
+    if missing:
+        raise UserError(f"{where}: SAELens {arch} checkpoint has no tensor {', '.join(missing)}")
+    for name in ("scaling_factor", "finetuning_scaling_factor"):  # SAELens < 6: latents × it before the decoder
+        if name in tensors and not torch.all(tensors[name] == 1):
+            raise UserError(f"{where}: tensor {name} (SAELens < 6 fine-tuning scale on the latents) is not 1; "
+                            "SAELens 6 no longer applies it and neither do we: fold it into W_dec first")
+    tensors = {_SAELENS_TENSORS.get(k, k): v.double() for k, v in tensors.items()}
+    if ours == "jumprelu" and "threshold" not in tensors:
+        tensors["threshold"] = tensors["log_threshold"].exp()
+    if ours == "matching_pursuit":  # tied: the encoder is W_decᵀ; b_dec only counts when it centres the input
+        tensors["W_enc"] = tensors["W_dec"].T
+        tensors["b_enc"] = torch.zeros(tensors["W_dec"].shape[0], dtype=torch.float64)
+        if not apply_b_dec:
+            tensors["b_dec"] = torch.zeros_like(tensors["b_dec"])
+    folded = _fold_saelens_normalization(raw, arch, norm, tensors, extra, apply_b_dec, cfg_where, folder)
+    if folded:
+        extra["folded"] = folded
     cfg = SAEConfig(
-        architecture=_SAELENS_ARCH[arch], d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
+        architecture=ours, d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
         model_name=meta.get("model_name", raw.get("model_name", "")),
         hook_name=meta.get("hook_name", raw.get("hook_name", "")),
-        apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", arch != "jumprelu")),
-        k=raw.get("k"), extra={"saelens_architecture": arch, **({"saelens_model": trained_with} if trained_with else {})},
+        apply_b_dec_to_input=apply_b_dec, k=raw.get("k"),
+        normalize_activations=norm if norm in PER_TOKEN_NORMS else "none", extra=extra,
     )
-    if cfg.architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
-        tensors = {**tensors, "threshold": tensors["log_threshold"].exp()}
-    tensors = {k: v for k, v in tensors.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
-    return _fill(cfg, tensors, where)
+    keep = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", *ARCHITECTURES[ours].extra_params)
+    return _fill(cfg, {k: v.float() for k, v in tensors.items() if k in keep}, where)
+
+
+def _fold_saelens_normalization(raw: dict, arch: str, norm: str, t: dict[str, torch.Tensor], extra: dict,
+                                apply_b_dec: bool, cfg_where, folder: Path | None) -> dict:
+    """Fold what SAELens would fold (in SAELens's order: scaling factor, decoder norms, whitening);
+    returns the record of what was folded, for the results' config."""
+    folded: dict = {}
+    tied = arch == "matching_pursuit"
+    if norm == "expected_average_only_in":
+        s, source = _scaling_factor(raw, folder, cfg_where)
+        fold_scaling_factor(t, s, tied=tied)
+        if tied:
+            extra["residual_threshold"] = float(extra.get("residual_threshold", MP_DEFAULTS["residual_threshold"])) / s
+        folded.update(normalize_activations=norm, scaling_factor=s, scaling_factor_source=source)
+    if raw.get("rescale_acts_by_decoder_norm") and arch in _RESCALE_BY_DECODER_NORM:
+        fold_decoder_norm(t)
+        folded["rescale_acts_by_decoder_norm"] = True
+    if norm == "covariance_whitening":
+        if tied:
+            raise UserError(f"{cfg_where}: normalize_activations='covariance_whitening' is not defined for "
+                            "matching_pursuit (its encoder is tied to the decoder; SAELens refuses it too)")
+        w = _whitening(folder, cfg_where)
+        fold_whitening(t, w["mean"], w["matrix"], w["inverse_matrix"], apply_b_dec)
+        folded.update(normalize_activations=norm, whitening_file=WHITENING_FILE)
+    return folded
+
+
+def _scaling_factor(raw: dict, folder: Path | None, cfg_where) -> tuple[float, str]:
+    """The factor inputs were multiplied by in training: SAELens's activation_scaler.json beside a
+    training checkpoint, else `norm_scaling_factor` in cfg.json (the pretrained directory's name)."""
+    if folder is not None and (folder / SCALER_FILE).exists():
+        value = read_json(folder / SCALER_FILE).get("scaling_factor")
+        if value is not None:
+            return _positive(value, f"{folder / SCALER_FILE}: scaling_factor"), SCALER_FILE
+    if raw.get("norm_scaling_factor") is not None:
+        return _positive(raw["norm_scaling_factor"], f"{cfg_where}: norm_scaling_factor"), "cfg.json norm_scaling_factor"
+    raise UserError(f"{cfg_where}: normalize_activations='expected_average_only_in' needs the training scaling factor: "
+                    f"no scaling_factor in an {SCALER_FILE} beside it and no norm_scaling_factor field")
+
+
+def _positive(value, what: str) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not s > 0 or s == float("inf"):
+        raise UserError(f"{what} must be a positive number (got {value!r})")
+    return s
+
+
+def _whitening(folder: Path | None, cfg_where) -> dict[str, torch.Tensor]:
+    path = folder / WHITENING_FILE if folder is not None else None
+    if path is None or not path.exists():
+        raise UserError(f"{cfg_where}: normalize_activations='covariance_whitening' needs {WHITENING_FILE} "
+                        "(mean, matrix, inverse_matrix) beside it")
+    w = load_safetensors(path)
+    missing = [k for k in ("mean", "matrix", "inverse_matrix") if k not in w]
+    if missing:
+        raise UserError(f"{path}: missing tensors {missing}")
+    return w
 
 
 # ---- dictionary_learning ------------------------------------------------------------------------
-_DL_CLASSES = {"AutoEncoder": "standard", "BatchTopKSAE": "batchtopk", "AutoEncoderTopK": "topk",
-               "MatryoshkaBatchTopKSAE": "matryoshka_batchtopk", "JumpReluAutoEncoder": "jumprelu"}
+DICTIONARY_LEARNING_CLASSES = {
+    "AutoEncoder": "standard", "AutoEncoderNew": "standard", "GatedAutoEncoder": "gated",
+    "BatchTopKSAE": "batchtopk", "AutoEncoderTopK": "topk", "MatryoshkaBatchTopKSAE": "matryoshka_batchtopk",
+    "JumpReluAutoEncoder": "jumprelu"}
+"""dictionary_learning `dict_class` (config.json `trainer.dict_class`) -> our architecture."""
+_DL_STATE_NAMES = {  # our tensor <- the class's state-dict key (`*.weight`: nn.Linear, stored [out, in])
+    "GatedAutoEncoder": {"W_enc": "encoder.weight", "b_enc": "gate_bias", "b_mag": "mag_bias", "r_mag": "r_mag",
+                         "W_dec": "decoder.weight", "b_dec": "decoder_bias"},
+    "AutoEncoderNew": {"W_enc": "encoder.weight", "b_enc": "encoder.bias", "W_dec": "decoder.weight",
+                       "b_dec": "decoder.bias"},
+}
+_DL_UNCENTRED = ("AutoEncoderNew",)  # its encode is relu(encoder(x)): the decoder bias is not subtracted first
 
 
 def load_dictionary_learning(folder: Path) -> SAE:
     raw = read_json(folder / "config.json")
     trainer = raw.get("trainer", {})
     dict_class = trainer.get("dict_class", "AutoEncoder")
-    if dict_class not in _DL_CLASSES:
-        raise UserError(f"{folder}: dictionary_learning dict_class {dict_class!r} is not supported (supported: {', '.join(_DL_CLASSES)})")
+    if dict_class not in DICTIONARY_LEARNING_CLASSES:
+        raise UserError(f"{folder / 'config.json'}: dictionary_learning dict_class {dict_class!r} is not supported "
+                        f"(supported: {', '.join(DICTIONARY_LEARNING_CLASSES)})")
     try:
         state = torch.load(folder / "ae.pt", map_location="cpu", weights_only=True)
     except Exception as err:
         raise UserError(f"{folder / 'ae.pt'} is corrupt or not a torch state dict ({type(err).__name__})") from err
-    arch = _DL_CLASSES[dict_class]
-    t: dict[str, torch.Tensor] = {}
-    if "encoder.weight" in state:  # nn.Linear layout: weight [out, in]
-        t["W_enc"] = state["encoder.weight"].T
-        t["b_enc"] = state["encoder.bias"]
-        t["W_dec"] = state["decoder.weight"].T
-        t["b_dec"] = state["bias"] if "bias" in state else state["b_dec"]
-    else:
-        t.update({k: state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k in state})
+    arch = DICTIONARY_LEARNING_CLASSES[dict_class]
+    names = _DL_STATE_NAMES.get(dict_class)
+    if names is None and "encoder.weight" in state:
+        names = {"W_enc": "encoder.weight", "b_enc": "encoder.bias", "W_dec": "decoder.weight",
+                 "b_dec": "bias" if "bias" in state else "b_dec"}
+    names = names or {k: k for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    missing = [key for key in names.values() if key not in state]
+    if missing:
+        raise UserError(f"{folder / 'ae.pt'}: dictionary_learning {dict_class} state dict has no {', '.join(missing)}")
+    t = {ours: state[key].T if key.endswith(".weight") else state[key] for ours, key in names.items()}
     if "threshold" in state and arch != "standard" and arch != "topk":
         t["threshold"] = state["threshold"].reshape(()) if arch != "jumprelu" else state["threshold"]
     d_in, d_sae = t["W_enc"].shape
@@ -137,7 +256,8 @@ def load_dictionary_learning(folder: Path) -> SAE:
         extra["group_sizes"] = [int(g) for g in state["group_sizes"].tolist()]
     cfg = SAEConfig(architecture=arch, d_in=int(d_in), d_sae=int(d_sae), model_name=trainer.get("lm_name", ""),
                     hook_name=_dl_hook_name(trainer), k=k,
-                    apply_b_dec_to_input=arch != "jumprelu" or bool(trainer.get("apply_b_dec_to_input", False)),
+                    apply_b_dec_to_input=(bool(trainer.get("apply_b_dec_to_input", False)) if arch == "jumprelu"
+                                          else dict_class not in _DL_UNCENTRED),
                     extra=extra)
     return _fill(cfg, t, folder / "ae.pt")
 
@@ -176,4 +296,4 @@ def _fill(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: Path | str) -
     return assign_weights(sae, {k: v.contiguous() for k, v in tensors.items()}, str(where))
 
 
-__all__ = ["load_sae", "detect_format", "ARCHITECTURES", "FORMATS"]
+__all__ = ["load_sae", "detect_format", "ARCHITECTURES", "FORMATS", "SAELENS_ARCHITECTURES", "DICTIONARY_LEARNING_CLASSES"]

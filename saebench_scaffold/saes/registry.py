@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from ..settings import UserError
+from .abstopk import AbsTopKSAE
 from .base import SAE, SAEConfig
 from .batchtopk import BatchTopKSAE
+from .gated import GatedSAE
 from .jumprelu import JumpReLUSAE
+from .matching_pursuit import MatchingPursuitSAE
 from .matryoshka import MatryoshkaBatchTopKSAE
 from .pca import PCASAE
 from .standard import StandardSAE
@@ -13,7 +16,8 @@ from .topk import TopKSAE
 
 ARCHITECTURES: dict[str, type[SAE]] = {
     cls.architecture: cls
-    for cls in (StandardSAE, TopKSAE, JumpReLUSAE, BatchTopKSAE, MatryoshkaBatchTopKSAE, PCASAE)
+    for cls in (StandardSAE, TopKSAE, JumpReLUSAE, BatchTopKSAE, MatryoshkaBatchTopKSAE, PCASAE,
+                GatedSAE, AbsTopKSAE, MatchingPursuitSAE)
 }
 
 

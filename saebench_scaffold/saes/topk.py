@@ -11,7 +11,7 @@ class TopKSAE(SAE):
 
     def __init__(self, cfg):
         if not cfg.k or cfg.k > cfg.d_sae:
-            raise UserError(f"topk SAE needs 1 <= k <= d_sae (k={cfg.k}, d_sae={cfg.d_sae})")
+            raise UserError(f"{self.architecture} SAE needs 1 <= k <= d_sae (k={cfg.k}, d_sae={cfg.d_sae})")
         super().__init__(cfg)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:

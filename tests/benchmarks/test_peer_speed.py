@@ -38,13 +38,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_core = pytest.importorskip("sae_bench.evals.core.main")
-sl_evals = pytest.importorskip("sae_lens.evals")
+sb_core = peer_import("sae_bench.evals.core.main")
+sl_evals = peer_import("sae_lens.evals")
 
-import peer_helpers as ph  # noqa: E402
+from helpers import peer_helpers as ph  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from saebench_scaffold.evals.probing import data as pdata  # noqa: E402
@@ -206,7 +207,7 @@ def test_sparse_probing_vs_saebench(benchmark, request, lm, hook, tmp_path):
 
     small = benchmark.disabled
     if small:
-        from probing_fakes import write_labeled_data
+        from helpers.probing_fakes import write_labeled_data
 
         data_dir = write_labeled_data(tmp_path / "data", per_class=10)
         budget = {"train_per_class": 4, "test_per_class": 2}

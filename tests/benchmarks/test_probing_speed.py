@@ -14,7 +14,7 @@ import time
 import pytest
 
 from saebench_scaffold.evals.probing import features
-from probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
+from helpers.probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data
 from saebench_scaffold.evals.probing.sparse_probing import SparseProbingTask
 from saebench_scaffold.evals.probing.tpp import TPPTask
 

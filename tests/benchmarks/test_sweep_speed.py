@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from scale_helpers import REPO, start_cli, tiny_checkpoints
+from helpers.scale_helpers import REPO, start_cli, tiny_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -18,17 +18,18 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_vocab = pytest.importorskip("sae_bench.evals.absorption.vocab")
-sb_prompting = pytest.importorskip("sae_bench.evals.absorption.prompting")
-sb_probing = pytest.importorskip("sae_bench.evals.absorption.probing")
-sb_ksp = pytest.importorskip("sae_bench.evals.absorption.k_sparse_probing")
-sb_fa = pytest.importorskip("sae_bench.evals.absorption.feature_absorption")
-sb_calc = pytest.importorskip("sae_bench.evals.absorption.feature_absorption_calculator")
-sb_main = pytest.importorskip("sae_bench.evals.absorption.main")
-sb_config = pytest.importorskip("sae_bench.evals.absorption.eval_config")
+sb_vocab = peer_import("sae_bench.evals.absorption.vocab")
+sb_prompting = peer_import("sae_bench.evals.absorption.prompting")
+sb_probing = peer_import("sae_bench.evals.absorption.probing")
+sb_ksp = peer_import("sae_bench.evals.absorption.k_sparse_probing")
+sb_fa = peer_import("sae_bench.evals.absorption.feature_absorption")
+sb_calc = peer_import("sae_bench.evals.absorption.feature_absorption_calculator")
+sb_main = peer_import("sae_bench.evals.absorption.main")
+sb_config = peer_import("sae_bench.evals.absorption.eval_config")
 
 from test_absorption import SpellingLM, WordTokenizer, fake_words, planted_sae
 
@@ -270,8 +271,10 @@ def test_every_letter_scores_equal_saebench(both):
 
 
 def test_headline_equals_saebench_main_aggregation(both):
-    """SAEBench's run_eval loop (inline in main.py): letters whose probe F1 > min_GT_probe_f1, then
-    statistics.mean / stdev; ours from the same rows."""
+    """SAEBench's headline has no function of its own to call: it is the loop inside `main.run_eval`
+    (letters whose probe F1 > min_GT_probe_f1, then statistics.mean / stdev), after its
+    `_aggregate_results_df` (words -> letters, SAEBench's own function, used above); the loop is
+    mirrored here, ours computed from the same rows."""
     good = set(both.metrics.loc[both.metrics["f1_probe"] > 0.6, "letter"])
     kept = both.letters_df[both.letters_df["letter"].isin(good)]
     theirs = {"mean_absorption_fraction_score": statistics.mean(kept["mean_absorption_fraction"]),

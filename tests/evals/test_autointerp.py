@@ -14,11 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
+from helpers.autointerp_fakes import REFUSAL, JudgeServer, WordLM, explained_token
 
-from saebench_scaffold.evals.autointerp.task import AutointerpConfig, AutointerpTask, token_set
+from saebench_scaffold.evals.autointerp.task import AutointerpConfig, AutointerpTask, alive_latents, token_set
 from saebench_scaffold.evals.autointerp.examples import Example
-from saebench_scaffold.evals.autointerp.judge import EmbeddedJudge, answer_complete, answer_prefix_ok
+from saebench_scaffold.evals.autointerp.judge import EmbeddedJudge, HttpJudge, answer_complete, answer_prefix_ok
 from saebench_scaffold.evals.autointerp.prompts import is_refusal, parse_predictions
 from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.autointerp.checks import check_autointerp
@@ -101,7 +101,7 @@ def test_planted_words_are_explained_and_detected_noise_is_not(world, offline, m
     assert world.lm.calls == world.calls
     # every request went to the chat endpoint, with the key; the key is nowhere in the output
     assert len(server.requests) == 2 * (6 + 6) and {r["path"] for r in server.requests} == {"/v1/chat/completions"}
-    assert {r["headers"]["Authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
     assert {r["body"]["model"] for r in server.requests} == {"gpt-4o-mini"}
     assert {r["body"]["max_tokens"] for r in server.requests} == {30, 33}  # SAEBench's budgets
     text = json.dumps([planted.metrics, planted.details, planted.unstructured])
@@ -137,7 +137,7 @@ def test_judge_failures_skip_their_latents_with_the_reason(world, offline):
     detect a third: those latents are skipped, each with its reason; the other three are scored."""
     stall, bad, refused = world.words[:3]
     with JudgeServer(stall={stall}, malformed={bad}, refuse={refused}, stall_s=1.5) as server:
-        out = run(world, server.url, judge_timeout_s=0.5)
+        out = run(world, server.url, judge_timeout_s=0.5, judge_retries=0, max_skipped_fraction=0.5)
     by_word = {w: i for i, w in enumerate(world.words)}
     skipped = {s["latent"]: s for s in out.unstructured["latents_skipped"]}
     assert set(skipped) == {by_word[stall], by_word[bad], by_word[refused]}
@@ -156,7 +156,7 @@ def test_server_errors_are_retried_then_skip_and_a_wrong_path_is_one_error(world
     behind it (HTTP 404): one error line."""
     busy, flaky = world.words[:2]
     with JudgeServer(status={busy: 503}, flaky={flaky}) as server:
-        out = run(world, server.url, judge_retries=1)
+        out = run(world, server.url, judge_retries=1, max_skipped_fraction=0.2)  # 1 of 6 skipped: under the limit
         skipped = {s["latent"]: s["reason"] for s in out.unstructured["latents_skipped"]}
         assert skipped == {world.words.index(busy): 'HTTP 503 from the judge: {"error": {"message": "overloaded"}}'}
         assert world.words.index(flaky) in {r["latent"] for r in out.details} and server.dropped == {flaky}
@@ -190,6 +190,80 @@ def test_wrong_key_is_one_error_without_the_key(world, offline, monkeypatch):
     assert KEY not in str(err.value)
 
 
+def test_a_judge_that_skips_most_latents_gives_no_score(world, offline):
+    """4 of 6 drawn latents refused: more than max_skipped_fraction (0.2), so no mean of the other two."""
+    with JudgeServer(refuse=set(world.words[:4])) as server:
+        with pytest.raises(UserError, match=r"^autointerp: 4 of 6 drawn latents were not scored, more than "
+                                            r"max_skipped_fraction=0.2: .*\(4 skipped by the judge, 0 without examples: "
+                                            r"the judge refused.*no result written$"):
+            run(world, server.url)
+
+
+def test_key_goes_over_plain_http_only_to_localhost(world, offline, monkeypatch):
+    """A key and an http:// judge on another host: one error line before any request or work; the
+    same over https, or to localhost, or without a key, is accepted."""
+    monkeypatch.setenv(ENV, KEY)
+    with pytest.raises(UserError) as err:
+        run(world, "http://judge.example.org:8000/v1")
+    assert str(err.value) == (f"autointerp: will not send the API key in ${ENV} over plain http to judge.example.org; "
+                              "use an https judge_url (or no key for a keyless local server)")
+    args = ("gpt-4o-mini", ENV, 1.0, 0, 1)
+    for url in ("https://judge.example.org/v1", "http://localhost:8000/v1", "http://127.0.0.2:8000/v1", "http://[::1]:8000/v1"):
+        assert HttpJudge(url, *args).describe()["api_key_sent"] is True
+    monkeypatch.delenv(ENV)
+    assert HttpJudge("http://judge.example.org:8000/v1", *args).describe()["api_key_sent"] is False
+
+
+def test_redirects_are_not_followed_and_the_key_stays(world, offline, monkeypatch):
+    """The endpoint answers 307 to another host (localhost vs 127.0.0.1): one error line naming where
+    it points, and the other host never sees a request (so never the key)."""
+    monkeypatch.setenv(ENV, KEY)
+    with JudgeServer() as elsewhere:
+        target = elsewhere.url.replace("127.0.0.1", "localhost").removesuffix("/v1")
+        with JudgeServer(redirect_to=target) as server:
+            with pytest.raises(UserError) as err:
+                run(world, server.url)
+        assert elsewhere.requests == [] and server.requests  # (several were in flight when the first came back)
+    assert str(err.value) == (f"autointerp: the judge at {server.url} redirects (HTTP 307) to {target}/v1/chat/completions; "
+                              "redirects are not followed (the key stays here): set autointerp.judge_url to the final address")
+
+
+def test_a_key_the_judge_echoes_is_scrubbed_from_every_stored_reply(world, offline, monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    with JudgeServer(echo_key=True) as server:
+        out = run(world, server.url)
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+    text = json.dumps([out.metrics, out.details, out.unstructured])
+    assert KEY not in text and "(auth: Bearer ***)" in text
+    assert all(r["raw_explanation"].endswith("(auth: Bearer ***).") for r in out.details) and len(out.details) == 6
+
+
+def test_openai_environment_variables_name_the_endpoint_and_key(world, offline, monkeypatch):
+    """$OPENAI_BASE_URL and $OPENAI_API_KEY, as the openai client reads them, when our settings are unset;
+    the resolved judge is in the config (so in the config hash) and in the result."""
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    task = AutointerpTask()
+    with JudgeServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        cfg = task.make_config(FAKE)
+        assert (cfg.judge_url, cfg.judge_model) == (server.url, "gpt-4o-mini")
+        assert cfg.judge == f"gpt-4o-mini@{server.url.split('/')[2]}"
+        assert task.make_config({**FAKE, "judge_url": None}).judge == "embedded:SmolLM2-135M-Instruct"
+        out = task.run(world.ctx, world.planted, cfg)
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+    judge = out.unstructured["judge"]
+    assert (judge["api_key_env"], judge["label"], judge["client"]) == ("OPENAI_API_KEY", cfg.judge, "openai")
+
+
+def test_alive_rule_is_a_frequency(world):
+    """SAEBench's 15 fires in 2M tokens: a latent firing on 1e-5 of tokens is alive at any budget,
+    one on 5e-6 at none (with a per-budget count of 15 it would be dead at 131k tokens)."""
+    rate = torch.tensor([0.0, 5e-6, 1e-5, 0.3])
+    assert alive_latents(rate, AutointerpConfig().min_firing_rate) == [2, 3]
+    assert AutointerpConfig(total_tokens=2_000_000).min_firing_rate == AutointerpConfig().min_firing_rate
+
+
 def test_unreachable_judge_stops_before_any_work(tmp_path, offline):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -215,7 +289,7 @@ def test_config_limit_and_preset():
     assert task.make_config({"override_latents": [5, 6, 7, 8]}, limit=200).override_latents == [5, 6]
     assert AutointerpTask.presets["saebench"] == {"n_latents": 1000, "total_tokens": 2_000_000}
     d = AutointerpConfig()  # SAEBench's eval_config.py defaults for everything else
-    assert (d.dead_latent_threshold, d.buffer, d.no_overlap, d.act_threshold_frac, d.random_seed) == (15, 10, True, 0.01, 42)
+    assert (d.min_firing_rate * 2_000_000, d.buffer, d.no_overlap, d.act_threshold_frac, d.random_seed) == (15, 10, True, 0.01, 42)
     assert (d.n_top_ex_for_generation, d.n_iw_sampled_ex_for_generation, d.n_top_ex_for_scoring,
             d.n_random_ex_for_scoring, d.n_iw_sampled_ex_for_scoring) == (10, 5, 2, 10, 2)
     assert (d.max_tokens_in_explanation, d.max_tokens_in_prediction, d.n_ex_for_scoring) == (30, 33, 14)
@@ -288,7 +362,7 @@ def test_cli_with_http_judge_writes_result_exports_and_refuses_a_dead_judge(lm, 
     assert result.exit_code == 0, result.output
     text = (out / "ckpt" / "autointerp.json").read_text()
     assert KEY not in text and KEY not in result.output
-    assert {r["headers"]["Authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
     res = json.loads(text)
     assert res["eval_type_id"] == "autointerp" and set(res["eval_result_metrics"]["autointerp"]) == {
         "autointerp_score", "autointerp_std_dev"}
@@ -320,18 +394,24 @@ def test_cli_with_http_judge_writes_result_exports_and_refuses_a_dead_judge(lm, 
 
 
 @pytest.mark.slow
-def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path):
+def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path, capsys):
     """The default judge, in process: two latents explained and detected by SmolLM2-135M-Instruct, its
     answers in SAEBench's format, and the result says these scores are not SAEBench's."""
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = tmp_path / "ckpt"
     make_sae(SAEConfig("batchtopk", lm.d_model, 256, k=16, hook_name="blocks.14.hook_resid_post")).save(ckpt)
-    rows = run_eval(EvalRequest([str(ckpt)], "autointerp", limit=200, output_dir=str(tmp_path / "out"), progress=False))
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="autointerp", limit=200, output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok"), rows
     res = json.loads((tmp_path / "out" / "ckpt" / "autointerp.json").read_text())
     judge, latents = res["eval_result_unstructured"]["judge"], res["eval_result_metrics"]["latents"]
     assert judge["kind"] == "embedded" and "not comparable" in judge["warning"] and "gpt-4o-mini" in judge["warning"]
+    # said on the console once, and scored under its own name, never SAEBench's
+    assert capsys.readouterr().err.count("warning: autointerp is judged by the embedded SmolLM2-135M-Instruct: a "
+                                         "pipeline check only") == 1
+    assert "autointerp" not in res["eval_result_metrics"] and set(res["eval_result_metrics"]["autointerp_embedded_judge"]) == {
+        "autointerp_score", "autointerp_std_dev"}
+    assert judge["label"] == "embedded:SmolLM2-135M-Instruct" and res["eval_config"]["judge_url"] is None
     assert latents["n_selected"] == 2 and latents["n_scored"] + latents["n_skipped"] + latents["n_without_examples"] == 2
     for row in res["eval_result_details"]:
         assert row["raw_explanation"].startswith("This neuron activates on") and "\n" not in row["raw_explanation"]

@@ -20,6 +20,7 @@ import types
 from types import SimpleNamespace
 
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
@@ -28,11 +29,11 @@ if "openai" not in sys.modules:  # SAEBench imports the OpenAI client at module 
         import openai  # noqa: F401
     except ImportError:
         sys.modules["openai"] = types.SimpleNamespace(OpenAI=None)  # type: ignore[assignment]
-sb = pytest.importorskip("sae_bench.evals.autointerp.main")
-sb_idx = pytest.importorskip("sae_bench.sae_bench_utils.indexing_utils")
-sb_config = pytest.importorskip("sae_bench.evals.autointerp.eval_config")
+sb = peer_import("sae_bench.evals.autointerp.main")
+sb_idx = peer_import("sae_bench.sae_bench_utils.indexing_utils")
+sb_config = peer_import("sae_bench.evals.autointerp.eval_config")
 
-from autointerp_fakes import rule_answer  # noqa: E402
+from helpers.autointerp_fakes import rule_answer  # noqa: E402
 
 from saebench_scaffold.evals.autointerp import examples as ax  # noqa: E402
 from saebench_scaffold.evals.autointerp import prompts as ap  # noqa: E402
@@ -47,6 +48,7 @@ from saebench_scaffold.sources import data  # noqa: E402
 
 N_CTX, L = 48, 128
 SEED = 42
+SB_DEAD = 15  # SAEBench's dead_latent_threshold (fires in total_tokens)
 DEAD, FEW, TIED16 = 19, 20, 21  # latents of `world` (18 random ones of six densities, then one of ties first)
 
 
@@ -118,7 +120,7 @@ def ours(world, n_latents: int, **cfg):
     """Our latent draw and examples, from the same seed."""
     config = AutointerpConfig(n_latents=n_latents, total_tokens=N_CTX * L, **cfg)
     rng, gen = random.Random(SEED), torch.Generator().manual_seed(SEED)
-    alive = alive_latents(world.rate, config.total_tokens, config.dead_latent_threshold)
+    alive = alive_latents(world.rate, SB_DEAD / config.total_tokens)  # SAEBench's count at this budget, as a frequency
     latents = alive if len(alive) < n_latents else rng.sample(alive, k=n_latents)
     examples = {lat: ax.latent_examples(lat, world.acts[..., lat].contiguous(), world.tokens, config, gen, rng, world.tok)
                 for lat in latents}
@@ -161,7 +163,10 @@ def test_alive_rule_equals_saebench_at_the_threshold(world):
     sb_cfg = sb_config.AutoInterpEvalConfig(model_name="smollm2-135m", n_latents=10, total_tokens=6144)
     auto = sb.AutoInterp(cfg=sb_cfg, model=world.model, sae=None, tokenized_dataset=world.tokens, sparsity=rate.clone(),
                          device="cpu", api_key="")
-    assert auto.latents == alive_latents(rate, 6144, sb_cfg.dead_latent_threshold) == [2, 3]
+    assert auto.latents == alive_latents(rate, sb_cfg.dead_latent_threshold / 6144) == [2, 3]
+    # our default is SAEBench's rule at SAEBench's budget: its count over its total_tokens
+    default = sb_config.AutoInterpEvalConfig(model_name="smollm2-135m")
+    assert AutointerpConfig().min_firing_rate == default.dead_latent_threshold / default.total_tokens
 
 
 @pytest.mark.parametrize("n_latents", [8, 100])  # a sample of the alive latents; all of them (fewer alive than asked)

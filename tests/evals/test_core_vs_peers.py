@@ -38,13 +38,14 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")  # sae-bench's runtime shape checks (as in the other sae-bench tests)
-sb_core = pytest.importorskip("sae_bench.evals.core.main")
-sl_evals = pytest.importorskip("sae_lens.evals")
+sb_core = peer_import("sae_bench.evals.core.main")
+sl_evals = peer_import("sae_lens.evals")
 
-import peer_helpers as ph  # noqa: E402
+from helpers import peer_helpers as ph  # noqa: E402
 from sae_bench.evals.core.eval_config import CoreEvalConfig  # noqa: E402
 from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
 

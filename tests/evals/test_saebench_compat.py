@@ -9,10 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_core = pytest.importorskip("sae_bench.evals.core.main")
+sb_core = peer_import("sae_bench.evals.core.main")
 
 from saebench_scaffold.evals.ablation.ce import BODY  # noqa: E402
 from saebench_scaffold.evals.core.task import SAEBENCH_BATCH_PROMPTS, reconstruction_stats  # noqa: E402

@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
+from helpers.probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
 from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals import stats
-from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, plan_quadrants
+from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, metric_prefix, plan_quadrants
 from saebench_scaffold.leaderboard import ranges
+from saebench_scaffold.results.schema import read_result
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
 
@@ -90,19 +91,19 @@ def test_planted_latents_remove_the_spurious_signal_and_random_latents_do_not(pl
     m = planted.metrics["scr_metrics"]
     # the biased probes lean on both attributes (neither accuracy is 1), so removing one helps the other
     assert 0.6 < planted.metrics["llm"]["llm_biased_on_column1_test_accuracy"] < 0.9
-    assert m["scr_metric_threshold_2"] > 0.6 and m["scr_metric_threshold_4"] > 0.6
+    assert m["scr_amazon2007_metric_threshold_2"] > 0.6 and m["scr_amazon2007_metric_threshold_4"] > 0.6
     # an SAE without latents on the planted directions cannot remove either attribute
     control = task.run(planted_ctx, planted_sae(aligned=False), cfg).metrics["scr_metrics"]
-    assert all(abs(control[f"scr_metric_threshold_{n}"]) < 0.1 for n in (2, 4, 10))
+    assert all(abs(control[f"scr_amazon2007_metric_threshold_{n}"]) < 0.1 for n in (2, 4, 10))
     # a random SAE's latents overlap the 32-dimensional space's planted directions only by chance
     rand = task.run(planted_ctx, random_sae(D, 2 * D), cfg).metrics["scr_metrics"]
-    for key in ("scr_metric_threshold_2", "scr_metric_threshold_4"):
+    for key in ("scr_amazon2007_metric_threshold_2", "scr_amazon2007_metric_threshold_4"):
         assert abs(rand[key]) < 0.35 and rand[key] < m[key] - 0.4
     assert planted_ctx.lm.calls == calls  # later checkpoints reuse the cached activations and LLM probes
     # seed noise is reported, and a comparison flags what it cannot separate
-    assert m["scr_metric_threshold_2_std"] > 0
+    assert m["scr_amazon2007_metric_threshold_2_std"] > 0
     noise = stats.compare_noise(planted.metrics, {"scr_metrics": rand})
-    assert not noise["scr_metrics/scr_metric_threshold_4"]["noise_dominated"]
+    assert not noise["scr_metrics/scr_amazon2007_metric_threshold_4"]["noise_dominated"]
 
 
 def test_limit_smoke_run_and_result_layout(tmp_path):
@@ -118,15 +119,19 @@ def test_limit_smoke_run_and_result_layout(tmp_path):
     assert out.unstructured["n_values"] == [2, 5, 10, 20, 40]  # 50, 100 and 500 capped at d_sae = 40
     m = out.metrics["scr_metrics"]
     for n in out.unstructured["n_values"]:
-        for key in (f"scr_dir1_threshold_{n}", f"scr_dir2_threshold_{n}", f"scr_metric_threshold_{n}"):
+        for key in (f"scr_amazon2007_dir1_threshold_{n}", f"scr_amazon2007_dir2_threshold_{n}", f"scr_amazon2007_metric_threshold_{n}"):
             assert key in m and key + "_std" in m
-    assert "scr_metric_threshold_500" not in m
+    assert "scr_amazon2007_metric_threshold_500" not in m
     assert set(out.metrics) == {"scr_metrics", "llm", "sparsity"}
+    data_set = out.unstructured["data_set"]  # the 2007 reviews' file: its own metric names, not SAEBench's
+    assert (data_set["metric_prefix"], data_set["saebench_data"]) == ("scr_amazon2007", False)
+    assert data_set["column1"]["source"] == "local:classification/amazon_multidomain_sentiment/reviews.jsonl"
+    assert not any(k.startswith(("scr_metric", "scr_dir")) for k in m)
     row = out.details[0]
     assert row["dataset_name"] == "amazon_domain_scr_books_dvd_results" and len(row["scr_metric_direction_per_seed"]) == 3
     for n in out.unstructured["n_values"]:  # scr_metric is dir1 or dir2, seed by seed, as the direction says
         for seed, d in enumerate(row["scr_metric_direction_per_seed"]):
-            assert row[f"scr_metric_threshold_{n}_per_split"][seed] == row[f"scr_dir{d}_threshold_{n}_per_split"][seed]
+            assert row[f"scr_amazon2007_metric_threshold_{n}_per_split"][seed] == row[f"scr_amazon2007_dir{d}_threshold_{n}_per_split"][seed]
     json.dumps([out.metrics, out.details, out.unstructured])
     # the leaderboard's checks: headline recomputed from the details, every value in its range
     res = SimpleNamespace(eval_result_metrics=out.metrics, eval_result_details=out.details)
@@ -210,15 +215,39 @@ def test_real_lm_smoke(lm, hook, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("saebench_scaffold.evals.base.load_model", lambda *a, **k: lm)  # the session's model
     sae = make_sae(SAEConfig("batchtopk", lm.d_model, 1152, k=16, scaffold_rank=8, hook_name=hook))
     ckpt = sae.save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="scr", limit=64, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="scr", limit=64, data_dir=str(data_dir),
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["scr.column1_pairs=[[books,dvd],[electronics,kitchen]]"]))
     assert rows[0]["status"].startswith("ok"), rows
     res = json.loads((tmp_path / "out" / "hybrid" / "scr.json").read_text())
     m = res["eval_result_metrics"]
-    assert {f"scr_metric_threshold_{n}" for n in (2, 5, 10, 20, 50, 100, 500)} <= set(m["scr_metrics"])
+    assert {f"scr_amazon2007_metric_threshold_{n}" for n in (2, 5, 10, 20, 50, 100, 500)} <= set(m["scr_metrics"])
     assert all(-1000 <= v <= 1000 for v in m["scr_metrics"].values())
     assert m["llm"]["llm_biased_test_accuracy"] > 0.5 and m["sparsity"]["l0"] > 0
     assert [d["n_train_per_quadrant"] + d["n_test_per_quadrant"] for d in res["eval_result_details"]] == [4, 4]
     assert res["provenance"]["datasets"][0]["sha256"] and res["provenance"]["limit"] == 64
-    assert "scr_metric_threshold_20" in rows[0]["metrics"]
+    assert "scr_amazon2007_metric_threshold_20" in rows[0]["metrics"]
+
+
+def test_headline_named_by_its_data_set_and_the_board_read_under_it(tmp_path):
+    """SAEBench's metric names only on SAEBench's sets; the 2007 reviews (and any other file) under
+    their own; the committed board's earlier scr results read under the new names, numbers untouched."""
+    assert metric_prefix({"name": "amazon_domain", "source": "hub:canrager/amazon_reviews_mcauley_1and5"}) == "scr"
+    assert metric_prefix({"name": "bios", "source": "hub:LabHC/bias_in_bios_class_set1"}) == "scr"
+    assert metric_prefix({"name": "amazon_domain", "source": "local:classification/amazon_multidomain_sentiment/reviews.jsonl"}
+                         ) == "scr_amazon2007"
+    assert metric_prefix({"name": "My-Reviews", "source": "file:/data/my.jsonl"}) == "scr_myreviews"
+    board = sorted((Path(__file__).resolve().parents[2] / "leaderboard" / "submissions").glob("*/*/scr.json"))
+    if not board:
+        pytest.skip("no committed board")
+    raw = json.loads(board[0].read_text())
+    assert "scr_metric_threshold_20" in raw["eval_result_metrics"]["scr_metrics"]  # as written
+    res = read_result(board[0])
+    m = res.eval_result_metrics["scr_metrics"]
+    assert "scr_metric_threshold_20" not in m
+    assert m["scr_amazon2007_metric_threshold_20"] == raw["eval_result_metrics"]["scr_metrics"]["scr_metric_threshold_20"]
+    assert m["scr_amazon2007_dir1_threshold_20_std"] == raw["eval_result_metrics"]["scr_metrics"]["scr_dir1_threshold_20_std"]
+    row, raw_row = res.eval_result_details[0], raw["eval_result_details"][0]
+    assert row["scr_amazon2007_metric_threshold_20_per_split"] == raw_row["scr_metric_threshold_20_per_split"]
+    assert row["scr_metric_direction_per_seed"] == raw_row["scr_metric_direction_per_seed"]  # a record, not a metric
+    assert res.eval_result_metrics["llm"] == raw["eval_result_metrics"]["llm"]

@@ -9,7 +9,9 @@ activation collection does) and their mean-pooled form. Compared, step by step:
   - latent effects (`main.get_all_node_effects_for_one_sae`) and the top-N selection;
   - ablated pooled activations (`main.ablated_precomputed_activations`, padding positions included);
   - the ablated accuracies and dir1 / dir2 / scr_metric (`main.perform_feature_ablations`,
-    `main.get_scr_plotting_dict`).
+    `main.get_scr_plotting_dict`);
+  - the average over pairs (`general_utils.average_results_dictionaries`).
+Every step runs on every pair of the data set (6) and two seeds; the SAE kinds take turns.
 Tolerances: probe weights and every accuracy and score must be equal (same float32 operations in
 the same order); effects and ablated activations are computed in float64 here and float32 there,
 so they agree to float32 round-off (rtol 1e-4 / atol 1e-4), and the latents selected are the same.
@@ -23,19 +25,22 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_main = pytest.importorskip("sae_bench.evals.scr_and_tpp.main")
+sb_main = peer_import("sae_bench.evals.scr_and_tpp.main")
 
 from sae_bench.evals.scr_and_tpp import dataset_creation as sb_data  # noqa: E402
 from sae_bench.evals.sparse_probing import probe_training as sb_probe  # noqa: E402
 from sae_bench.sae_bench_utils import activation_collection as sb_acts  # noqa: E402
 from sae_bench.sae_bench_utils import dataset_info as sb_info  # noqa: E402
+from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 
-from probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
+from helpers.probing_fakes import FakeLM, random_sae, write_labeled_data  # noqa: E402
 from saebench_scaffold.activations.cache import get_example_cache  # noqa: E402
 from saebench_scaffold.evals.probes import select_top_n, small_ops  # noqa: E402
+from saebench_scaffold.evals import stats  # noqa: E402
 from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (PROBES, SAEBENCH_SET_NAMES as SB, SCRConfig, ablated_pooled,  # noqa: E402
                                          padding_leak, pair_sets, probe_seed, sample_cells, scr_from_accuracies,
@@ -43,9 +48,12 @@ from saebench_scaffold.evals.probing.scr import (PROBES, SAEBENCH_SET_NAMES as S
                                          train_llm_probes, two_label_examples)
 
 AMAZON = "canrager/amazon_reviews_mcauley_1and5"
-CATEGORY = {"books": "Books", "dvd": "CDs_and_Vinyl"}  # our pair -> SAEBench Amazon categories (any two do)
+# our domains -> SAEBench Amazon categories (any four do)
+CATEGORY = {"books": "Books", "dvd": "CDs_and_Vinyl", "electronics": "Electronics", "kitchen": "Home_and_Kitchen"}
 RATING = {"negative": 1.0, "positive": 5.0}  # SAEBench's column-2 order (1.0, 5.0)
-PAIR, SEED = ("books", "dvd"), 7
+PAIRS = SCRConfig().column1_pairs  # every pair of the data set (6), as the task runs them
+SEEDS = (7, 11)
+CASES = [(pair, seed) for seed in SEEDS for pair in PAIRS]
 N_VALUES = [2, 5, 10, 20]
 CHOSEN = list(sb_info.PAIRED_CLASS_KEYS)  # the three probes SCR uses
 ACCURACY_KEYS = {"column1": "professor / nurse", "column2": "male / female", "biased": "male_professor / female_nurse",
@@ -54,21 +62,28 @@ ACCURACY_KEYS = {"column1": "professor / nurse", "column2": "male / female", "bi
 
 
 @pytest.fixture(scope="module")
-def example_set(tmp_path_factory):
-    """Our sample of the fake Amazon file, its cached token activations, and one (pair, seed)'s sets."""
+def sampled(tmp_path_factory):
+    """Our sample of the fake Amazon file (4 domains × 2 sentiments) and its cached token activations."""
     tmp = tmp_path_factory.mktemp("scr_saebench")
     data = write_labeled_data(tmp / "data", per_class=80)
-    cfg = SCRConfig(train_set_size=48, test_set_size=24, column1_pairs=[PAIR])
+    cfg = SCRConfig(train_set_size=48, test_set_size=24)
     sample = sample_cells(two_label_examples("amazon_domain", "amazon_sentiment", str(data)), cfg)
     cache = get_example_cache(FakeLM(32), "blocks.0.hook_resid_post", "scr_saebench", sample.texts, cfg.context_length,
                               cache_root=tmp / "cache", progress=False)
     acts, mask = (torch.cat(t) for t in zip(*cache.iter_batches()))
-    split = split_cells(sample, SEED)
-    return SimpleNamespace(
-        cfg=cfg, sample=sample, cache=cache, split=split, pooled_llm=cache.mean_pooled().float(),
-        acts_BLD=acts * mask.unsqueeze(-1),  # SAEBench zeroes BOS / padding activations and later skips zeros
-        train=pair_sets(split, PAIR, cfg.column2_values, False, sample.n_train, SEED),
-        test=pair_sets(split, PAIR, cfg.column2_values, True, sample.n_test, SEED))
+    return SimpleNamespace(cfg=cfg, sample=sample, cache=cache, pooled_llm=cache.mean_pooled().float(),
+                           acts_BLD=acts * mask.unsqueeze(-1))  # SAEBench zeroes BOS / padding and later skips zeros
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{a}-{b}-seed{s}" for (a, b), s in CASES])
+def example_set(request, sampled):
+    """One (pair, seed)'s sets: every pair of the data set, two seeds."""
+    pair, seed = request.param
+    split = split_cells(sampled.sample, seed)
+    c = sampled.cfg
+    return SimpleNamespace(**vars(sampled), pair=pair, seed=seed, split=split, kind=KINDS[CASES.index(request.param) % 3],
+                           train=pair_sets(split, pair, c.column2_values, False, sampled.sample.n_train, seed),
+                           test=pair_sets(split, pair, c.column2_values, True, sampled.sample.n_test, seed))
 
 
 def by_saebench_key(tensor: torch.Tensor, sets: dict[str, list[int]]) -> dict[str, torch.Tensor]:
@@ -79,12 +94,12 @@ def by_saebench_key(tensor: torch.Tensor, sets: dict[str, list[int]]) -> dict[st
 def probes(example_set):
     """Our three LLM probes and SAEBench's, each trained by its own code from the same seed."""
     e = example_set
-    ours = train_llm_probes(e.pooled_llm, e.train, e.test, SEED, PAIR, e.cfg)
+    ours = train_llm_probes(e.pooled_llm, e.train, e.test, e.seed, e.pair, e.cfg)
     theirs = {}
     with small_ops():  # the same thread count as ours, so float32 reductions match bit for bit
         for name in PROBES:
             keys = [name, name + "_neg"]
-            torch.manual_seed(probe_seed(SEED, PAIR, name))
+            torch.manual_seed(probe_seed(e.seed, e.pair, name))
             trained, _ = sb_probe.train_probe_on_activations(
                 by_saebench_key(e.pooled_llm, {k: e.train[k] for k in keys}),
                 by_saebench_key(e.pooled_llm, {k: e.test[k] for k in keys}),
@@ -107,23 +122,21 @@ def _frame(quadrants: dict[tuple[str, str], list[int]]) -> pd.DataFrame:
 
 def test_biased_sets_equal_get_spurious_corr_data(example_set):
     e = example_set
-    pair_cells = {(c1, c2): None for c1 in PAIR for c2 in e.cfg.column2_values}
-    for seed in (0, SEED, 123):
-        split = split_cells(e.sample, seed)
-        for test, q in ((False, e.sample.n_train), (True, e.sample.n_test)):
-            df = _frame({cell: split[cell][int(test)] for cell in pair_cells})
-            theirs = sb_data.get_spurious_corr_data(df, tuple(CATEGORY[v] for v in PAIR), tuple(RATING.values()), AMAZON,
-                                                    q, seed)
-            ours = pair_sets(split, PAIR, e.cfg.column2_values, test, q, seed)
-            assert {SB[k]: [str(i) for i in v] for k, v in ours.items()} == theirs, (seed, test)
+    pair_cells = {(c1, c2): None for c1 in e.pair for c2 in e.cfg.column2_values}
+    for test, q in ((False, e.sample.n_train), (True, e.sample.n_test)):
+        df = _frame({cell: e.split[cell][int(test)] for cell in pair_cells})
+        theirs = sb_data.get_spurious_corr_data(df, tuple(CATEGORY[v] for v in e.pair), tuple(RATING.values()), AMAZON,
+                                                q, e.seed)
+        ours = pair_sets(e.split, e.pair, e.cfg.column2_values, test, q, e.seed)
+        assert {SB[k]: [str(i) for i in v] for k, v in ours.items()} == theirs, test
     # the quadrants are read from the front of SAEBench's dataframe; a shorter budget takes a prefix
     a, b, c, d = (list(range(s, s + 9)) for s in (0, 100, 200, 300))
     small = spurious_corr_sets(a, b, c, d, 4, 5)
     assert sorted(small["biased"]) == a[:8] and sorted(small["column2"]) == a[:4] + b[:4]
 
 
-def test_pooled_activations_equal_saebench_mean(example_set):
-    e = example_set
+def test_pooled_activations_equal_saebench_mean(sampled):
+    e = sampled
     theirs = sb_acts.create_meaned_model_activations({"all": e.acts_BLD})["all"]
     assert torch.allclose(theirs, e.pooled_llm, rtol=1e-5, atol=1e-6)
 
@@ -142,6 +155,7 @@ def test_llm_probes_and_clean_accuracies_equal_saebench(example_set, probes):
     assert 0.5 < ours["accuracy"]["biased"] <= 1  # trained probes, not coin flips: the comparison has content
 
 
+KINDS = ("relu", "relu_fires_on_zero", "topk_scaffold")  # one per (pair, seed), each kind on four of them
 SAES = {
     "relu": lambda d: random_sae(d, 64),
     "relu_fires_on_zero": lambda d: _positive_bias(random_sae(d, 64, seed=2)),  # exercises SAEBench's padding edit
@@ -155,10 +169,10 @@ def _positive_bias(sae):
     return sae
 
 
-@pytest.mark.parametrize("kind", list(SAES))
-def test_effects_ablations_and_scores_equal_saebench(example_set, probes, kind):
+def test_effects_ablations_and_scores_equal_saebench(example_set, probes):
     e = example_set
     ours, theirs = probes
+    kind = e.kind
     sae = SAES[kind](32)
     W_dec = features.decoder_matrix(sae, "scr")
     pooled_f = features.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
@@ -185,8 +199,11 @@ def test_effects_ablations_and_scores_equal_saebench(example_set, probes, kind):
                                                 e.cfg.probe_test_batch_size, perform_scr=True)
         their_scores = sb_main.get_scr_plotting_dict(ablated, clean)
     mine = scr_scores(e.pooled_llm, pooled_f, W_dec, e.train, e.test, ours, N_VALUES, e.cfg.probe_test_batch_size, leak)
-    assert mine["metrics"] == pytest.approx(their_scores, abs=1e-9)  # accuracies equal; the scores are their ratios
-    assert any(v != 0 for v in mine["metrics"].values())  # ablation moved the probe: the comparison has content
+    metrics = mine["metrics"]
+    if not any(k.startswith("scr_metric") for k in their_scores):  # a tie: SAEBench leaves scr_metric undefined, we use dir2
+        assert ours["accuracy"]["biased_on_column1"] == ours["accuracy"]["biased_on_column2"] and mine["direction"] == 2
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("scr_metric")}
+    assert metrics == pytest.approx(their_scores, abs=1e-9)  # accuracies equal; the scores are their ratios
     if kind == "relu_fires_on_zero":  # without SAEBench's padding edit the numbers would differ
         idx = e.test["column1"] + e.test["column1_neg"]
         latents = select_top_n(scr_latent_effects(pooled_f[e.train["column2"]], pooled_f[e.train["column2_neg"]],
@@ -214,3 +231,29 @@ def test_scores_and_direction_equal_get_scr_plotting_dict():
             assert not any(k.startswith("scr_metric") for k in theirs) and direction == 2
             mine = {k: v for k, v in mine.items() if not k.startswith("scr_metric")}
         assert mine == pytest.approx(theirs, abs=1e-12)
+
+
+def test_average_over_pairs_equals_average_results_dictionaries(sampled):
+    """The headline: per seed, the mean over every pair of the data set, as SAEBench's
+    `general_utils.average_results_dictionaries` takes it (then mean ± std over the seeds)."""
+    e = sampled
+    sae = SAES["relu"](32)
+    W_dec = features.decoder_matrix(sae, "scr")
+    pooled_f = features.pool_sae_latents(sae, e.cache.iter_batches(32)).latents
+    per_pair: dict[str, dict[str, list[float]]] = {}
+    for seed in SEEDS:
+        split = split_cells(e.sample, seed)
+        for pair in PAIRS:
+            train = pair_sets(split, pair, e.cfg.column2_values, False, e.sample.n_train, seed)
+            test = pair_sets(split, pair, e.cfg.column2_values, True, e.sample.n_test, seed)
+            llm = train_llm_probes(e.pooled_llm, train, test, seed, pair, e.cfg)
+            metrics = scr_scores(e.pooled_llm, pooled_f, W_dec, train, test, llm, N_VALUES)["metrics"]
+            for m, v in metrics.items():
+                per_pair.setdefault(f"amazon_scr_{pair[0]}_{pair[1]}", {}).setdefault(m, []).append(v)
+    ours = stats.average_datasets(per_pair)
+    for i, _ in enumerate(SEEDS):
+        theirs = sb_general.average_results_dictionaries(
+            {f"{name}_results": {m: v[i] for m, v in runs.items()} for name, runs in per_pair.items()}, list(per_pair))
+        assert theirs == pytest.approx({m: v[i] for m, v in ours.items()}, abs=1e-12)
+    # ablation moved the probes, differently per pair: the comparisons (here and per pair above) have content
+    assert len({tuple(v) for v in ours.values()}) > 1 and sum(v != 0 for r in per_pair.values() for v in r["scr_metric_threshold_20"]) > 6

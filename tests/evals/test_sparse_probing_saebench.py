@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from helpers.peers import peer_import
 import torch
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
-sb_probe = pytest.importorskip("sae_bench.evals.sparse_probing.probe_training")
+sb_probe = peer_import("sae_bench.evals.sparse_probing.probe_training")
 
 from saebench_scaffold.evals.probing.data import one_vs_rest, probed_classes, resplit  # noqa: E402
 from saebench_scaffold.evals.probing.sparse_probing import probe_feature_sets  # noqa: E402

@@ -13,7 +13,7 @@ from saebench_scaffold.evals import probes
 from saebench_scaffold.evals.probing import data as pdata
 from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals.base import TaskOutput
-from probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from helpers.probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.probing.tpp import (TPPConfig, TPPTask, ablate_pooled, ablate_tokens, compare_noise, decoder_matrix,
                                          select_top_n, tpp_latent_scores, tpp_resplit)

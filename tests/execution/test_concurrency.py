@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import cache_dir
-from scale_helpers import build_counts, cache_dir_with_shared_model, metrics, start_cli, tiny_checkpoints
+from helpers.scale_helpers import build_counts, cache_dir_with_shared_model, metrics, start_cli, tiny_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data("europarl")]
 
@@ -28,7 +28,7 @@ LIMIT = 40  # core: 40 density / CE tokens; sparse_probing: 40 examples
 def test_processes_started_together(tmp_path, data_dir, n_procs=3):
     ckpts = tiny_checkpoints(tmp_path / "ckpts", 3)
     ref_cache = cache_dir()
-    run_eval(EvalRequest(ckpts, TASKS, limit=LIMIT, data_dir=str(data_dir), output_dir=str(tmp_path / "ref"),
+    run_eval(EvalRequest(checkpoints=ckpts, tasks=TASKS, limit=LIMIT, data_dir=str(data_dir), output_dir=str(tmp_path / "ref"),
                          overrides=OVERRIDES, progress=False))
 
     cache = cache_dir_with_shared_model(tmp_path / "cache")

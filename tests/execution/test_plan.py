@@ -10,14 +10,14 @@ import pytest
 
 from saebench_scaffold.execution import EvalRequest, run_eval
 from saebench_scaffold.settings import UserError
-from scale_helpers import tiny_checkpoints
+from helpers.scale_helpers import tiny_checkpoints
 
 pytestmark = pytest.mark.slow  # core on the embedded Wikipedia sample (the `offline` fixture)
 
 
 def _req(ckpts, tmp_path, **kw):
     kw = {"limit": 40, **kw}
-    return EvalRequest(ckpts, "core", output_dir=str(tmp_path / "out"),
+    return EvalRequest(checkpoints=ckpts, tasks="core", output_dir=str(tmp_path / "out"),
                        overrides=["core.n_ce_tokens=0"], progress=False, **kw)
 
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.peers import peer_import
 from typer.testing import CliRunner
 
 from saebench_scaffold.cli import app
@@ -44,7 +45,7 @@ def _graphing_utils():
             stub.rcParams = {}
             stubs.append(name)
     try:
-        return pytest.importorskip("sae_bench.sae_bench_utils.graphing_utils")
+        return peer_import("sae_bench.sae_bench_utils.graphing_utils")
     finally:  # other code must not see the stand-ins
         for name in stubs:
             del sys.modules[name]
@@ -60,15 +61,25 @@ def test_saebench_readers_read_the_export(board, tmp_path):
     assert n_ckpt == n_board + 4  # the board's checkpoints, plus the 4 baselines again as `rerun`
     files = gu.find_eval_results_files([str(out)])
     expected = {"core": n_ckpt, "sparse_probing": n_ckpt, "tpp": n_ckpt,  # every checkpoint has these three
-                "scr": len(list((board / "submissions").glob("*/*/scr.json"))),
                 "absorption_first_letter": len(list((board / "submissions").glob("*/*/absorption.json")))}
-    assert expected["scr"] >= 4 and expected["absorption_first_letter"] >= 4  # the bundled baselines have both
+    assert expected["absorption_first_letter"] >= 4  # the bundled baselines have it
+    # the board's scr ran on the 2007 reviews, not SAEBench's data: none goes under SAEBench's name, each is listed
+    n_scr = len(list((board / "submissions").glob("*/*/scr.json")))
+    assert n_scr >= 4 and not (out / "scr").exists()
+    assert res.output.count("/scr.json: scr ran on local:classification/amazon_multidomain_sentiment/reviews.jsonl, not "
+                            "SAEBench's Bias in Bios / Amazon 1-vs-5-star sets") == n_scr
     assert len(files) == sum(expected.values())
     for eval_type, count in expected.items():
         of_type = [f for f in files if Path(f).parent.name == eval_type]
         results = gu.get_eval_results(of_type)
         assert len(results) == count  # one entry per checkpoint, none collapsed
         assert all(r["sae_class"] for r in results.values())
+    # SAEBench's plots group by `sae_class`: hybrids (r = 24) and plain SAEs (r = 0) are different classes
+    core_files = [f for f in files if Path(f).parent.name == "core"]
+    classes = {key: r["sae_class"] for key, r in gu.get_eval_results(core_files).items()}
+    assert classes["saebench_scaffold_rerun_batchtopk_r0"] == "batchtopk_r0"
+    assert classes["saebench_scaffold_rerun_batchtopk_r24"] == "batchtopk_r24"
+    assert {"batchtopk_r0", "batchtopk_r24", "matryoshka_batchtopk_r0", "matryoshka_batchtopk_r24"} <= set(classes.values())
     core = gu.get_core_results([f for f in files if Path(f).parent.name == "core"])
     assert len(core) == n_ckpt
     assert all(0 < v["ce_loss_score"] <= 1 and v["l0"] > 0 for v in core.values())
@@ -124,10 +135,10 @@ def test_autointerp_exports_to_saebench_layout(tmp_path):
     rows = [{"latent": 7, "explanation": "the token 'also'", "predictions": [1, 4], "correct_seqs": [1, 4, 9],
              "score": 13 / 14, "n_examples": 14}, {"latent": 40, "explanation": "numbers", "predictions": [],
                                                    "correct_seqs": [2, 3, 5, 6], "score": 10 / 14, "n_examples": 14}]
-    doc.update(eval_type_id="autointerp", eval_config={"n_latents": 2},
+    doc.update(eval_type_id="autointerp", eval_config={"n_latents": 2, "judge_url": "https://judge.example/v1"},
                eval_result_metrics={"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15},
                                     "latents": {"n_scored": 2}},
-               eval_result_details=rows, eval_result_unstructured={"judge": {"kind": "embedded"}})
+               eval_result_details=rows, eval_result_unstructured={"judge": {"kind": "openai_compatible"}})
     (tmp_path / "res" / "my_sae").mkdir(parents=True)
     (tmp_path / "res" / "my_sae" / "autointerp.json").write_text(json.dumps(doc))
     res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out")])
@@ -138,6 +149,38 @@ def test_autointerp_exports_to_saebench_layout(tmp_path):
     assert out["eval_result_metrics"] == {"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15}}
     assert out["eval_result_unstructured"]["40"] == {"latent": 40, "explanation": "numbers", "predictions": [],
                                                      "correct seqs": [2, 3, 5, 6], "score": 10 / 14}
-    assert out["eval_result_unstructured"]["saebench_scaffold_unstructured"] == {"judge": {"kind": "embedded"}}
+    assert out["eval_result_unstructured"]["saebench_scaffold_unstructured"] == {"judge": {"kind": "openai_compatible"}}
+    assert "saebench_scaffold_note" not in out
     (read,) = gu.get_eval_results([str(path)]).values()
     assert read["autointerp_score"] == 23 / 28
+
+    # the embedded judge's score (its own category): left out, and listed, unless asked; then under
+    # SAEBench's name with the note in a top-level field SAEBench's reader passes over
+    doc["eval_config"] = {"n_latents": 2}
+    doc["eval_result_metrics"] = {"autointerp_embedded_judge": doc["eval_result_metrics"]["autointerp"], "latents": {"n_scored": 2}}
+    (tmp_path / "res" / "my_sae" / "autointerp.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out2")])
+    assert res.exit_code == 2 and "judged by the embedded model, a pipeline check (--include-embedded-judge" in res.output
+    assert not (tmp_path / "out2").exists()
+    res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out3"), "--include-embedded-judge"])
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "out3" / "autointerp").glob("*_eval_results.json")
+    out = json.loads(path.read_text())
+    assert out["saebench_scaffold_note"].startswith("judged by the embedded SmolLM2-135M-Instruct") and list(out)[0] == "saebench_scaffold_note"
+    assert out["eval_result_metrics"] == {"autointerp": {"autointerp_score": 23 / 28, "autointerp_std_dev": 0.15}}
+    (read,) = gu.get_eval_results([str(path)]).values()
+    assert read["autointerp_score"] == 23 / 28
+
+
+def test_smoke_runs_are_not_exported_under_saebench_names(tmp_path):
+    """An absorption result whose 20-letter gate --limit lowered is no SAEBench figure: left out, listed."""
+    source = BOARD / "submissions" / "bundled_baselines" / "batchtopk_r24" / "absorption.json"
+    if not source.exists():
+        pytest.skip("no bundled leaderboard submissions")
+    doc = json.loads(source.read_text())
+    doc["eval_result_unstructured"]["smoke_run"] = "--limit smoke run: gate lowered to 7 letters"
+    (tmp_path / "res" / "my_sae").mkdir(parents=True)
+    (tmp_path / "res" / "my_sae" / "absorption.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "res"), str(tmp_path / "out")])
+    assert res.exit_code == 2 and "absorption.json: a --limit smoke run (--limit smoke run: gate lowered to 7 letters)" in res.output
+    assert not (tmp_path / "out").exists()

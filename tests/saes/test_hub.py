@@ -76,6 +76,34 @@ def test_sae_lens_release_loads_from_the_hub_cache(hub_cache):
         torch.testing.assert_close(c.sae(x), ref.decode(ref.encode(x)), atol=1e-5, rtol=1e-5)
 
 
+def test_sae_lens_release_with_a_scaling_factor_records_the_fold(hub_cache):
+    """A release whose SAEs SAELens's directory gives a norm_scaling_factor: from_pretrained folds it,
+    we score SAELens's folded SAE and record the factor; a layer-norm SAE runs its normalisation."""
+    import sae_lens as sl
+
+    release, sae_id, repo = "gpt2-small-mlp-tm", "blocks.0.hook_mlp_out", "tommmcgrath/gpt2-small-mlp-out-saes"
+    folder = snapshot_dir(hub_cache, repo) / "sae_group_gpt2_blocks.0.hook_mlp_out_24576:v1"
+    cfg = sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations="expected_average_only_in")
+    cfg.metadata.hook_name = sae_id
+    ref = sl.StandardSAE(cfg)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    ref.save_model(folder)
+    c = load_checkpoint(f"sae_lens:{release}/{sae_id}")
+    factor = c.sae.cfg.extra["folded"]["scaling_factor"]
+    assert factor == pytest.approx(1.049317316132615) and "pretrained directory" in c.sae.cfg.extra["folded"]["scaling_factor_source"]
+    ref.fold_activation_norm_scaling_factor(factor)
+    x = torch.randn(9, D_IN)
+    with torch.no_grad():
+        torch.testing.assert_close(c.sae(x), ref.decode(ref.encode(x)), atol=1e-5, rtol=1e-5)
+    cfg.normalize_activations = "layer_norm"
+    ref = sl.StandardSAE(cfg)
+    ref.save_model(folder)
+    layer_norm = load_checkpoint(f"sae_lens:{release}/{sae_id}").sae.cfg
+    assert layer_norm.normalize_activations == "layer_norm" and "folded" not in layer_norm.extra
+
+
 def test_sae_lens_not_cached_offline_is_one_clear_line(hub_cache):
     # The canonical Gemma Scope name: SAE_ID itself contains '/'; the registry resolves it, the hub cannot.
     release, sae_id = "gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"
@@ -140,7 +168,7 @@ def test_eval_records_release_and_id(hub_cache, offline, lm, tmp_path):
 
     hook = "blocks.14.hook_resid_post"
     _saelens_sae(snapshot_dir(hub_cache, RELEASE_REPO) / SAE_ID, hook=hook, d_in=lm.d_model)
-    rows = run_eval(EvalRequest([f"sae_lens:{RELEASE}/{SAE_ID}"], "core", limit=256,
+    rows = run_eval(EvalRequest(checkpoints=[f"sae_lens:{RELEASE}/{SAE_ID}"], tasks="core", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok")
     result = json.loads(Path(rows[0]["file"]).read_text())

@@ -21,7 +21,10 @@ def _randomize(module: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("arch,kw", [("standard", {}), ("topk", {"k": 5}), ("jumprelu", {}),
                                      ("batchtopk", {"k": 5, "scaffold_rank": 3}),
-                                     ("matryoshka_batchtopk", {"k": 5, "scaffold_rank": 2})])
+                                     ("matryoshka_batchtopk", {"k": 5, "scaffold_rank": 2}),
+                                     ("gated", {}), ("abstopk", {"k": 5}), ("matching_pursuit", {}),
+                                     ("topk", {"k": 5, "normalize_activations": "layer_norm"}),
+                                     ("gated", {"normalize_activations": "constant_norm_rescale"})])
 def test_own_format_round_trip(tmp_path, arch, kw):
     sae = make_sae(SAEConfig(arch, D_IN, D_SAE, hook_name="blocks.3.hook_resid_post", **kw))
     _randomize(sae)
@@ -32,6 +35,7 @@ def test_own_format_round_trip(tmp_path, arch, kw):
     torch.testing.assert_close(back(x), sae(x))
     torch.testing.assert_close(back.scaffold(x), sae.scaffold(x))
     assert back.scaffold_rank == kw.get("scaffold_rank", 0)
+    assert back.cfg.normalize_activations == kw.get("normalize_activations", "none")
 
 
 def _saelens_models():
@@ -120,6 +124,64 @@ def test_dictionary_learning_standard_layout(tmp_path):
     f = torch.relu((x - state["bias"]) @ state["encoder.weight"].T + state["encoder.bias"])
     with torch.no_grad():
         torch.testing.assert_close(ours(x), f @ state["decoder.weight"].T + state["bias"])
+
+
+def _write_dl_state(folder, dict_class, state):
+    folder.mkdir(parents=True)
+    torch.save(state, folder / "ae.pt")
+    cfg = {"trainer": {"dict_class": dict_class, "activation_dim": D_IN, "dict_size": D_SAE, "layer": 9,
+                       "lm_name": "smollm2-135m"}}
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _gated_state(seed=2):
+    """dictionary_learning `GatedAutoEncoder.state_dict()` layout: encoder / decoder are bias-free
+    nn.Linear layers (weights [out, in]), plus decoder_bias, r_mag, gate_bias and mag_bias."""
+    g = torch.Generator().manual_seed(seed)
+    return {"decoder_bias": torch.randn(D_IN, generator=g), "encoder.weight": torch.randn(D_SAE, D_IN, generator=g) * 0.5,
+            "r_mag": torch.randn(D_SAE, generator=g) * 0.3, "gate_bias": torch.randn(D_SAE, generator=g) * 0.5,
+            "mag_bias": torch.randn(D_SAE, generator=g) * 0.5, "decoder.weight": torch.randn(D_IN, D_SAE, generator=g)}
+
+
+def test_dictionary_learning_gated_autoencoder(tmp_path):
+    state = _gated_state()
+    _write_dl_state(tmp_path / "dl", "GatedAutoEncoder", state)
+    ours = load_sae(tmp_path / "dl")
+    assert ours.cfg.architecture == "gated" and ours.cfg.hook_name == "blocks.9.hook_resid_post"
+    x = torch.randn(32, D_IN) * 2
+    # GatedAutoEncoder.encode / decode (dictionary_learning/dictionary.py):
+    #   x_enc = encoder(x − decoder_bias);  f_gate = [x_enc + gate_bias > 0]
+    #   f_mag = relu(exp(r_mag) · x_enc + mag_bias);  f = f_gate · f_mag;  x̂ = decoder(f) + decoder_bias
+    x_enc = (x - state["decoder_bias"]) @ state["encoder.weight"].T
+    f = (x_enc + state["gate_bias"] > 0).float() * torch.relu(state["r_mag"].exp() * x_enc + state["mag_bias"])
+    with torch.no_grad():
+        assert torch.equal(ours.encode(x) != 0, f != 0) and (f != 0).any() and (f == 0).any()
+        torch.testing.assert_close(ours.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x), f @ state["decoder.weight"].T + state["decoder_bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_dictionary_learning_autoencoder_new(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    state = {"encoder.weight": torch.randn(D_SAE, D_IN, generator=g) * 0.5, "encoder.bias": torch.randn(D_SAE, generator=g) * 0.5,
+             "decoder.weight": torch.randn(D_IN, D_SAE, generator=g), "decoder.bias": torch.randn(D_IN, generator=g) * 3}
+    _write_dl_state(tmp_path / "dl", "AutoEncoderNew", state)
+    ours = load_sae(tmp_path / "dl")
+    assert ours.cfg.architecture == "standard" and not ours.cfg.apply_b_dec_to_input
+    x = torch.randn(32, D_IN) * 2
+    # AutoEncoderNew (the April-update SAE): f = relu(encoder(x)) — x is not centred — and x̂ = decoder(f),
+    # the decoder's own bias being the output bias.
+    f = torch.relu(x @ state["encoder.weight"].T + state["encoder.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x), f @ state["decoder.weight"].T + state["decoder.bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_dictionary_learning_gated_without_gate_weights(tmp_path):
+    state = _gated_state()
+    del state["gate_bias"], state["mag_bias"]
+    _write_dl_state(tmp_path / "dl", "GatedAutoEncoder", state)
+    with pytest.raises(UserError, match=r"ae\.pt: dictionary_learning GatedAutoEncoder state dict has no gate_bias, mag_bias$"):
+        load_sae(tmp_path / "dl")
 
 
 # ---- bad input ----------------------------------------------------------------------------------

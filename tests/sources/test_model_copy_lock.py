@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from scale_helpers import REPO, cli_env
+from helpers.scale_helpers import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import json
 
 import pytest
 import torch
-from family_models import D_MODEL, FAMILIES, N_LAYERS, TOKENIZER, tiny_model
-from family_models import random_tokens as _tokens
+from helpers.family_models import D_MODEL, FAMILIES, N_LAYERS, TOKENIZER, tiny_model
+from helpers.family_models import random_tokens as _tokens
 
 from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.core.task import CoreTask

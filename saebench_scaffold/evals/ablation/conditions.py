@@ -117,7 +117,7 @@ def remove_latents(sae, latents: torch.Tensor | list[int], chunk_tokens: int = 4
         out = torch.empty_like(flat)
         for s in range(0, flat.shape[0], chunk_tokens):
             xb = flat[s:s + chunk_tokens].to(sae.W_enc.dtype)
-            f = sae.encode(xb)[:, idx.to(xb.device)]
+            f = sae.encode(xb)[:, idx.to(xb.device)] * sae.output_scale(xb)  # raw units under a per-token norm
             out[s:s + chunk_tokens] = (xb - f @ W).to(x.dtype)
         return out.reshape(shape)
 
@@ -205,7 +205,8 @@ def variance_matched_count(sae, order: torch.Tensor, x: torch.Tensor, target: fl
     variance of x (bisection; assumes monotonicity). Returns N, the achieved fraction and whether
     the target was reachable at all (if not, N = max_n)."""
     max_n = order.numel() if max_n is None else min(max_n, order.numel())
-    f = sae.encode(x.to(sae.W_enc.dtype))
+    xs = x.to(sae.W_enc.dtype)
+    f = sae.encode(xs) * sae.output_scale(xs)  # raw units under a per-token normalisation
     order = order[:max_n].to(f.device)
     fo = f[:, order]
     Wo = sae.W_dec.detach()[order]

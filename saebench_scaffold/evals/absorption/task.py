@@ -36,6 +36,9 @@ much of the residual's projection the scaffold carries (0 for an ordinary SAE).
 Beyond SAEBench: a letter without train or test words, or whose probe finds none of its test words,
 is skipped and recorded (SAEBench fails or drops it silently); one letter left gives std devs of 0
 (SAEBench fails); the probes are seeded (`random_seed`, which SAEBench records but never applies).
+Under `--limit` (`smoke_run`), a word budget too small for SAEBench's 20-letter gate lowers the gate to
+the letters it reaches, and the result says so in `eval_result_unstructured.smoke_run`: a smoke run,
+refused by `leaderboard submit`. Without `--limit` the gate is SAEBench's.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ TOP_PROJECTION_LATENTS = 10  # FeatureAbsorptionCalculator.topk_feats
 FIRING_EPS = 1e-8
 K_SPARSE_LR, K_SPARSE_L2 = 0.01, 1e-6
 MIN_WORDS = 100  # smallest word budget (--limit included): each split needs 10 in-context examples
+SMOKE_RUN_KEY = "smoke_run"  # in eval_result_unstructured: why this result is a smoke run (`leaderboard submit` refuses it)
 
 CAVEAT = ("SAEBench designs this eval for SAEs with at least 16k latents on LLMs of at least 1B parameters (its "
           "README: smaller LLMs spell too poorly, narrower SAEs have little room to absorb). This result is for a "
@@ -105,6 +109,9 @@ class AbsorptionConfig(TaskConfig):
     min_GT_probe_f1: float = Field(0.6, ge=0, lt=1, description="letters whose ground-truth probe F1 is at most this "
                                    "are left out")
     min_feats_for_eval: int = Field(20, ge=1, le=26, description="fewer letters with a good probe: no result")
+    smoke_run: bool = Field(False, description="set by --limit: when the small word budget leaves fewer than "
+                            "min_feats_for_eval letters with a good probe, the gate is lowered to the letters it "
+                            "reaches and the result is marked a smoke run (refused by `leaderboard submit`)")
 
     @field_validator("prompt_template")
     @classmethod
@@ -283,7 +290,8 @@ class AbsorptionTask(Task):
 
     def apply_limit(self, cfg: AbsorptionConfig, limit: int) -> AbsorptionConfig:
         budget = max(MIN_WORDS, limit)
-        return cfg.model_copy(update={"max_words": budget if cfg.max_words is None else min(cfg.max_words, budget)})
+        return cfg.model_copy(update={"max_words": budget if cfg.max_words is None else min(cfg.max_words, budget),
+                                      "smoke_run": True})
 
     def run(self, ctx: EvalContext, sae, cfg: AbsorptionConfig) -> TaskOutput:
         need = max(cfg.max_k_value, TOP_PROJECTION_LATENTS)
@@ -293,7 +301,12 @@ class AbsorptionTask(Task):
         t0 = time.perf_counter()
         data = letter_data(ctx, cfg)
         n_good = sum(st["probe_f1"] > cfg.min_GT_probe_f1 for st in data.probes.stats.values())
-        if n_good < cfg.min_feats_for_eval:
+        smoke = None
+        if n_good < cfg.min_feats_for_eval and cfg.smoke_run and n_good:
+            smoke = (f"--limit smoke run: SAEBench's gate (min_feats_for_eval={cfg.min_feats_for_eval} letters with a "
+                     f"ground-truth probe F1 > {cfg.min_GT_probe_f1}) was lowered to the {n_good} letters "
+                     f"max_words={cfg.max_words} reaches; not a result to compare or submit")
+        elif n_good < cfg.min_feats_for_eval:
             raise UserError(f"absorption: only {n_good} letters have a ground-truth probe with F1 > "
                             f"{cfg.min_GT_probe_f1} on {ctx.hook} ({cfg.min_feats_for_eval} needed, SAEBench's "
                             f"min_feats_for_eval); the model spells too poorly here or max_words={cfg.max_words} is too small")
@@ -303,6 +316,7 @@ class AbsorptionTask(Task):
         if not rows:
             raise UserError("absorption: no letter with a good ground-truth probe has probe-positive test words")
         unstructured = {
+            **({SMOKE_RUN_KEY: smoke} if smoke else {}),
             "caveat": CAVEAT.format(d_sae=sae.d_sae, model=getattr(ctx.model, "name", "this model")),
             "token_position": {"prompt_token_pos": data.token_position, "derived_from_tokenizer": data.position_derived,
                                "n_words_not_at_position": len(data.off_position),

@@ -24,11 +24,13 @@ def check_autointerp(res) -> list[tuple[str, str]]:
             compare(problems, f"eval_result_details[{i}].score", row.get("score"), (n - wrong) / n,
                      f"eval_result_details[{i}].predictions and .correct_seqs")
     scores = [row.get("score") for row in rows]
-    headline = res.eval_result_metrics.get("autointerp", {})
+    metrics = res.eval_result_metrics
+    category = "autointerp" if "autointerp" in metrics else "autointerp_embedded_judge"  # the judge decides the name
+    headline = metrics.get(category, {})
     if all(number(v) for v in scores):
-        compare(problems, "autointerp.autointerp_score", headline.get("autointerp_score"), statistics.mean(scores),
+        compare(problems, f"{category}.autointerp_score", headline.get("autointerp_score"), statistics.mean(scores),
                  "the per-latent scores")
-        compare(problems, "autointerp.autointerp_std_dev", headline.get("autointerp_std_dev"),
+        compare(problems, f"{category}.autointerp_std_dev", headline.get("autointerp_std_dev"),
                  statistics.stdev(scores) if len(scores) > 1 else 0.0, "the per-latent scores")
     compare(problems, "latents.n_scored", res.eval_result_metrics.get("latents", {}).get("n_scored"), len(rows),
              "the number of per-latent rows")

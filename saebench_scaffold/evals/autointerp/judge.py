@@ -1,15 +1,19 @@
 """The judges `autointerp` asks: the embedded instruct model in process (the default: offline, no key)
-or any OpenAI-compatible chat-completions endpoint (`judge_url`), over the standard library's urllib.
+or any OpenAI-compatible chat-completions endpoint (`judge_url`, else $OPENAI_BASE_URL), through the
+`openai` client as SAEBench does.
 
 A judge answers `complete(messages, max_tokens, form, n_examples)` with the reply's text. Failures:
   - `JudgeError`: this one request failed (no answer within the timeout, a reply that is not JSON or
-    has no message, a refusal field, a content filter, a server error after retries). The latent is
-    skipped and the reason recorded; `transport` says whether the judge failed rather than answered.
-  - `UserError`: the judge cannot be used at all (nothing listening, DNS failure, credentials or
-    endpoint refused): the task stops with one line and writes no result.
-The API key is read from the environment variable `judge_api_key_env` names, at each request, sent
-as `Authorization: Bearer …` and kept nowhere else: not in the config, the result or a message (a
-server echoing it back has it replaced by ***).
+    has no message, a refusal field, a content filter, a server error or dropped connection after
+    the client's retries). The latent is skipped and the reason recorded; `transport` says whether
+    the judge failed rather than answered.
+  - `UserError`: the judge cannot be used at all (nothing listening, a redirect, credentials or
+    endpoint refused, a key that would go over plain http to another host): the task stops with
+    one line and writes no result.
+The API key comes from the environment variable `judge_api_key_env` names, else $OPENAI_API_KEY; it is
+sent as `Authorization: Bearer …` to the configured host only (never over plain http except to
+localhost, never on a redirect) and kept nowhere else: not in the config, the result or a message;
+every reply and error text has it replaced by *** before anyone stores or prints it.
 
 The embedded judge (SmolLM2-135M-Instruct, greedy decoding) gets two helps a 135M model needs to
 answer in SAEBench's format at all: its explanation starts with "This neuron activates on" (the
@@ -20,14 +24,11 @@ detection answer is constrained to that format (example numbers 1..n separated b
 
 from __future__ import annotations
 
-import http.client
+import ipaddress
 import json
 import os
 import socket
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import torch
 
@@ -35,7 +36,6 @@ from ...settings import UserError
 
 EXPLANATION_START = "This neuron activates on"
 KEY_LIKE = ("key", "token", "secret", "password", "sig", "auth")
-DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
 class JudgeError(Exception):
@@ -62,26 +62,59 @@ def check_judge_url(url: str) -> str:
 
 # ---- any OpenAI-compatible endpoint --------------------------------------------------------------
 
+OPENAI_KEY_ENV, OPENAI_URL_ENV = "OPENAI_API_KEY", "OPENAI_BASE_URL"  # the openai client's own conventions
+
+
+def is_local_host(host: str) -> bool:
+    """localhost or a loopback address: the only hosts a key may travel to over plain http."""
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def judge_key(api_key_env: str) -> tuple[str | None, str]:
+    """(the environment variable the key came from, the key): `api_key_env`, else $OPENAI_API_KEY."""
+    for name in dict.fromkeys((api_key_env, OPENAI_KEY_ENV)):
+        if os.environ.get(name):
+            return name, os.environ[name]
+    return None, ""
+
+
 class HttpJudge:
+    """An OpenAI-compatible endpoint through the `openai` client (SAEBench's): its retries (408, 409,
+    429, 5xx, timeouts, dropped connections; `retries` further tries), timeout and request format.
+    Two things it does not do by default and we need: it never follows a redirect (a 3xx is one error
+    line: httpx would carry the key to a redirect on the same host, and the URL to use is the final
+    one), and a key goes over plain http only to localhost."""
+
     kind = "openai_compatible"
 
     def __init__(self, url: str, model: str, api_key_env: str, timeout_s: float, retries: int, concurrency: int):
-        self.url, self.model, self.api_key_env = url, model, api_key_env
-        self.timeout_s, self.retries, self.concurrency = timeout_s, retries, concurrency
+        import openai
+
+        self.url, self.model, self.timeout_s, self.concurrency = url, model, timeout_s, concurrency
+        self.key_env, self._key = judge_key(api_key_env)
         base = url.rstrip("/")
-        self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.base = base[:-len("/chat/completions")] if base.endswith("/chat/completions") else base
+        self.endpoint = self.base + "/chat/completions"
+        parts = urllib.parse.urlsplit(self.endpoint)
+        if self._key and parts.scheme == "http" and not is_local_host(parts.hostname or ""):
+            raise UserError(f"autointerp: will not send the API key in ${self.key_env} over plain http to "
+                            f"{parts.hostname}; use an https judge_url (or no key for a keyless local server)")
+        self.client = openai.OpenAI(base_url=self.base, api_key=self._key or "unused", timeout=timeout_s,
+                                    max_retries=retries, http_client=openai.DefaultHttpxClient(follow_redirects=False))
+        self.no_key = {} if self._key else {"extra_headers": {"Authorization": openai.Omit()}}
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "url": self.url, "endpoint": self.endpoint, "model": self.model,
-                "api_key_env": self.api_key_env, "api_key_sent": bool(self._key()),
-                "decoding": "the endpoint's defaults (SAEBench sets none)"}
-
-    def _key(self) -> str:
-        return os.environ.get(self.api_key_env, "")
+        return {"kind": self.kind, "url": self.url, "endpoint": self.endpoint, "host": judge_host(self.url),
+                "model": self.model, "api_key_env": self.key_env, "api_key_sent": bool(self._key),
+                "client": "openai", "decoding": "the endpoint's defaults (SAEBench sets none)"}
 
     def _scrub(self, text: str) -> str:
-        key = self._key()
-        return text.replace(key, "***") if key else text
+        return text.replace(self._key, "***") if self._key else text
 
     def check_reachable(self) -> None:
         """Something listens at the endpoint's host and port (no request is sent): a wrong URL fails
@@ -95,64 +128,58 @@ class HttpJudge:
                             "check autointerp.judge_url") from err
 
     def complete(self, messages: list[dict], max_tokens: int, form: str = "", n_examples: int = 0) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "n": 1, "max_tokens": max_tokens,
-                           "stream": False}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self._key():
-            headers["Authorization"] = f"Bearer {self._key()}"
-        raw = self._post(urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST"))
+        """The reply's text, the key replaced by *** wherever the endpoint echoed it."""
+        raw = self._post(messages, max_tokens)
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise JudgeError(f"malformed JSON in the judge's reply: {self._scrub(raw[:120].decode('utf-8', 'replace'))!r}")
+            raise JudgeError(f"malformed JSON in the judge's reply: {self._scrub(raw)[:120]!r}")
         try:
             choice = doc["choices"][0]
             message = choice["message"]
         except (KeyError, IndexError, TypeError):
-            raise JudgeError(f"the judge's reply has no choices[0].message: {self._scrub(json.dumps(doc)[:120])}")
+            raise JudgeError(f"the judge's reply has no choices[0].message: {self._scrub(json.dumps(doc))[:120]}")
         if isinstance(message, dict) and message.get("refusal"):
             raise JudgeError(f"the judge refused: {self._scrub(str(message['refusal']))[:120]!r}", transport=False)
-        if choice.get("finish_reason") == "content_filter":
+        if isinstance(choice, dict) and choice.get("finish_reason") == "content_filter":
             raise JudgeError("the endpoint's content filter withheld the answer", transport=False)
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise JudgeError("the judge's reply has no message content")
-        return content.strip()
+        return self._scrub(content).strip()
 
-    def _post(self, request: urllib.request.Request) -> bytes:
-        for attempt in range(self.retries + 1):
-            retry = attempt < self.retries
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                    return resp.read()
-            except urllib.error.HTTPError as err:
-                detail = self._scrub(err.read()[:160].decode("utf-8", "replace")).strip()
-                if err.code in (401, 403):
-                    raise UserError(f"autointerp: the judge at {self.url} refused the request (HTTP {err.code}); "
-                                    f"set the API key in ${self.api_key_env}") from None
-                if err.code == 404:
-                    raise UserError(f"autointerp: HTTP 404 from {self.endpoint}: no chat-completions endpoint there, "
-                                    f"or no model {self.model!r} ({detail[:80]})") from None
-                if (err.code == 429 or err.code >= 500) and retry:
-                    time.sleep(2 ** attempt)
-                    continue
-                raise JudgeError(f"HTTP {err.code} from the judge: {detail[:120]}") from None
-            except (TimeoutError, socket.timeout):
-                raise JudgeError(f"no answer within {self.timeout_s:g} s (judge_timeout_s)") from None
-            except urllib.error.URLError as err:
-                if isinstance(err.reason, (TimeoutError, socket.timeout)):
-                    raise JudgeError(f"no answer within {self.timeout_s:g} s (judge_timeout_s)") from None
-                if not isinstance(err.reason, DROPPED):  # refused, no such host, TLS failure: not this request's fault
-                    raise UserError(f"autointerp: the judge at {self.url} is unreachable ({err.reason}); "
-                                    "check autointerp.judge_url") from None
-                broken = err.reason
-            except (*DROPPED, http.client.HTTPException) as err:
-                broken = err
-            if retry:  # the connection dropped mid-request or mid-reply: worth another try
-                time.sleep(2 ** attempt)
-                continue
-            raise JudgeError(f"the connection to the judge broke ({type(broken).__name__})")
-        raise AssertionError("unreachable")
+    def _post(self, messages: list[dict], max_tokens: int) -> str:
+        """The raw reply body (parsed here, so a malformed reply is a recorded skip, not a crash)."""
+        import openai
+
+        try:
+            reply = self.client.chat.completions.with_raw_response.create(
+                model=self.model, messages=messages, n=1, max_tokens=max_tokens, **self.no_key)
+            return reply.http_response.text
+        except openai.APITimeoutError:
+            raise JudgeError(f"no answer within {self.timeout_s:g} s (judge_timeout_s)") from None
+        except openai.APIConnectionError as err:
+            raise JudgeError(f"the connection to the judge broke ({type(err.__cause__ or err).__name__})") from None
+        except openai.APIStatusError as err:
+            code, detail = err.status_code, self._scrub(err.response.text)[:160].strip()
+            location = self._scrub(err.response.headers.get("location", ""))
+        if 300 <= code < 400:
+            target = urllib.parse.urlsplit(urllib.parse.urljoin(self.endpoint, location))
+            raise UserError(f"autointerp: the judge at {self.url} redirects (HTTP {code}) to {target.scheme}://"
+                            f"{target.netloc}{target.path}; redirects are not followed (the key stays here): "
+                            "set autointerp.judge_url to the final address")
+        if code in (401, 403):
+            raise UserError(f"autointerp: the judge at {self.url} refused the request (HTTP {code}); "
+                            f"set the API key in ${self.key_env or OPENAI_KEY_ENV}")
+        if code == 404:
+            raise UserError(f"autointerp: HTTP 404 from {self.endpoint}: no chat-completions endpoint there, "
+                            f"or no model {self.model!r} ({detail[:80]})")
+        raise JudgeError(f"HTTP {code} from the judge: {detail[:120]}")
+
+
+def judge_host(url: str | None) -> str:
+    """What a result names its judge's endpoint by: host[:port] (no path, no query)."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] if url else ""
 
 
 # ---- the embedded instruct model ------------------------------------------------------------------

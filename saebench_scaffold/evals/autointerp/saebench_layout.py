@@ -11,6 +11,21 @@ def saebench_autointerp_latents(rows: list[dict]) -> dict[str, dict]:
                                "correct seqs": r["correct_seqs"], "score": r["score"]} for r in rows}
 
 
+def judged_by_embedded_model(res) -> str | None:
+    """The note an embedded-judge result carries into SAEBench's layout (None for an endpoint judge)."""
+    from .task import EMBEDDED_CATEGORY, EMBEDDED_WARNING
+
+    return EMBEDDED_WARNING if EMBEDDED_CATEGORY in res.eval_result_metrics else None
+
+
+def saebench_autointerp_metrics(res) -> dict:
+    """SAEBench's `autointerp` category: the endpoint judge's, or (exported only when asked) the embedded one's."""
+    from .task import EMBEDDED_CATEGORY
+
+    metrics = res.eval_result_metrics
+    return {"autointerp": metrics.get("autointerp", metrics.get(EMBEDDED_CATEGORY))}
+
+
 def no_details(rows: list[dict]) -> list[dict]:
     """SAEBench's autointerp keeps no `eval_result_details`."""
     return []

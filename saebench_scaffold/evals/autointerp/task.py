@@ -7,9 +7,11 @@ Checkpoint-independent, once per eval call: the token set's LM activations (the 
 activation cache: the same held-out contexts `core` reads, 128 tokens each with BOS) and tokens, and
 the judge (the embedded model is loaded once; an endpoint is checked once). Per checkpoint, SAEBench
 0.6.0's `evals/autointerp/main.py`:
-  1. latents: those whose firing rate over the non-special tokens × `total_tokens` exceeds
-     `dead_latent_threshold` (SAEBench's sparsity × total_tokens), `n_latents` of them drawn with
-     `random.Random(random_seed).sample` (all when fewer are alive), or `override_latents`;
+  1. latents: those whose firing rate over the non-special tokens exceeds `min_firing_rate`
+     (SAEBench's rule, sparsity × total_tokens > dead_latent_threshold = 15, at its 2M tokens: the same
+     frequency at every budget, where 15 fires in our 131k tokens would keep only latents 15× denser),
+     `n_latents` of them drawn with `random.Random(random_seed).sample` (all when fewer are alive), or
+     `override_latents`;
   2. their activations over the token set, zero at BOS and special tokens (SAEBench masks BOS, pad
      and EOS), kept in bfloat16 as SAEBench collects them;
   3. per latent, generation and scoring examples (`examples.py`; torch draws from a
@@ -22,16 +24,25 @@ The scaffold is not a latent: only sparse latents are judged.
 
 Beyond SAEBench: a judge call that times out, returns malformed JSON, refuses, or answers in no
 readable form skips its latent with the reason recorded (SAEBench crashes or drops it silently); a
-judge that cannot be reached stops the task in one line (no result); `n_random_active` counts random
-contexts SAEBench calls inactive although the latent fires in them; the judge that scored is recorded.
+judge that cannot be reached stops the task in one line (no result); when more than
+`max_skipped_fraction` of the drawn latents go unscored (judge skips and latents without examples)
+there is no score either, since the mean of the rest is not the sample's; `n_random_active` counts
+random contexts SAEBench calls inactive although the latent fires in them.
+
+The judge is part of the result's identity: `judge_url` and `judge_model` are in the config (and so
+the config hash), `unstructured.judge.label` names it (`AutointerpConfig.judge`), and the board and
+`export-saebench` keep embedded-judge scores apart from endpoint-judge ones. An embedded-judge run
+says on the console, once per eval call, that its score is a pipeline check only.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +55,7 @@ from ...settings import UserError
 from ...sources import data
 from ...sources.model import ModelSpec, load_model
 from .examples import LatentExamples, latent_examples
-from .judge import EmbeddedJudge, HttpJudge, JudgeError, check_judge_url
+from .judge import OPENAI_URL_ENV, EmbeddedJudge, HttpJudge, JudgeError, check_judge_url, judge_host
 from .prompts import (
     example_answer,
     generation_messages,
@@ -57,12 +68,16 @@ from .prompts import (
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
 from ..declarations import SAEBenchExport, table_column
 from .checks import check_autointerp
-from .saebench_layout import no_details, saebench_autointerp_latents
+from .saebench_layout import judged_by_embedded_model, no_details, saebench_autointerp_latents, saebench_autointerp_metrics
 
 CTX = data.DEFAULT_CONTEXT
 MIN_LIMIT_TOKENS = 8_192  # --limit floor: 64 contexts hold the 12 separate top windows of a typical latent
 LATENTS_PER_LIMIT = 100  # --limit N judges N // 100 latents (at least 2)
 ENCODE_CONTEXTS = 16
+SAEBENCH_DEAD_THRESHOLD, SAEBENCH_TOTAL_TOKENS = 15, 2_000_000  # eval_config.py: alive = fires > 15 times in 2M tokens
+DEFAULT_JUDGE_MODEL = "gpt-4o-mini"  # SAEBench's
+EMBEDDED_JUDGE = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_CATEGORY = "autointerp_embedded_judge"  # the embedded judge's headline: never under SAEBench's `autointerp`
 EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
                     "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
                     "comparable with those, only with other checkpoints judged by the same judge on the same settings. "
@@ -71,10 +86,29 @@ EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parame
                     "score checkpoints with an endpoint judge (autointerp.judge_url)")
 
 
+EMBEDDED_CONSOLE_WARNING = ("autointerp is judged by the embedded SmolLM2-135M-Instruct: a pipeline check only, "
+                            "not comparable with SAEBench's gpt-4o-mini scores (kept apart on the board and in "
+                            "export-saebench); set autointerp.judge_url (or $OPENAI_BASE_URL) for a real judge")
+
+
+def judge_label(judge_url: str | None, judge_model: str | None) -> str:
+    if judge_url is None:
+        return EMBEDDED_JUDGE
+    return f"{judge_model or DEFAULT_JUDGE_MODEL}@{judge_host(judge_url)}"
+
+
 class AutointerpConfig(TaskConfig):
     n_latents: int = Field(100, ge=1, description="latents judged, two judge calls each (SAEBench: 1000)")
     override_latents: list[int] | None = Field(None, description="judge these latents instead of a random sample")
-    dead_latent_threshold: float = Field(15, ge=0, description="a latent must fire more often than this in total_tokens")
+    min_firing_rate: float = Field(SAEBENCH_DEAD_THRESHOLD / SAEBENCH_TOTAL_TOKENS, ge=0, lt=1, description=
+                                   "a latent is alive when it fires on more than this share of non-special tokens: "
+                                   "SAEBench's dead_latent_threshold (15 fires) over its total_tokens (2,000,000), "
+                                   "a frequency, so it means the same at every token budget")
+    max_skipped_fraction: float = Field(0.2, ge=0, le=1, description="more of the drawn latents than this share "
+                                        "skipped by the judge or without examples: no score (SAEBench drops them "
+                                        "from the mean without a limit)")
+    smoke_run: bool = Field(False, description="set by --limit: a token budget too small to give most drawn latents "
+                            "examples still gives a score, marked a smoke run (refused by `leaderboard submit`)")
     random_seed: int = 42
     dataset: str = "wikipedia"
     total_tokens: int = Field(131_072, ge=CTX, description="tokens examples are drawn from, in 128-token contexts "
@@ -90,12 +124,15 @@ class AutointerpConfig(TaskConfig):
     n_top_ex_for_scoring: int = Field(2, ge=1)
     n_random_ex_for_scoring: int = Field(10, ge=0)
     n_iw_sampled_ex_for_scoring: int = Field(2, ge=1)
-    judge_url: str | None = Field(None, description="an OpenAI-compatible chat endpoint (e.g. http://host:8000/v1); "
-                                  "None: the embedded SmolLM2-135M-Instruct, in process")
+    judge_url: str | None = Field(None, description="an OpenAI-compatible chat endpoint (e.g. https://host/v1; "
+                                  "unset: $OPENAI_BASE_URL if set); None: the embedded SmolLM2-135M-Instruct, in "
+                                  "process (a pipeline check, scored under its own name)")
     judge_model: str | None = Field(None, description="model name sent to judge_url (default gpt-4o-mini, SAEBench's)")
-    judge_api_key_env: str = Field("SAEBENCH_JUDGE_API_KEY", description="environment variable holding the API key")
+    judge_api_key_env: str = Field("SAEBENCH_JUDGE_API_KEY", description="environment variable holding the API key "
+                                   "($OPENAI_API_KEY when this one is unset)")
     judge_timeout_s: float = Field(60.0, gt=0)
-    judge_retries: int = Field(2, ge=0, description="further tries after HTTP 429 / 5xx or a dropped connection")
+    judge_retries: int = Field(2, ge=0, description="further tries (the openai client's: after HTTP 408/409/429/5xx, "
+                               "a timeout or a dropped connection)")
     judge_concurrency: int = Field(10, ge=1, description="requests in flight to judge_url (SAEBench: 10)")
     judge_max_consecutive_failures: int = Field(10, ge=1, description="failed judge requests in a row that stop the task")
 
@@ -116,7 +153,15 @@ class AutointerpConfig(TaskConfig):
         if self.judge_model is not None and self.judge_url is None:
             raise ValueError("judge_model names a model at judge_url; set judge_url too (without it the embedded "
                              "model judges)")
+        if self.judge_url is not None and self.judge_model is None:
+            self.judge_model = DEFAULT_JUDGE_MODEL  # written out, so the config hash names the judge
         return self
+
+    @property
+    def judge(self) -> str:
+        """The judge in one label, part of the result's identity: `embedded:SmolLM2-135M-Instruct` or
+        `MODEL@HOST[:PORT]` (host only: no path, query or credentials)."""
+        return judge_label(self.judge_url, self.judge_model)
 
     @property
     def n_ex_for_scoring(self) -> int:
@@ -164,9 +209,9 @@ def firing_counts(sae, cache) -> tuple[torch.Tensor, int]:
     return counts, n
 
 
-def alive_latents(rate: torch.Tensor, total_tokens: int, threshold: float) -> list[int]:
-    """SAEBench's rule: a latent is alive when its firing rate × total_tokens exceeds the threshold."""
-    return torch.nonzero(rate * total_tokens > threshold).squeeze(1).tolist()
+def alive_latents(rate: torch.Tensor, min_rate: float) -> list[int]:
+    """SAEBench's rule (firing rate × total_tokens > dead_latent_threshold) as a frequency: rate > min_rate."""
+    return torch.nonzero(rate > min_rate).squeeze(1).tolist()
 
 
 def choose_latents(sae, cache, cfg: AutointerpConfig, rng: random.Random) -> tuple[list[int], dict]:
@@ -177,10 +222,10 @@ def choose_latents(sae, cache, cfg: AutointerpConfig, rng: random.Random) -> tup
             raise UserError(f"autointerp: override_latents {bad[:5]} are not latents of this {sae.d_sae}-latent SAE")
         return list(cfg.override_latents), {"override_latents": True}
     counts, n = firing_counts(sae, cache)
-    alive = alive_latents(counts / max(n, 1), cfg.total_tokens, cfg.dead_latent_threshold)
+    alive = alive_latents(counts / max(n, 1), cfg.min_firing_rate)
     if not alive:
-        raise UserError(f"autointerp: no latent fires more than {cfg.dead_latent_threshold:g} times in "
-                        f"{cfg.total_tokens:,} tokens; nothing to explain")
+        raise UserError(f"autointerp: no latent fires on more than {cfg.min_firing_rate:.3g} of {n:,} tokens "
+                        "(min_firing_rate); nothing to explain")
     chosen = alive if len(alive) < cfg.n_latents else rng.sample(alive, k=cfg.n_latents)
     return chosen, {"n_alive": len(alive), "fewer_alive_than_n_latents": len(alive) < cfg.n_latents}
 
@@ -204,12 +249,13 @@ def get_judge(ctx: EvalContext, cfg: AutointerpConfig):
     if cfg.judge_url is None:
         key = ("autointerp_judge", "embedded", ctx.model.device)
         if key not in ctx.memo:
+            tqdm.write(f"warning: {EMBEDDED_CONSOLE_WARNING}", file=sys.stderr)  # once per eval call
             ctx.memo[key] = EmbeddedJudge(load_model(ModelSpec(device=ctx.model.device), ctx.cache_dir))
         return ctx.memo[key]
     key = ("autointerp_judge", cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env, cfg.judge_timeout_s,
            cfg.judge_retries, cfg.judge_concurrency)
     if key not in ctx.memo:
-        judge = HttpJudge(cfg.judge_url, cfg.judge_model or "gpt-4o-mini", cfg.judge_api_key_env, cfg.judge_timeout_s,
+        judge = HttpJudge(cfg.judge_url, cfg.judge_model or DEFAULT_JUDGE_MODEL, cfg.judge_api_key_env, cfg.judge_timeout_s,
                           cfg.judge_retries, cfg.judge_concurrency)
         judge.check_reachable()
         ctx.memo[key] = judge
@@ -310,11 +356,12 @@ class AutointerpTask(Task):
     description = "automated interpretability (SAEBench): an LLM judge explains latents, then detects their contexts"
     version = 1
     Config = AutointerpConfig
-    summary_metrics = (("autointerp", "autointerp_score"),)
+    summary_metrics = (("autointerp", "autointerp_score"), (EMBEDDED_CATEGORY, "autointerp_score"))
 
     presets = {"saebench": {"n_latents": 1000, "total_tokens": 2_000_000}}  # needs a corpus larger than the embedded sample
     metric_ranges = (
         ("autointerp.*", 0, 1),                     # mean detection score and its std dev over latents
+        ("autointerp_embedded_judge.*", 0, 1),      # the same, judged by the embedded model
         ("latents.*", 0, "d_sae"),                  # latents selected, alive, without examples, skipped, scored
         ("details.latent", 0, "d_sae"),
         ("details.score", 0, 1),
@@ -324,14 +371,26 @@ class AutointerpTask(Task):
         ("details.n_iw_candidates", 0, math.inf),
     )
     aggregate_check = staticmethod(check_autointerp)
-    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),)
+    # never one ranking: the embedded judge's pipeline-check score has its own column, with no better direction
+    leaderboard_columns = (table_column("autointerp", ("autointerp", "autointerp_score")),
+                           table_column("autointerp (embedded judge)", (EMBEDDED_CATEGORY, "autointerp_score"), better=None))
     leaderboard_order = 60
-    saebench_export = SAEBenchExport("autointerp", metric_categories=("autointerp",), details=no_details,
+    saebench_export = SAEBenchExport("autointerp", metrics=saebench_autointerp_metrics, details=no_details,
+                                     pipeline_check=judged_by_embedded_model,
                                      unstructured=saebench_autointerp_latents)
+
+    def make_config(self, overrides: dict | None = None, limit: int | None = None) -> AutointerpConfig:
+        """As every task's, and with no judge_url set, $OPENAI_BASE_URL names the endpoint (the openai
+        client's convention); `judge_url: null` set explicitly keeps the embedded judge."""
+        overrides = dict(overrides or {})
+        if "judge_url" not in overrides and os.environ.get(OPENAI_URL_ENV):
+            overrides["judge_url"] = os.environ[OPENAI_URL_ENV]
+        return super().make_config(overrides, limit)
 
     def apply_limit(self, cfg: AutointerpConfig, limit: int) -> AutointerpConfig:
         n = max(2, limit // LATENTS_PER_LIMIT)
-        update = {"n_latents": min(cfg.n_latents, n), "total_tokens": min(cfg.total_tokens, max(limit, MIN_LIMIT_TOKENS))}
+        update = {"n_latents": min(cfg.n_latents, n), "total_tokens": min(cfg.total_tokens, max(limit, MIN_LIMIT_TOKENS)),
+                  "smoke_run": True}
         if cfg.override_latents is not None:
             update["override_latents"] = cfg.override_latents[:n]
         return cfg.model_copy(update=update)
@@ -356,11 +415,21 @@ class AutointerpTask(Task):
         t2 = time.perf_counter()
         rows = [o for o in outcomes if "score" in o]
         skipped = [o for o in outcomes if "score" not in o]
-        if not rows:
+        unscored = len(skipped) + len(without)
+        too_many = unscored > cfg.max_skipped_fraction * len(latents)
+        smoke = None
+        if rows and too_many and cfg.smoke_run:
+            smoke = (f"--limit smoke run: {unscored} of {len(latents)} drawn latents were not scored ({len(skipped)} "
+                     f"skipped by the judge, {len(without)} without examples in {cfg.total_tokens:,} tokens), more than "
+                     f"max_skipped_fraction={cfg.max_skipped_fraction:g}; not a result to compare or submit")
+        elif not rows or too_many:
             reasons = "; ".join(sorted({s["reason"][:60] for s in skipped})[:3]) or "no latent has examples"
-            raise UserError(f"autointerp: no latent could be scored ({len(skipped)} skipped by the judge, "
-                            f"{len(without)} without examples: {reasons}); no result written")
-        judge_record = judge.describe()
+            what = "no latent could be scored" if not rows else (
+                f"{unscored} of {len(latents)} drawn latents were not scored, more than max_skipped_fraction="
+                f"{cfg.max_skipped_fraction:g}: the mean of the rest would not be the sample's")
+            raise UserError(f"autointerp: {what} ({len(skipped)} skipped by the judge, {len(without)} without "
+                            f"examples: {reasons}); no result written")
+        judge_record = {**judge.describe(), "label": cfg.judge}
         if judge.kind == "embedded":
             judge_record["warning"] = EMBEDDED_WARNING
         counts = {"n_selected": len(latents), "n_without_examples": len(without), "n_skipped": len(skipped),
@@ -368,6 +437,7 @@ class AutointerpTask(Task):
         if "n_alive" in selection:
             counts["n_alive"] = selection["n_alive"]
         unstructured = {
+            **({"smoke_run": smoke} if smoke else {}),
             "judge": judge_record,
             "trivial_answers": trivial_answers(rows),
             "latents_skipped": skipped,
@@ -378,6 +448,7 @@ class AutointerpTask(Task):
             "scaffold_rank": sae.scaffold_rank,
             "timings_s": {"latents_and_examples": t1 - t0, "judge": t2 - t1},
         }
-        return TaskOutput(metrics={"autointerp": summarize(rows), "latents": counts}, details=rows,
+        category = EMBEDDED_CATEGORY if judge.kind == "embedded" else "autointerp"  # SAEBench's name: a real judge's
+        return TaskOutput(metrics={category: summarize(rows), "latents": counts}, details=rows,
                           unstructured=unstructured, datasets=[ctx.dataset_id(cfg.dataset)],
                           token_counts={"tokens": int(tokens.numel()), "non_special_tokens": int((~special).sum())})

@@ -4,7 +4,8 @@ typical-token figures, and what splicing the SAE in does to next-token loss.
 Conventions (SAEBench's, except where noted):
   - statistics over non-special tokens only (position 0 / BOS and special tokens are excluded);
   - a latent "fires" when its activation is > 0; density = fraction of tokens where it fires;
-  - L0 counts sparse latents only: the scaffold is dense by design and is reported on its own;
+  - L0 = non-zero sparse latents per token (AbsTopK's negative latents count; density keeps `> 0`):
+    the scaffold is dense by design and is reported on its own;
   - FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (variance around the mean) and our `explained_variance` =
     1 − FVU: the headline. SAEBench 0.6.0's two figures, computed as its `evals/core/main.py`
     computes them (per batch of 16 prompts), are under `saebench_compat` with SAEBench's names —
@@ -52,8 +53,8 @@ class CoreConfig(TaskConfig):
                                         description="contexts per batch; SAEBench's explained-variance figures are per-batch statistics")
     massive_norm_multiple: float = Field(MASSIVE_NORM_MULTIPLE, gt=1,
                                          description="a token is massive when its norm exceeds this multiple of the median norm")
-    ce_batch_contexts: int = Field(8, gt=0)
-    dataset: str = "wikipedia"
+    ce_batch_contexts: int = Field(8, gt=0, description="contexts per forward pass for CE / KL (memory, not results)")
+    dataset: str = Field("wikipedia", description="corpus the token sets are drawn from")
 
 
 class CoreTask(Task):
@@ -241,7 +242,7 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
         fired = vals > 0
         fire += torch.bincount(cols[fired], minlength=d_sae).double().cpu()
         act_sum += torch.bincount(cols[fired], weights=vals[fired], minlength=d_sae).cpu()
-        l0 += int(fired.sum())
+        l0 += vals.numel()  # non-zero latents (signed ones too: AbsTopK, the PCA baseline)
         l1 += vals.abs().sum().item()
         cos += F.cosine_similarity(recon, x, dim=-1).sum().item()
         norm = x.norm(dim=-1)

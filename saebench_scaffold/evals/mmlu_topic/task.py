@@ -79,7 +79,8 @@ class MMLUTopicConfig(TaskConfig):
 class MMLUTopicTask(Task):
     name = "mmlu_topic"
     description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
-    version = 2  # the bootstrap intervals and clean_probe_dependence are additions: v2 results without them stay valid
+    version = 3  # v3 adds the question-bootstrap intervals and clean_probe_dependence to v2 results
+    accepted_versions = (2,)  # v2 results (the board's) stay valid: v3 only added fields
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))

@@ -49,6 +49,7 @@ Equality with SAEBench's own functions is tested in tests/evals/test_scr_saebenc
 from __future__ import annotations
 
 import math
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ from .checks import check_per_dataset
 
 __all__ = ["SCRTask", "SCRConfig", "SAEBENCH_SET_NAMES", "sample_cells", "split_cells", "spurious_corr_sets",
            "pair_sets", "train_probe", "train_llm_probes", "scr_latent_effects", "ablated_pooled", "scr_score",
-           "scr_from_accuracies", "scr_scores", "padding_leak", "two_label_examples", "labelled", "probe_seed"]
+           "scr_from_accuracies", "scr_scores", "padding_leak", "two_label_examples", "labelled", "probe_seed",
+           "metric_prefix", "renamed", "read_legacy"]
 
 # Our names of the six example sets -> SAEBench's keys (dataset_info.PAIRED_CLASS_KEYS): the positives
 # of a probe are set `name`, its negatives set `name_neg`.
@@ -85,6 +87,55 @@ DIRECTIONS = ((1, "column2", "column1"), (2, "column1", "column2"))  # (dir, att
 MIN_QUADRANT = 3  # smallest per-quadrant budget a --limit can shrink to: 2 train + 1 test
 N_LATENTS_RECORDED = 20  # top latents per (pair, seed, direction) kept in the result for inspection
 AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
+# SAEBench's SCR sets (eval_config.dataset_names): only results on these carry its metric names.
+SAEBENCH_SCR_SOURCES = ("hub:canrager/amazon_reviews_mcauley_1and5", "hub:LabHC/bias_in_bios_class_set1")
+# Other sets' headline names: scr_<tag>_metric_threshold_N (a set not listed: its dataset name, letters and digits).
+DATA_SET_TAGS = {"local:classification/amazon_multidomain_sentiment/reviews.jsonl": "amazon2007"}
+DIRECTION_KEY = "scr_metric_direction_per_seed"  # a detail row's key, not a metric: never renamed
+
+
+def metric_prefix(dataset: dict) -> str:
+    """`scr` on SAEBench's own data (its metric names, `scr_metric_threshold_N`); `scr_<tag>` on any
+    other (`scr_amazon2007_metric_threshold_N` for the 2007 multi-domain reviews): a number under
+    SAEBench's name means what SAEBench's means. `dataset`: the column-1 set's `dataset_id`."""
+    source = dataset.get("source") or ""
+    if source in SAEBENCH_SCR_SOURCES:
+        return "scr"
+    return "scr_" + (DATA_SET_TAGS.get(source) or re.sub(r"[^a-z0-9]+", "", str(dataset.get("name", "")).lower()))
+
+
+def renamed(values: dict, prefix: str) -> dict:
+    """`values` with its `scr_*` keys under `prefix` (the direction record excepted)."""
+    if prefix == "scr":
+        return values
+    return {(prefix + k[3:] if k.startswith("scr_") and k != DIRECTION_KEY else k): v for k, v in values.items()}
+
+
+def not_saebench_data(res) -> str | None:
+    """Why an `scr` result is not exported under SAEBench's name: it ran on other data (None: SAEBench's)."""
+    metrics = res.eval_result_metrics.get("scr_metrics", {})
+    if any(k.startswith("scr_metric_threshold_") for k in metrics):
+        return None
+    source = next(iter(res.provenance.datasets), {}).get("source", "another data set")
+    return f"scr ran on {source}, not SAEBench's Bias in Bios / Amazon 1-vs-5-star sets"
+
+
+def read_legacy(doc: dict) -> dict:
+    """Reader rule for results written before the rename (scr version 1 on the 2007 reviews, e.g. the
+    committed board): their `scr_metric_threshold_N` etc. are read under the data set's own name.
+    Numbers are untouched; a result already named by its data set, or on SAEBench's data, is as is."""
+    prov = doc.get("provenance")
+    datasets = (prov.get("datasets") if isinstance(prov, dict) else getattr(prov, "datasets", None)) or []
+    metrics = (doc.get("eval_result_metrics") or {}).get("scr_metrics")
+    if not datasets or not isinstance(metrics, dict) or not any(k.startswith("scr_metric_") for k in metrics):
+        return doc
+    prefix = metric_prefix(datasets[0])
+    if prefix == "scr":
+        return doc
+    doc = {**doc, "eval_result_metrics": {**doc["eval_result_metrics"], "scr_metrics": renamed(metrics, prefix)}}
+    if isinstance(doc.get("eval_result_details"), list):
+        doc["eval_result_details"] = [renamed(r, prefix) if isinstance(r, dict) else r for r in doc["eval_result_details"]]
+    return doc
 
 
 class SCRConfig(TaskConfig):
@@ -411,8 +462,9 @@ class SCRTask(Task):
                    "measure how far a biased probe moves to the other attribute")
     version = 1
     Config = SCRConfig
-    summary_metrics = (("scr_metrics", "scr_metric_threshold_10"), ("scr_metrics", "scr_metric_threshold_20"),
-                       ("scr_metrics", "scr_metric_threshold_20_std"))
+    # SAEBench's names on its data, the 2007 reviews' names on those (a result holds one or the other)
+    summary_metrics = tuple(("scr_metrics", f"{p}_metric_threshold_{n}") for p in ("scr", "scr_amazon2007")
+                            for n in ("10", "20", "20_std"))
 
     presets = {"saebench": {"train_set_size": 4000, "test_set_size": 1000}}
     metric_ranges = (
@@ -423,15 +475,19 @@ class SCRTask(Task):
         ("details.n_*_per_quadrant", 1, math.inf),
     )
     aggregate_check = staticmethod(check_per_dataset)
-    leaderboard_columns = (table_column("SCR@20", ("scr_metrics", "scr_metric_threshold_20")),)
+    # SAEBench's figure on its data; the 2007 reviews' under their own name (a result has one or the other)
+    leaderboard_columns = (table_column("SCR@20", ("scr_metrics", "scr_metric_threshold_20")),
+                           table_column("SCR@20 amazon2007", ("scr_metrics", "scr_amazon2007_metric_threshold_20")))
     leaderboard_order = 40
-    saebench_export = SAEBenchExport("scr", metric_categories=("scr_metrics",))
+    saebench_export = SAEBenchExport("scr", metric_categories=("scr_metrics",), not_saebench=not_saebench_data)
 
     def apply_limit(self, cfg: SCRConfig, limit: int) -> SCRConfig:
         return cfg.model_copy(update={"max_examples": limit})
 
     def run(self, ctx: EvalContext, sae, cfg: SCRConfig) -> TaskOutput:
         W_dec = decoder_matrix(sae, "scr")  # before any work: a checkpoint without decoder directions fails fast
+        datasets = [ctx.dataset_id(cfg.column1_dataset), ctx.dataset_id(cfg.column2_dataset)]
+        prefix = metric_prefix(datasets[0])
         t0 = time.perf_counter()
         sample = sample_cells(two_label_examples(cfg.column1_dataset, cfg.column2_dataset, ctx.data_dir), cfg)
         cache = get_example_cache(ctx.lm, ctx.hook, f"scr_{cfg.column1_dataset}_{cfg.column2_dataset}", sample.texts,
@@ -470,20 +526,22 @@ class SCRTask(Task):
                 directions.append(r["direction"])
                 latents.setdefault(name, []).append(r["latents"])
             per_pair[name] = runs
-            details.append({"dataset_name": name, "column1_pair": list(pair), "column2_values": list(cfg.column2_values),
-                            "n_train_per_quadrant": sample.n_train, "n_test_per_quadrant": sample.n_test,
-                            "budget_capped": sample.capped, "scr_metric_direction_per_seed": directions,
-                            **with_std(runs), **{f"{m}_per_split": v for m, v in runs.items()}})
+            details.append(renamed({
+                "dataset_name": name, "column1_pair": list(pair), "column2_values": list(cfg.column2_values),
+                "n_train_per_quadrant": sample.n_train, "n_test_per_quadrant": sample.n_test,
+                "budget_capped": sample.capped, DIRECTION_KEY: directions,
+                **with_std(runs), **{f"{m}_per_split": v for m, v in runs.items()}}, prefix))
         t4 = time.perf_counter()
         avg = with_std(average_datasets(per_pair))  # per seed the mean over pairs, then mean ± std over seeds
-        metrics = {"scr_metrics": {k: v for k, v in avg.items() if k.startswith("scr_")},
+        metrics = {"scr_metrics": renamed({k: v for k, v in avg.items() if k.startswith("scr_")}, prefix),
                    "llm": {k: v for k, v in avg.items() if k.startswith("llm_")},
                    "sparsity": {"l0": pooled.l0}}
-        unstructured = {"n_values": n_values, "n_values_requested": cfg.n_values, "seeds": seeds,
+        unstructured = {"data_set": {"column1": datasets[0], "column2": datasets[1], "metric_prefix": prefix,
+                                     "saebench_data": prefix == "scr"},
+                        "n_values": n_values, "n_values_requested": cfg.n_values, "seeds": seeds,
                         "examples_per_cell": 2 * (sample.n_train + sample.n_test), "available_per_cell": sample.available,
                         "top_latents_per_seed": latents,
                         "timings_s": {"llm_cache_and_pool": t1 - t0, "llm_probes": t2 - t1, "sae_encode": t3 - t2,
                                       "ablations": t4 - t3}}
-        datasets = [ctx.dataset_id(cfg.column1_dataset), ctx.dataset_id(cfg.column2_dataset)]
         return TaskOutput(metrics=metrics, details=details, unstructured=unstructured, datasets=datasets,
                           token_counts={"example_tokens": pooled.n_tokens})

@@ -96,7 +96,7 @@ def test_question_rows_for_absorption_and_scr(tmp_path):
         for r in (0, 24):
             _write(tmp_path / "res", f"q_r{r}_s{seed}", "batchtopk", r, seed, {
                 "absorption": {"mean": {"mean_absorption_fraction_score": 0.2 - 0.05 * (r > 0) + 0.01 * seed}},
-                "scr": {"scr_metrics": {"scr_metric_threshold_20": 0.1 + 0.002 * seed}}})
+                "scr": {"scr_metrics": {"scr_amazon2007_metric_threshold_20": 0.1 + 0.002 * seed}}})
     rows = _by_claim(evaluate(load_checkpoints(tmp_path / "res")))
     assert rows["absorption"]["paper"] == "question" and rows["absorption"]["verdict"] == "reproduced"
     assert rows["scr"]["verdict"] == "inconclusive" and rows["scr"]["difference_mean"] == pytest.approx(0.0)

@@ -8,7 +8,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "evals" / "plugins" / "example_plugin"
 
 
 def install_plugin(site: Path, project: Path) -> None:

@@ -12,7 +12,7 @@ import shutil
 from statistics import mean
 
 import pytest
-from lb_helpers import committed_board, edit_json, synthetic_board
+from helpers.lb_helpers import committed_board, edit_json, synthetic_board
 
 from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.claims import _value, evaluate, load_checkpoints, t_interval
@@ -306,7 +306,7 @@ def test_downstream_plot_shows_each_checkpoints_retained_accuracy(tmp_path):
     import json
     import re
 
-    from lb_helpers import COMMITTED
+    from helpers.lb_helpers import COMMITTED
 
     board16 = tmp_path / "board"
     shutil.copytree(COMMITTED / "recipe2_baselines", board16 / "submissions" / "recipe2_baselines")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GUIDE = REPO / "docs" / "writing-a-task.md"
 CLI = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()"]
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 os.environ.setdefault("JAXTYPING_DISABLE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASELINES = REPO / "baselines"
 MODEL_NAME = "smollm2-135m"
 

@@ -8,13 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from lb_helpers import edit_json, snapshot
+from helpers.lb_helpers import edit_json, snapshot
 
 from saebench_scaffold import leaderboard as lb
 from saebench_scaffold.leaderboard.validate import MAX_FILE_BYTES, Problems
 from saebench_scaffold.settings import UserError
+
+BUNDLED_ABSORPTION = (Path(__file__).resolve().parents[2] / "leaderboard" / "submissions" / "bundled_baselines"
+                      / "batchtopk_r0" / "absorption.json")
 
 
 def _board_with_r24(results_copy, tmp_path):
@@ -154,3 +158,61 @@ def test_replace_fixes_a_stale_submission_but_not_another_bad_one(results_copy, 
     stale.write_text(json.dumps(doc))
     with pytest.raises(Problems, match="team_b/batchtopk_r0/core.json.*task_version"):
         lb.submit(results_copy, "team_a", board, replace=True)
+
+
+def _autointerp_file(core: Path, category: str, judge_url: str | None) -> dict:
+    """An autointerp result on `core`'s checkpoint (its envelope), headline under `category`."""
+    from saebench_scaffold.evals.autointerp.task import AutointerpTask
+
+    doc = json.loads(core.read_text())
+    rows = [{"latent": 7, "explanation": "x", "predictions": [1, 4], "correct_seqs": [1, 4], "score": 1.0, "n_examples": 14},
+            {"latent": 9, "explanation": "y", "predictions": [], "correct_seqs": [2, 3], "score": 12 / 14, "n_examples": 14}]
+    doc.update(eval_type_id="autointerp", eval_config={"judge_url": judge_url}, eval_result_details=rows,
+               eval_result_metrics={category: {"autointerp_score": 13 / 14, "autointerp_std_dev": 0.10101525445522107},
+                                    "latents": {"n_scored": 2}}, eval_result_unstructured={})
+    doc["provenance"]["task_version"] = AutointerpTask.version
+    return doc
+
+
+def test_embedded_judge_scores_never_rank_beside_endpoint_ones_and_smoke_runs_are_refused(results_copy, tmp_path):
+    """An embedded-judge autointerp score sits in its own column (no ranking direction), never in
+    `autointerp`; a --limit smoke run (a SAEBench gate lowered) is refused naming the field."""
+    for ckpt, category, url in (("batchtopk_r0", "autointerp_embedded_judge", None),
+                                ("batchtopk_r24", "autointerp", "https://judge.example/v1")):
+        doc = _autointerp_file(results_copy / ckpt / "core.json", category, url)
+        (results_copy / ckpt / "autointerp.json").write_text(json.dumps(doc))
+    board = tmp_path / "board"
+    lb.submit(results_copy, "team_a", board)
+    rows = {r["checkpoint"]: r for r in lb.select(lb.records(lb.load_board(board)), sort_by="autointerp")}
+    assert rows["batchtopk_r24"]["autointerp"] == 13 / 14 and rows["batchtopk_r24"]["autointerp (embedded judge)"] is None
+    assert rows["batchtopk_r0"]["autointerp"] is None and rows["batchtopk_r0"]["autointerp (embedded judge)"] == 13 / 14
+    lb.build(board)
+    page = {r["checkpoint"]: r for r in json.loads((board / "leaderboard.json").read_text())}
+    assert page["batchtopk_r0"]["autointerp"] is None and page["batchtopk_r0"]["autointerp (embedded judge)"] == 13 / 14
+    from saebench_scaffold.leaderboard.table import default_columns
+    (embedded,) = [c for c in default_columns() if c.label == "autointerp (embedded judge)"]
+    assert embedded.higher_is_better is None  # shown, not ranked
+
+    smoke = tmp_path / "smoke" / "batchtopk_r0"
+    smoke.mkdir(parents=True)
+    shutil.copyfile(BUNDLED_ABSORPTION, smoke / "absorption.json")
+    edit_json(smoke / "absorption.json", lambda d: d["eval_result_unstructured"].update(smoke_run="--limit smoke run: ..."))
+    before = snapshot(board)
+    with pytest.raises(Problems, match=r"absorption.json: eval_result_unstructured.smoke_run: a smoke run is not a board "
+                                       r"result \(--limit smoke run: ...\); re-run without --limit"):
+        lb.submit(tmp_path / "smoke", "team_b", board)
+    assert snapshot(board) == before
+
+
+def test_a_task_keeps_the_older_versions_it_declares_valid_and_no_others():
+    """mmlu_topic v3 only added the bootstrap fields, so the board's v2 results stay valid beside v3
+    ones (each row keeps its version); v1, or a version a task does not declare, is refused."""
+    from saebench_scaffold.evals.core.task import CoreTask
+    from saebench_scaffold.evals.mmlu_topic.task import MMLUTopicTask
+    from saebench_scaffold.leaderboard.validate import TaskVersions
+
+    versions = TaskVersions()
+    assert MMLUTopicTask.version == 3 and versions.accepted("mmlu_topic") == (3, 2)
+    assert 1 not in versions.accepted("mmlu_topic")
+    assert versions.accepted("core") == (CoreTask.version,)
+    assert versions.accepted("no_such_task") == ()

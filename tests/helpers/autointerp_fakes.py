@@ -7,7 +7,8 @@
     POST /v1/chat/completions) answering by that rule. It records every request's headers and body
     and misbehaves on demand, per token the rule lands on: stalls past the client's timeout, returns
     malformed JSON, refuses, answers with an HTTP error status, drops its first request unanswered;
-    or wants an API key (401 without it).
+    or wants an API key (401 without it); redirects every request elsewhere (307); echoes the
+    request's Authorization header inside every explanation.
   - `WordLM`: a stand-in for LanguageModel over whitespace words (hashed ids, decodable), random
     embeddings plus a little of the causal running mean, so a latent can be planted on one word.
 """
@@ -24,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import torch
-from probing_fakes import FakeLM
+from helpers.probing_fakes import FakeLM
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -35,7 +36,7 @@ def explained_token(messages: list[dict]) -> tuple[str, str]:
     if "<< ... >>" in system:
         marked = collections.Counter(t.strip() for t in re.findall(r"<<(.*?)>>", user) if t.strip())
         return "explanation", marked.most_common(1)[0][0] if marked else "nothing"
-    return "detection", re.search(r"fires on the token '(.*)'\.\n", user).group(1)
+    return "detection", re.search(r"fires on the token '(.*?)'", user).group(1)
 
 
 def rule_answer(messages: list[dict]) -> str:
@@ -50,11 +51,13 @@ def rule_answer(messages: list[dict]) -> str:
 class JudgeServer:
     def __init__(self, stall: set[str] = frozenset(), malformed: set[str] = frozenset(), refuse: set[str] = frozenset(),
                  stall_s: float = 2.0, require_key: str | None = None, refuse_all: bool = False, stall_all: bool = False,
-                 status: dict[str, int] | None = None, flaky: set[str] = frozenset()):
+                 status: dict[str, int] | None = None, flaky: set[str] = frozenset(), redirect_to: str | None = None,
+                 echo_key: bool = False):
         self.stall, self.malformed, self.refuse, self.stall_s = set(stall), set(malformed), set(refuse), stall_s
         self.require_key, self.refuse_all, self.stall_all = require_key, refuse_all, stall_all
         self.status = dict(status or {})  # token -> HTTP error status for its explanation request
         self.flaky, self.dropped = set(flaky), set()  # tokens whose first request is dropped without a reply
+        self.redirect_to, self.echo_key = redirect_to, echo_key  # 307 to redirect_to + path; key in each reply
         self.requests: list[dict] = []
         self.lock = threading.Lock()
 
@@ -68,7 +71,13 @@ class JudgeServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                            "body": body})
+                if server.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", server.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
                 if self.path != "/v1/chat/completions":
                     return self.reply(404, b'{"error": "not found"}')
                 if server.require_key and self.headers.get("Authorization") != f"Bearer {server.require_key}":
@@ -86,6 +95,8 @@ class JudgeServer:
                     return self.reply(200, b'{"choices": [{"message": ')
                 refuse = server.refuse_all or (phase == "detection" and token in server.refuse)
                 content = REFUSAL if refuse else rule_answer(body["messages"])
+                if server.echo_key and phase == "explanation":  # quotes the request's credentials back
+                    content = content.rstrip(".") + f" (auth: {self.headers.get('Authorization')})."
                 doc = {"id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
                        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                     "finish_reason": "stop"}]}

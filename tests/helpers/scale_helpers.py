@@ -11,7 +11,7 @@ from pathlib import Path
 
 from saebench_scaffold.saes import SAEConfig, make_sae
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EARLY_HOOK = "blocks.2.hook_resid_post"  # 3 of 30 layers: caches build ~10x faster than at layer 14
 CLI = [sys.executable, "-c", "from saebench_scaffold.cli import app; app()"]
 

@@ -4,7 +4,7 @@ on hand-made checkpoints: the key, the statistics, the r = 0 / r > 0 pairs, and 
 from __future__ import annotations
 
 import pytest
-from lb_helpers import COMMITTED, committed_board
+from helpers.lb_helpers import COMMITTED, committed_board
 
 from saebench_scaffold.leaderboard import claims
 from saebench_scaffold.leaderboard.claims import Checkpoint, load_checkpoints, recipe_version, t_interval

@@ -1,0 +1,1 @@
+"""Example saebench-scaffold plugin (used by tests/evals/plugins)."""

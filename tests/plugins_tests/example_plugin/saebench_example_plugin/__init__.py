@@ -1,1 +1,0 @@
-"""Example saebench-scaffold plugin (used by tests/plugins_tests)."""
