@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from saebench_scaffold.evals.mmlu_topic import task as mt
-from saebench_scaffold.evals.mmlu_topic.bootstrap import _split_rounds, clean_probe_dependence, question_bootstrap
+from saebench_scaffold.evals.mmlu_topic.bootstrap import (_fit_weighted, _split_rounds, _weighted_accuracy,
+                                                          clean_probe_dependence, question_bootstrap)
 
 
 def test_bootstrap_rounds_never_train_and_test_on_one_question():
@@ -14,6 +15,28 @@ def test_bootstrap_rounds_never_train_and_test_on_one_question():
         assert len(train) + len(test) <= 120 and set(labels[test]) == {0, 1, 2, 3}
         assert len(set(test)) < len(test) or len(set(train)) < len(train)  # drawn with replacement
 
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_a_row_of_weight_k_fits_and_scores_as_k_copies(n_classes):
+    """The bootstrap fits each drawn question once with its draw count as weight: the scaler, the
+    probe and the accuracy must be those of fitting and scoring the copies."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % n_classes
+    X = np.eye(6)[labels % 6] * 1.5 + rng.normal(size=(90, 6)) * np.arange(1, 7)
+    draw = rng.choice(90, size=90, replace=True)
+    rows, counts = np.unique(draw, return_counts=True)
+    assert counts.max() > 1
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    copies = make().fit(X[draw], labels[draw])
+    weighted = _fit_weighted(make(), X[rows], labels[rows], counts)
+    assert weighted[0].mean_ == pytest.approx(copies[0].mean_) and weighted[0].scale_ == pytest.approx(copies[0].scale_)
+    assert weighted[-1].coef_ == pytest.approx(copies[-1].coef_, abs=1e-3)
+    test = rng.choice(90, size=40, replace=True)
+    t_rows, t_counts = np.unique(test, return_counts=True)
+    noisy = X + rng.normal(size=X.shape) * 2  # errors, so the count weighting matters
+    assert _weighted_accuracy(copies, noisy[t_rows], labels[t_rows], t_counts) == pytest.approx(copies.score(noisy[test], labels[test]))
+    assert copies.score(noisy[test], labels[test]) < 1
 
 def _planted(n=240, d=12, seed=0):
     rng = np.random.default_rng(seed)

@@ -136,7 +136,7 @@ class MMLUTopicTask(Task):
                                       f"x - sum f_i W_dec[i] over the {len(topic)} latents with the largest topic mean difference",
                                       {"n_latents": len(topic)})
             feats = {name: p[idx].numpy() for name, p in pooled.items()}
-            feats[topic_cond.name] = tokens.pool(topic_cond.fn)[0][idx].numpy()
+            feats[topic_cond.name] = pooled_latents_removed(clean_pooled[idx], pooled_latents[idx], sae, topic).numpy()
             result = probe_conditions(feats, np.asarray(labels), cfg, ctx.seed)
             make = _probe_maker(cfg)
             boot = (question_bootstrap(feats, np.asarray(labels), make, cfg.n_bootstrap, cfg.test_fraction, ctx.seed,
@@ -268,6 +268,17 @@ class TokenSet:
                 lat.index_add_(0, ex, sae.encode(x.to(sae.W_enc.dtype)).float().cpu())
             out.index_add_(0, ex, fn(x).float().cpu())
         return out / self.counts, (lat / self.counts if lat is not None else None)
+
+
+@torch.no_grad()
+def pooled_latents_removed(pooled: torch.Tensor, pooled_latents: torch.Tensor, sae, latents: torch.Tensor) -> torch.Tensor:
+    """`TokenSet.pool(ab.remove_latents(sae, latents))` without another SAE pass over every token:
+    that edit subtracts f_i(x) W_dec[i] with f from the unedited token, and mean-pooling is linear,
+    so the pooled edit is the pooled clean vector minus the pooled latents' decoded contribution
+    (the pooled latents come from the clean pass, which encodes every token once anyway)."""
+    idx = torch.as_tensor(latents, dtype=torch.long)
+    W = sae.W_dec.detach()[idx.to(sae.W_dec.device)].float().cpu()
+    return pooled - pooled_latents[:, idx] @ W
 
 
 def example_tokens(ctx: EvalContext, texts: list[str], cfg: MMLUTopicConfig) -> TokenSet:
