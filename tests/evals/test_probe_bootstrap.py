@@ -77,3 +77,16 @@ def test_clean_probe_dependence_splits_by_length_share_and_C():
     by_share = out["by_removed_share"]
     assert by_share[0]["clean_probe_acc"] > by_share[2]["clean_probe_acc"]
     assert set(out["by_probe_C"]) == {"0.01", "0.1", "1", "10"} and out["clean_acc_by_probe_C"]["1"] > 0.85
+
+
+def test_rounds_that_cannot_train_two_classes_are_left_out():
+    """At `--limit`-sized samples (2 questions a class) a round can draw one distinct question of a
+    class (nothing to train on): such rounds are left out, and none at all gives no interval."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 2)
+    feats = {"clean": np.eye(4)[labels] + rng.normal(size=(8, 4)) * 0.1}
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    out = question_bootstrap(feats, labels, make, 20, 0.25, seed=0)
+    assert 0 < out["clean"]["boot_rounds"] < 20
+    one_each = {"clean": feats["clean"][[0, 2]]}  # one question a class: no round can be split
+    assert question_bootstrap(one_each, np.array([0, 1]), make, 5, 0.25, seed=0) == {}

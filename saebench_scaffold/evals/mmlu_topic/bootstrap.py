@@ -45,7 +45,8 @@ def _split_rounds(labels: np.ndarray, n_rounds: int, test_fraction: float, seed:
             is_test = np.isin(draw, distinct[:n_test])
             test.append(draw[is_test])
             train.append(draw[~is_test])
-        yield np.concatenate(train), np.concatenate(test)
+        if len(train) >= 2:  # a probe needs two classes (tiny --limit runs can draw fewer)
+            yield np.concatenate(train), np.concatenate(test)
 
 
 def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_probe, n_rounds: int,
@@ -69,18 +70,23 @@ def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_pr
         for name, X in feats.items():
             if name != "clean":
                 start[name] = make_probe(init=start["clean"]).fit(X, labels)
+        n_classes = np.unique(labels).size
         for train, test in _split_rounds(labels, n_rounds, test_fraction, seed):
             train, train_w = np.unique(train, return_counts=True)
             test, test_w = np.unique(test, return_counts=True)
-            clean = _fit_weighted(make_probe(init=start["clean"]), feats["clean"][train], labels[train], train_w)
+            every_class = np.unique(labels[train]).size == n_classes  # else the starting weights do not fit
+            clean = _fit_weighted(make_probe(init=start["clean"] if every_class else None), feats["clean"][train],
+                                  labels[train], train_w)
             for name, X in feats.items():
                 score = _weighted_accuracy(clean, X[test], labels[test], test_w)
                 clean_acc[name].append(score)
                 if name == "clean":
                     acc[name].append(score)
                 else:
-                    probe = _fit_weighted(make_probe(init=start[name]), X[train], labels[train], train_w)
+                    probe = _fit_weighted(make_probe(init=start[name] if every_class else clean), X[train], labels[train], train_w)
                     acc[name].append(_weighted_accuracy(probe, X[test], labels[test], test_w))
+    if not acc["clean"]:
+        return {}  # no round could be split: no interval
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     out = {}
     for name in feats:
