@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -12,8 +13,29 @@ import typer
 from .settings import UserError
 from .training.cli import train_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Evaluate sparse autoencoders, telling the dense scaffold apart from sparse latents.")
+class _Typer(typer.Typer):
+    """The one handler for bad input: every command's `UserError` becomes one `error: …` line on stderr
+    and exit status 2, with no traceback."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(f):
+            @functools.wraps(f)
+            def one_line_errors(*a, **kw):
+                try:
+                    return f(*a, **kw)
+                except UserError as err:
+                    typer.echo(f"error: {err}", err=True)
+                    raise typer.Exit(2) from None
+
+            register(one_line_errors)
+            return f
+        return decorator
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+             help="Evaluate sparse autoencoders, telling the dense scaffold apart from sparse latents.")
 
 
 # One definition per option shared by several commands, so their flags and help cannot drift apart.
@@ -23,11 +45,6 @@ _CACHE_DIR = typer.Option(None, envvar="SAEBENCH_CACHE_DIR", help="Model copy an
 _DEVICE = typer.Option("auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
 _QUIET = typer.Option(False, help="No progress bars.")
 _FORMAT = typer.Option("table", "--format", help="End-of-run summary: table (one per task, fits 100 columns), markdown, or json (for scripts).")
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command("eval")
@@ -57,12 +74,11 @@ def eval_command(
     from .execution import EvalRequest, run_eval
 
     _check_format(format_)
-    try:
-        rows = run_eval(EvalRequest(checkpoints, tasks, model, hook, limit, data_dir, cache_dir, output_dir, device,
-                                    seed, force, preset, include_path, set_, not quiet,
-                                    dry_run=dry_run, executor=executor, ray_address=ray_address, dtype=dtype))
-    except UserError as err:
-        _fail(err)
+    rows = run_eval(EvalRequest(checkpoints=checkpoints, tasks=tasks, model=model, hook=hook, limit=limit,
+                                data_dir=data_dir, cache_dir=cache_dir, output_dir=output_dir, device=device,
+                                seed=seed, force=force, preset=preset, include_paths=include_path, overrides=set_,
+                                progress=not quiet, dry_run=dry_run, executor=executor, ray_address=ray_address,
+                                dtype=dtype))
     _report(rows, format_)
 
 
@@ -70,7 +86,7 @@ def _check_format(fmt: str) -> None:
     from .execution.summary import FORMATS
 
     if fmt not in FORMATS:
-        _fail(UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}"))
+        raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
 def _report(rows: list[dict], fmt: str) -> None:
@@ -96,14 +112,19 @@ def sweep_command(
     from .execution.sweep import sweep_request
 
     _check_format(format_)
-    try:
-        rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
-    except UserError as err:
-        _fail(err)
+    rows = run_eval(sweep_request(sweep_file, dry_run=dry_run, progress=not quiet))
     _report(rows, format_)
 
 
-app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.")(train_command)
+def _recipe_epilog() -> str:
+    from .training.recipe import recipe_fields
+
+    lines = [f"{name} = {default}: {meaning}" for name, default, meaning in recipe_fields()]
+    return "Recipe fields (YAML or JSON keys; --set key=value overrides one):\n\n" + "\n\n".join(lines)
+
+
+app.command("train", help="Train a hybrid BatchTopK / Matryoshka SAE from a recipe file.",
+            epilog=_recipe_epilog())(train_command)
 
 
 @app.command("export-saebench")
@@ -114,10 +135,7 @@ def export_saebench_command(results_dir: Path = typer.Argument(..., help="Result
     plugins that declare a mapping) in SAEBench's file layout and names (its readers read them)."""
     from .results.saebench_export import export
 
-    try:
-        paths = export(results_dir, out_dir, include_path)
-    except UserError as err:
-        _fail(err)
+    paths = export(results_dir, out_dir, include_path)
     typer.echo(f"wrote {len(paths)} SAEBench result files under {out_dir}")
 
 
@@ -127,25 +145,25 @@ def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Resu
     """The paper's claims vs our results: mean ± std over training seeds, a paired interval, a verdict."""
     from .leaderboard.claims import run_claims
 
-    try:
-        text, paths = run_claims(source, output_dir)
-    except UserError as err:
-        _fail(err)
+    text, paths = run_claims(source, output_dir)
     typer.echo(text)
     typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 @app.command("tasks")
-def tasks_command(include_path: list[str] = _INCLUDE_PATH):
+def tasks_command(include_path: list[str] = _INCLUDE_PATH,
+                  show: Optional[str] = typer.Option(None, "--show", metavar="TASK",
+                                                     help="Print TASK's settings: each config field with its default, "
+                                                          "the task file's value and its budget presets, and what it means.")):
     """List the available tasks: name, version, description, source."""
     from tabulate import tabulate
 
     from .evals.registry import TaskRegistry
 
-    try:
-        reg = TaskRegistry(include_path)
-    except UserError as err:
-        _fail(err)
+    reg = TaskRegistry(include_path)
+    if show is not None:
+        typer.echo(task_settings(reg.get(show)))
+        return
     rows = []
     for name in reg.names():
         e = reg.get(name)
@@ -157,6 +175,30 @@ def tasks_command(include_path: list[str] = _INCLUDE_PATH):
             continue
         rows.append([name, e.version, e.description, e.source])
     typer.echo(tabulate(rows, headers=["task", "version", "description", "source"], tablefmt="github"))
+
+
+def task_settings(entry) -> str:
+    """One task's config fields (`tasks --show`): type, default, the task file's value, each preset's, meaning."""
+    from tabulate import tabulate
+
+    cls = entry.load()
+    presets = sorted(cls.presets)
+
+    def shown(value) -> str:
+        return json.dumps(value, default=str)
+
+    rows = []
+    for name, info in cls.Config.model_fields.items():
+        default = "(required)" if info.is_required() else shown(info.get_default(call_default_factory=True))
+        kind = info.annotation.__name__ if isinstance(info.annotation, type) else str(info.annotation).replace("typing.", "")
+        rows.append([name, kind, default, shown(entry.config[name]) if name in entry.config else "",
+                     *(shown(cls.presets[p][name]) if name in cls.presets[p] else "" for p in presets),
+                     info.description or ""])
+    head = (f"{entry.name} (version {entry.version}): {entry.description}\nsource: {entry.source}\n"
+            "values: the default, then the task file's `config:`, then the preset, then --set, then --limit")
+    table = tabulate(rows, headers=["field", "type", "default", "task file", *(f"--preset {p}" for p in presets), "meaning"],
+                     tablefmt="github", disable_numparse=True)
+    return f"{head}\n\n{table}"
 
 
 @app.command("schema")
@@ -171,7 +213,7 @@ def schema_command(out: Optional[Path] = typer.Option(None, help="Write the JSON
         typer.echo(text)
 
 
-leaderboard_app = typer.Typer(no_args_is_help=True, help="Submit results to the leaderboard, check it, look at it.")
+leaderboard_app = _Typer(no_args_is_help=True, help="Submit results to the leaderboard, check it, look at it.")
 app.add_typer(leaderboard_app, name="leaderboard")
 _LB_BOARD = typer.Option(None, "--board", "--dir", help="Leaderboard folder (default: ./leaderboard of the current directory).")
 
@@ -185,11 +227,8 @@ def leaderboard_submit(results_dir: Path = typer.Argument(..., help="An eval --o
     """Validate result files and add them as a submission; then rebuild the board's pages."""
     from . import leaderboard as lb
 
-    try:
-        dest = lb.submit(results_dir, name, board, replace, include_path)
-        page = lb.build(board, include_path)
-    except UserError as err:
-        _fail(err)
+    dest = lb.submit(results_dir, name, board, replace, include_path)
+    page = lb.build(board, include_path)
     typer.echo(f"submitted {dest}; rebuilt {page} and {page.parent / 'site' / 'index.html'}")
 
 
@@ -199,10 +238,7 @@ def leaderboard_validate(include_path: list[str] = _INCLUDE_PATH,
     """Re-validate every file on the board (schema, task versions, ranges, recomputed aggregates)."""
     from . import leaderboard as lb
 
-    try:
-        n = lb.validate(board, include_path)
-    except UserError as err:
-        _fail(err)
+    n = lb.validate(board, include_path)
     typer.echo(f"ok: {n} result files on {board or lb.default_board()} are valid")
 
 
@@ -222,11 +258,8 @@ def leaderboard_verify(row: str = typer.Argument(..., help="SUBMISSION/CHECKPOIN
     from . import leaderboard as lb
     from .leaderboard.verify import verify
 
-    try:
-        rows = verify(row, board or lb.default_board(), [t.strip() for t in tasks.split(",")] if tasks else None,
-                      checkpoint, tolerance, data_dir, cache_dir, include_path, device)
-    except UserError as err:
-        _fail(err)
+    rows = verify(row, board or lb.default_board(), [t.strip() for t in tasks.split(",")] if tasks else None,
+                  checkpoint, tolerance, data_dir, cache_dir, include_path, device)
     typer.echo(tabulate([[c.task, c.metric, c.recorded, c.rerun, "ok" if c.ok else "MISMATCH"] for c in rows],
                         headers=["task", "metric", "recorded", "re-run", f"within {tolerance:g}"], tablefmt="github"))
     bad = [c for c in rows if not c.ok]
@@ -248,10 +281,7 @@ def leaderboard_show(sort_by: Optional[str] = typer.Option(None, help="Column to
     """Print the leaderboard table (mean ± std where a std exists)."""
     from . import leaderboard as lb
 
-    try:
-        typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank, "recipe": recipe}, reverse, include_path))
-    except UserError as err:
-        _fail(err)
+    typer.echo(lb.show(board, sort_by, {"model": model, "hook": hook, "arch": arch, "r": rank, "recipe": recipe}, reverse, include_path))
 
 
 @leaderboard_app.command("build")
@@ -260,10 +290,7 @@ def leaderboard_build(include_path: list[str] = _INCLUDE_PATH,
     """Validate the board, then write LEADERBOARD.md, leaderboard.json and the web page site/index.html."""
     from . import leaderboard as lb
 
-    try:
-        page = lb.build(board, include_path)
-    except UserError as err:
-        _fail(err)
+    page = lb.build(board, include_path)
     typer.echo(f"wrote {page}, {page.parent / 'leaderboard.json'} and {page.parent / 'site' / 'index.html'}")
 
 
@@ -273,10 +300,7 @@ def leaderboard_serve(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0:
     """Serve the built web page on 127.0.0.1 (run `leaderboard build` first)."""
     from . import leaderboard as lb
 
-    try:
-        lb.serve(board, port)
-    except UserError as err:
-        _fail(err)
+    lb.serve(board, port)
 
 
 def main() -> None:  # pragma: no cover

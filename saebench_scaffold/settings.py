@@ -3,9 +3,11 @@ can point them elsewhere without editing files; every CLI command also takes the
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for a write that failed for lack of space (an OSError ENOSPC / EDQUOT, or a library's own
+    error quoting it, as safetensors' SafetensorError does)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(err) or "Disk quota exceeded" in str(err)
+
+
+def disk_full_error(folder: Path, needed_bytes: int, what: str) -> UserError:
+    """The one-line refusal for a full disk: the folder, what was being written, the space it needs."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return UserError(f"no space left on device for {what} in {folder}: it needs about {needed_bytes / 2**20:,.1f} MB, "
+                     f"{free / 2**20:,.1f} MB are free (free some space, or point --cache-dir / $SAEBENCH_CACHE_DIR "
+                     "at a larger disk); nothing was left half-written")
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path | None:

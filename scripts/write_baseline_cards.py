@@ -41,7 +41,9 @@ def seed_table(name: str, results: Path) -> str:
         return ""
     head = "| seed | " + " | ".join(c for c, _, _ in SEED_COLUMNS) + " |\n|" + "---|" * (len(SEED_COLUMNS) + 1)
     return (f"\n## Training seeds of this configuration (eval set: `core`, {results.name})\n\n"
-            "Seed 0 is this folder; the others are `scripts/retrain_board.sh`'s runs, on the board.\n\n"
+            "Seed 0 is this folder; the others are `scripts/retrain_board.sh`'s runs, on the board. These are `core`'s "
+            "figures on its eval set (131,072 tokens from context 20,000 on), so seed 0's differ from the held-out table "
+            "above (65,024 tokens right after the training contexts).\n\n"
             + head + "\n" + "\n".join(rows) + "\n")
 
 
@@ -64,8 +66,9 @@ def main() -> None:
             "sqrt(d_in) (`input_scaling: median_sqrt_d`), which keeps r = 24 runs from losing latents right after "
             "warm-up (docs/training.md). Short-run settings (~2M tokens, ~500 steps): warmup capped at 10% of the run, "
             "lr decays linearly over the last 20%, dead-latent window 500k tokens, threshold EMA decay 0.99 from step 200. "
-            "The residual stream has rare massive-activation tokens (norm up to ~150x the median) that dominate the "
-            "variance, hence the two FVU figures. Held-out tokens: contexts 16384-16895 of the same corpus."]
+            "The residual stream has rare massive-activation tokens (norm up to ~180x the median on `core`'s eval tokens: "
+            "`typical_tokens.max_norm_over_median` in its result) that dominate the variance, hence the two FVU figures. "
+            "Held-out tokens: contexts 16384-16895 of the same corpus."]
         partner = name.replace("_r24", "_r0")
         if partner != name:
             a, b = stats[partner], stats[name]

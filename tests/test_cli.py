@@ -34,6 +34,34 @@ def test_tasks_lists_builtin_tasks():
     assert "core" in result.output
 
 
+def test_tasks_show_prints_each_config_field_with_default_preset_and_meaning():
+    from saebench_scaffold.evals.core.task import CoreConfig, CoreTask
+
+    r = runner.invoke(app, ["tasks", "--show", "core"])
+    assert r.exit_code == 0, r.output
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in r.output.splitlines() if line.startswith("| ") and not line.startswith("| field")}
+    assert set(rows) == set(CoreConfig.model_fields)
+    for name, info in CoreConfig.model_fields.items():
+        kind, default, _task_file, saebench, meaning = rows[name]
+        assert default == json.dumps(info.get_default(call_default_factory=True)) and meaning == (info.description or "")
+        assert saebench == (json.dumps(CoreTask.presets["saebench"][name]) if name in CoreTask.presets["saebench"] else "")
+    _fails(runner.invoke(app, ["tasks", "--show", "nonsense"]), "unknown task 'nonsense'")
+
+
+def test_train_help_lists_every_recipe_field():
+    import dataclasses
+
+    from saebench_scaffold.training.recipe import TrainRecipe, recipe_fields
+
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert [name for name, _, _ in recipe_fields()] == [f.name for f in dataclasses.fields(TrainRecipe)]
+    for name, default, meaning in recipe_fields():
+        assert meaning, f"TrainRecipe.{name} has no docstring"
+        assert f"{name} = {default}:" in r.output
+
+
 def test_unknown_task(tmp_path):
     r = runner.invoke(app, ["eval", _ckpt(tmp_path), "--tasks", "core,nonsense", "--output-dir", str(tmp_path / "out")])
     _fails(r, "unknown task 'nonsense'", "available:")

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..sources import data
+from ..sources.hooks import HookPoint, as_hook_point
 from ..settings import UserError, atomic_write, cache_dir
 from .shards import build_lock, discard_damaged, record_build, save_shard, shard_intact
 
@@ -144,11 +145,11 @@ class ActivationCache:
         return {"cache_key": self.spec.key, **dataclasses.asdict(self.spec)}
 
 
-def cache_spec(lm, hook: str, dataset: str, n_contexts: int, ctx_len: int = data.DEFAULT_CONTEXT,
+def cache_spec(lm, hook: HookPoint | str, dataset: str, n_contexts: int, ctx_len: int = data.DEFAULT_CONTEXT,
                skip_contexts: int = 0, dtype: str = "float32", data_dir_override=None,
                shard_contexts: int = SHARD_CONTEXTS) -> CacheSpec:
     ds = data.dataset_id(dataset, data_dir_override)
-    return CacheSpec(lm.source_id, hook, dataset, ds["sha256"] or ds["source"], ctx_len, n_contexts, skip_contexts,
+    return CacheSpec(lm.source_id, str(hook), dataset, ds["sha256"] or ds["source"], ctx_len, n_contexts, skip_contexts,
                      dtype, shard_contexts)
 
 
@@ -191,6 +192,7 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
     contexts = data.token_contexts(lm, spec.dataset, (spec.n_shards - missing[0]) * per, spec.ctx_len,
                                    data_dir_override, skip_contexts=spec.skip_contexts + missing[0] * per)
     store_dtype = getattr(torch, spec.dtype)
+    hook = as_hook_point(spec.hook)  # parsed once for every batch
     bar = tqdm(total=sum(cache.contexts_in_shard(i) for i in missing) * spec.ctx_len, unit="tok", unit_scale=True,
                desc=f"caching {spec.hook} on {spec.dataset}", disable=not progress)
     for shard_idx in range(missing[0], spec.n_shards):
@@ -203,14 +205,14 @@ def _build_shards(lm, cache: ActivationCache, missing: list[int], data_dir_overr
         acts = []
         for start in range(0, n, batch_contexts):
             batch = toks[start:start + batch_contexts]
-            a = lm.hook_activations(batch, spec.hook)
+            a = lm.hook_activations(batch, hook)
             if not torch.isfinite(a).all():
                 raise UserError(f"model produced non-finite activations at {spec.hook} (shard {shard_idx})")
             acts.append(a.to(store_dtype).cpu())
             bar.update(batch.numel())
         tensors = {"acts": torch.cat(acts).contiguous(), "tokens": toks.to(torch.int32),
                    "special": lm.special_mask(toks).to(torch.uint8)}
-        save_shard(tensors, cache.shard_path(shard_idx))
+        save_shard(tensors, cache.shard_path(shard_idx), shards_left=sum(i >= shard_idx for i in missing))
         record_build(root, cache.shard_path(shard_idx).name)
     bar.close()
 
@@ -285,13 +287,13 @@ def texts_sha256(texts: list[str]) -> str:
     return h.hexdigest()
 
 
-def get_example_cache(lm, hook: str, name: str, texts: list[str], ctx_len: int = data.DEFAULT_CONTEXT,
+def get_example_cache(lm, hook: HookPoint | str, name: str, texts: list[str], ctx_len: int = data.DEFAULT_CONTEXT,
                       dtype: str = "float16", cache_root=None, batch_examples: int = 16,
                       progress: bool = True) -> ExampleCache:
     """Build (or resume, or reuse) the per-example activation cache of `texts`."""
     if not texts:
         raise UserError(f"example set {name}: no texts")
-    spec = ExampleSetSpec(lm.source_id, hook, name, texts_sha256(texts), len(texts), ctx_len, dtype)
+    spec = ExampleSetSpec(lm.source_id, str(hook), name, texts_sha256(texts), len(texts), ctx_len, dtype)
     root = cache_dir(cache_root) / "examples" / spec.key
     cache = ExampleCache(root, spec)
     if all(shard_intact(cache.shard_path(i)) for i in range(spec.n_shards)):
@@ -304,7 +306,7 @@ def get_example_cache(lm, hook: str, name: str, texts: list[str], ctx_len: int =
 def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: list[int], batch_examples: int,
                           progress: bool) -> None:
     spec, root = cache.spec, cache.root
-    hook, name, ctx_len, dtype = spec.hook, spec.name, spec.ctx_len, spec.dtype
+    hook, name, ctx_len, dtype = as_hook_point(spec.hook), spec.name, spec.ctx_len, spec.dtype
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "spec.json", json.dumps({**dataclasses.asdict(spec), "d_in": lm.hook_width(hook)}, indent=2))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_token_id
@@ -333,6 +335,7 @@ def _build_example_shards(lm, cache: ExampleCache, texts: list[str], missing: li
             acts[idx, :width] = a.to(store_dtype).cpu()
             bar.update(len(idx))
         mask = valid & ~lm.special_mask(tokens)
-        save_shard({"acts": acts, "tokens": tokens.to(torch.int32), "mask": mask.to(torch.uint8)}, cache.shard_path(shard_idx))
+        save_shard({"acts": acts, "tokens": tokens.to(torch.int32), "mask": mask.to(torch.uint8)}, cache.shard_path(shard_idx),
+                   shards_left=sum(i >= shard_idx for i in missing))
         record_build(root, cache.shard_path(shard_idx).name)
     bar.close()

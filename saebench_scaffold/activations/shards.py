@@ -27,7 +27,7 @@ from filelock import FileLock
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ..settings import atomic_write
+from ..settings import atomic_write, disk_full_error, is_disk_full
 
 _verified: set[tuple[str, int, int]] = set()
 """(path, size, mtime_ns) of shards this process has already checked."""
@@ -43,10 +43,18 @@ def checksum_path(path: Path) -> Path:
     return path.parent / "checksums" / f"{path.name}.sha256"
 
 
-def save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def save_shard(tensors: dict[str, torch.Tensor], path: Path, shards_left: int = 1) -> None:
+    """Write one shard and its checksum record. On a full disk: neither is left behind, and the error
+    names the folder and the space the `shards_left` shards still to write (this one included) need."""
     blob = save_bytes(tensors)
-    atomic_write(checksum_path(path), hashlib.sha256(blob).hexdigest().encode())
-    atomic_write(path, blob)
+    try:
+        atomic_write(checksum_path(path), hashlib.sha256(blob).hexdigest().encode())
+        atomic_write(path, blob)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        checksum_path(path).unlink(missing_ok=True)
+        raise disk_full_error(path.parent, len(blob) * max(shards_left, 1), "activation cache shards") from err
     st = path.stat()
     _verified.add((str(path), st.st_size, st.st_mtime_ns))
 

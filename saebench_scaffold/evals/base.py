@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..sources import data
 from ..activations.cache import SHARD_CONTEXTS, ActivationCache, cache_spec, get_cache
+from ..sources.hooks import HookPoint, as_hook_point
 from ..sources.model import LanguageModel, ModelSpec, load_model
 from ..sources.processing import Processing, processed
 from ..saes import SAE
@@ -122,7 +123,8 @@ class EvalContext:
     """Shared resources for one `eval` invocation (many checkpoints × many tasks)."""
 
     model: ModelSpec
-    hook: str
+    hook: HookPoint
+    """Where the checkpoints read (a name is parsed on construction); `str(hook)` is its key."""
     data_dir: str | None = None
     cache_dir: str | None = None
     seed: int = 0
@@ -133,6 +135,9 @@ class EvalContext:
     """A model the caller already holds (a HookedTransformer, through `TransformerLensModel`)."""
     memo: dict = field(default_factory=dict, repr=False)
     """Checkpoint-independent results computed once per invocation (PCA fits, loaded token sets)."""
+
+    def __post_init__(self):
+        self.hook = as_hook_point(self.hook)
 
     @cached_property
     def lm(self) -> LanguageModel:

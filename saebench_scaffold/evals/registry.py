@@ -34,6 +34,8 @@ from ..settings import UserError
 from .base import Task
 
 ENTRY_POINT_GROUP = "saebench_scaffold.tasks"
+PLUGIN_MODULE_PREFIX = "saebench_scaffold_plugin_"
+"""Module names given to task classes loaded from a task file's `file.py` (importable in this process only)."""
 BUILTIN_TASK_PACKAGE = "saebench_scaffold.builtin_tasks"
 
 
@@ -79,6 +81,9 @@ class TaskEntry:
 class TaskRegistry:
     def __init__(self, include_paths: list[str | Path] | None = None, use_entry_points: bool = True):
         self._entries: dict[str, TaskEntry] = {}
+        self.datasets: dict = {}
+        """Labeled datasets the task files declare (name -> `sources.data.DatasetEntry`); a run makes
+        them known with `sources.data.declared(registry.datasets)`, nothing global is written."""
         builtin = builtin_task_dir()
         if builtin.is_dir():
             self._add_dir(builtin)
@@ -106,9 +111,26 @@ class TaskRegistry:
             if "task" not in doc or "class" not in doc or unknown:
                 raise UserError(f"task file {path} needs keys 'task' and 'class' (optional: description, version, config, "
                                 f"datasets); unknown keys: {sorted(unknown)}")
-            _register_datasets(doc.get("datasets") or [], path)
+            self._add_datasets(doc.get("datasets") or [], path)
             self.add(TaskEntry(doc["task"], doc["class"], str(path), doc.get("description", ""),
                                doc.get("version"), doc.get("config") or {}, path.parent))
+
+    def _add_datasets(self, specs: list, task_file: Path) -> None:
+        """Labeled files a task file declares: {name, path, text_field?, label_field?}, path relative to it.
+        The same file under the same name from two task files is one dataset; anything else is refused."""
+        from ..sources.data import labeled_file_entry
+
+        for spec in specs:
+            if not isinstance(spec, dict) or not {"name", "path"} <= set(spec) or set(spec) - {"name", "path", "text_field", "label_field"}:
+                raise UserError(f"task file {task_file}: each of 'datasets' needs 'name' and 'path' "
+                                f"(optional: text_field, label_field); got {spec!r}")
+            entry = labeled_file_entry(spec["name"], task_file.parent / spec["path"], spec.get("text_field", "text"),
+                                       spec.get("label_field", "label"), declared_in=str(task_file))
+            known = self.datasets.get(entry.name)
+            if known is not None and (known.path, known.description.split(" (declared in")[0]) != \
+                    (entry.path, entry.description.split(" (declared in")[0]):
+                raise UserError(f"dataset {entry.name!r} (declared in {task_file}) is already defined: {known.description}")
+            self.datasets.setdefault(entry.name, entry)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -133,24 +155,12 @@ class TaskRegistry:
                 classes.append(cls)
         return sorted(classes, key=lambda c: (c.leaderboard_order, c.name))
 
-    def resolve(self, spec: str) -> list[TaskEntry]:
-        """'core,tpp' or 'all' -> entries."""
-        names = self.names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    def resolve(self, names: list[str]) -> list[TaskEntry]:
+        """Task names, or ["all"] -> entries."""
+        names = self.names() if list(names) == ["all"] else list(names)
         if not names:
             raise UserError("no task given (--tasks core,sparse_probing,...)")
         return [self.get(n) for n in names]
-
-
-def _register_datasets(specs: list, task_file: Path) -> None:
-    """Labeled files a task file declares: {name, path, text_field?, label_field?}, path relative to it."""
-    from ..sources.data import register_labeled_file
-
-    for spec in specs:
-        if not isinstance(spec, dict) or not {"name", "path"} <= set(spec) or set(spec) - {"name", "path", "text_field", "label_field"}:
-            raise UserError(f"task file {task_file}: each of 'datasets' needs 'name' and 'path' "
-                            f"(optional: text_field, label_field); got {spec!r}")
-        register_labeled_file(spec["name"], task_file.parent / spec["path"], spec.get("text_field", "text"),
-                              spec.get("label_field", "label"), declared_in=str(task_file))
 
 
 def _import_target(target: str, base_dir: Path | None, source: str):
@@ -162,7 +172,7 @@ def _import_target(target: str, base_dir: Path | None, source: str):
             path = (base_dir or Path.cwd()) / module_name
             if not path.exists():
                 raise UserError(f"{source}: task module {path} not found")
-            mod_id = f"saebench_scaffold_plugin_{path.stem}_{abs(hash(str(path)))}"
+            mod_id = f"{PLUGIN_MODULE_PREFIX}{path.stem}_{abs(hash(str(path)))}"
             spec = importlib.util.spec_from_file_location(mod_id, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_id] = module

@@ -49,6 +49,6 @@ def load_checkpoint(spec: str) -> LoadedCheckpoint:
 
 
 def fit_pca_baseline(ctx: EvalContext) -> PCASAE:
-    return PCASAE.from_pca(ctx.train_pca(PCA_FIT_TOKENS), ctx.model.name, ctx.hook)
+    return PCASAE.from_pca(ctx.train_pca(PCA_FIT_TOKENS), ctx.model.name, ctx.hook.key)
 
 

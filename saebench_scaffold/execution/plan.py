@@ -21,11 +21,12 @@ from ..evals.registry import TaskRegistry
 from ..results.schema import check_output_dir, result_path
 from ..settings import UserError, check_device, load_json
 from ..sources import data
-from ..sources.model import DEFAULT_HOOK, ModelSpec, parse_hook
+from ..sources.hooks import HookPoint, as_hook_point
+from ..sources.model import DEFAULT_HOOK, ModelSpec
 from ..sources.processing import Processing
 from ..sources.transformer_lens_model import TransformerLensModel
 from .checkpoints import PCA_FIT_TOKENS, LoadedCheckpoint, load_checkpoint
-from .request import PRESETS, EvalRequest, parse_overrides
+from .request import PRESETS, EvalRequest
 
 
 @dataclass
@@ -46,19 +47,20 @@ class Plan:
     tasks: dict[str, tuple[Task, object]]  # name -> (task, resolved config)
     units: list[Unit]
     model: ModelSpec
-    hook: str
+    hook: HookPoint
     ctx: EvalContext | None = None  # the planner's context (its model is loaded for validation)
+    datasets: dict = field(default_factory=dict)  # labeled datasets the task files declare (`data.declared`)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
-def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
+def resolve_tasks(req: EvalRequest, registry: TaskRegistry | None = None) -> dict[str, tuple[Task, object]]:
     """Task instances with their configs: defaults, then the task file, the preset, --set, --limit."""
     if req.preset not in PRESETS:
         raise UserError(f"unknown preset {req.preset!r}; known: {', '.join(PRESETS)}")
     check_device(req.device)
-    registry = TaskRegistry(req.include_paths)
+    registry = registry or TaskRegistry(req.include_paths)
     entries = registry.resolve(req.tasks)
-    overrides = parse_overrides(req.overrides)
+    overrides = req.overrides
     for task_name in overrides:
         registry.get(task_name)
     tasks: dict[str, tuple[Task, object]] = {}
@@ -78,7 +80,8 @@ def resolve_tasks(req: EvalRequest) -> dict[str, tuple[Task, object]]:
 
 
 def plan_eval(req: EvalRequest) -> Plan:
-    tasks = resolve_tasks(req)
+    registry = TaskRegistry(req.include_paths)  # the one registry of this run
+    tasks = resolve_tasks(req, registry)
     output_dir = Path(req.output_dir)
     check_output_dir(output_dir)
     checkpoints = [_weights_dropped(load_checkpoint(c)) for c in req.checkpoints]
@@ -86,7 +89,7 @@ def plan_eval(req: EvalRequest) -> Plan:
 
     spec, held = model_spec(req)
     hooks = {own_hook(c.sae) for c in checkpoints if c.sae is not None and c.sae.cfg.hook_name}
-    hook = parse_hook(req.hook or (hooks.pop() if len(hooks) == 1 else DEFAULT_HOOK)).key
+    hook = req.hook or (hooks.pop() if len(hooks) == 1 else as_hook_point(DEFAULT_HOOK))
     ctx = EvalContext(spec, hook, req.data_dir, req.cache_dir, req.seed, req.progress, trained_processing(checkpoints), held)
     for c in checkpoints:
         if c.sae is not None:
@@ -101,13 +104,13 @@ def plan_eval(req: EvalRequest) -> Plan:
             unit = Unit(given, c.name, task.name, digest, result_path(output_dir, c.name, task.name))
             unit.done = not req.force and result_config_hash(unit.path) == digest
             units.append(unit)
-    return Plan(req, tasks, units, spec, hook, ctx)
+    return Plan(req, tasks, units, spec, hook, ctx, datasets=registry.datasets)
 
 
-def own_hook(sae) -> str:
+def own_hook(sae) -> HookPoint:
     """Where a checkpoint reads: its hook name, with SAELens's `hook_head_index` when it has one."""
     head = (sae.cfg.extra.get("saelens_model") or {}).get("hook_head_index")
-    return parse_hook(sae.cfg.hook_name, head).key
+    return as_hook_point(sae.cfg.hook_name, head)
 
 
 def model_spec(req: EvalRequest) -> tuple[ModelSpec, TransformerLensModel | None]:
@@ -159,10 +162,10 @@ def _check_unique_names(given: list[str], checkpoints: list[LoadedCheckpoint]) -
         seen[c.name] = g
 
 
-def config_hash(task: Task, cfg, c: LoadedCheckpoint, model: ModelSpec, hook: str, seed: int) -> str:
+def config_hash(task: Task, cfg, c: LoadedCheckpoint, model: ModelSpec, hook: HookPoint, seed: int) -> str:
     identity = c.sha256 or f"{c.path}:{PCA_FIT_TOKENS}"  # the PCA baseline is fixed by its fit budget
     blob = json.dumps({"task": task.name, "version": task.version, "config": cfg.model_dump(mode="json"),
-                       "checkpoint": identity, "model": model.name, "dtype": model.dtype, "hook": hook, "seed": seed},
+                       "checkpoint": identity, "model": model.name, "dtype": model.dtype, "hook": hook.key, "seed": seed},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

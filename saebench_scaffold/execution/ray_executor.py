@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 
 from ..evals.base import EvalContext
+from ..evals.registry import PLUGIN_MODULE_PREFIX
 from ..settings import UserError
+from ..sources import data
+from ..sources.hooks import HookPoint
 from ..sources.model import ModelSpec
 from ..sources.processing import Processing
-from .plan import Plan, Unit, resolve_tasks
+from .plan import Plan, Unit
 from .progress import UnitProgress
 from .units import UnitRunner, done_row, one_line, unit_row
 
@@ -27,15 +31,19 @@ _WORKER_STATE: dict[str, UnitRunner] = {}
 """In a Ray worker: the runner (model, caches, memo) for the request it last served."""
 
 
-def _run_unit_in_worker(req, model: ModelSpec, hook: str, processing: Processing | None, unit: Unit) -> dict:
+def _run_unit_in_worker(req, tasks: dict, datasets: dict, model: ModelSpec, hook: HookPoint,
+                        processing: Processing | None, unit: Unit) -> dict:
+    """Run one unit in a Ray worker. `tasks` are the planner's resolved tasks and configs, `datasets`
+    the task files' datasets: a worker never builds a task registry or re-reads task files."""
     key = json.dumps([dataclasses.asdict(req), dataclasses.asdict(model), hook, repr(processing)], sort_keys=True, default=str)
     runner = _WORKER_STATE.get(key)
     if runner is None:
         _WORKER_STATE.clear()  # one model per worker
         ctx = EvalContext(model, hook, req.data_dir, req.cache_dir, req.seed, progress=False, processing=processing)
-        runner = _WORKER_STATE[key] = UnitRunner(req, resolve_tasks(req), ctx, hook)
+        runner = _WORKER_STATE[key] = UnitRunner(req, tasks, ctx)
     t0 = time.perf_counter()
-    row = runner.run(unit)
+    with data.declared(datasets):
+        row = runner.run(unit)
     row["unit_s"] = round(time.perf_counter() - t0, 2)  # includes model and checkpoint loading
     return row
 
@@ -66,6 +74,11 @@ def _run(ray, plan: Plan) -> list[dict]:
     remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_calls=0,
                         max_retries=1, retry_exceptions=True)(_run_unit_in_worker)
     worker_req = dataclasses.replace(plan.req, progress=False)  # many workers' bars would interleave
+    for task, _cfg in plan.tasks.values():  # classes from a task file's .py: workers cannot import them by name
+        module = sys.modules[type(task).__module__]
+        if module.__name__.startswith(PLUGIN_MODULE_PREFIX):
+            ray.cloudpickle.register_pickle_by_value(module)
+    tasks, datasets = ray.put(plan.tasks), ray.put(plan.datasets)
 
     rows: dict[int, dict] = {i: done_row(u, plan.tasks[u.task][0]) for i, u in enumerate(plan.units) if u.done}
     groups: dict[str, list[int]] = {}
@@ -77,7 +90,7 @@ def _run(ray, plan: Plan) -> list[dict]:
 
     def submit(indices: list[int]) -> None:
         for i in indices:
-            pending[remote.remote(worker_req, plan.model, plan.hook, plan.ctx.processing, plan.units[i])] = i
+            pending[remote.remote(worker_req, tasks, datasets, plan.model, plan.hook, plan.ctx.processing, plan.units[i])] = i
         progress.started(len(indices))
 
     followers = {}

@@ -5,6 +5,7 @@ units through per-unit locks) or `ray` (one Ray task per unit)."""
 from __future__ import annotations
 
 from ..settings import UserError
+from ..sources import data
 from .plan import Plan, plan_eval, plan_rows
 from .progress import silence_library_bars
 from .request import EvalRequest
@@ -31,4 +32,5 @@ def run_eval(req: EvalRequest) -> list[dict]:
     plan = plan_eval(req)
     if req.dry_run:
         return plan_rows(plan)
-    return EXECUTORS[req.executor](plan)
+    with data.declared(plan.datasets):  # the task files' datasets, for this run only
+        return EXECUTORS[req.executor](plan)

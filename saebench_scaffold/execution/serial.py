@@ -25,7 +25,7 @@ def run_plan_serial(plan: Plan) -> list[dict]:
         if u.done:
             rows[i] = done_row(u, plan.tasks[u.task][0])
     progress = UnitProgress(len(todo), plan.req.progress and len(todo) > 1)
-    runner = UnitRunner(plan.req, plan.tasks, plan.ctx, plan.hook)
+    runner = UnitRunner(plan.req, plan.tasks, plan.ctx)
     deferred = []
     for wait in (False, True):
         for i in (todo if not wait else deferred):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,13 +103,11 @@ def sweep_request(path: str | Path, dry_run: bool = False, progress: bool = True
     def rel(p: str | None) -> str | None:
         return None if p is None else str((base / Path(p).expanduser()))
 
-    tasks = sweep.tasks if isinstance(sweep.tasks, str) else ",".join(sweep.tasks)
-    overrides = [f"{task}.{key}={json.dumps(value)}" for task, items in sweep.overrides.items() for key, value in items.items()]
     return EvalRequest(
-        checkpoints=expand_checkpoints(sweep.checkpoints, base), tasks=tasks, model=sweep.model, hook=sweep.hook,
+        checkpoints=expand_checkpoints(sweep.checkpoints, base), tasks=sweep.tasks, model=sweep.model, hook=sweep.hook,
         limit=sweep.limit, data_dir=rel(sweep.data_dir), cache_dir=rel(sweep.cache_dir), output_dir=rel(sweep.output_dir),
         device=sweep.device, seed=sweep.seed, force=sweep.force, preset=sweep.preset,
-        include_paths=[rel(p) for p in sweep.include_paths], overrides=overrides, progress=progress, dry_run=dry_run,
+        include_paths=[rel(p) for p in sweep.include_paths], overrides=sweep.overrides, progress=progress, dry_run=dry_run,
         executor=sweep.executor, ray_address=sweep.ray_address, keep_going=True)
 
 

@@ -23,8 +23,8 @@ from .request import EvalRequest
 class UnitRunner:
     """Runs units in one process: one model and EvalContext, checkpoints loaded one at a time."""
 
-    def __init__(self, req: EvalRequest, tasks: dict[str, tuple[Task, object]], ctx: EvalContext, hook: str):
-        self.req, self.tasks, self.ctx, self.hook = req, tasks, ctx, hook
+    def __init__(self, req: EvalRequest, tasks: dict[str, tuple[Task, object]], ctx: EvalContext):
+        self.req, self.tasks, self.ctx = req, tasks, ctx
         self._loaded: tuple[str, LoadedCheckpoint] | None = None
 
     def checkpoint(self, spec: str) -> LoadedCheckpoint:
@@ -76,7 +76,7 @@ def one_line(err: BaseException) -> str:
 
 
 def _envelope(task: Task, cfg, out: TaskOutput, c: LoadedCheckpoint, ctx: EvalContext, req: EvalRequest, wall: float) -> EvalResult:
-    prov = Provenance(git_hash=process_git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook,
+    prov = Provenance(git_hash=process_git_hash(), model=ctx.model.__dict__, model_source=ctx.lm.source_id, hook_name=ctx.hook.key,
                       checkpoint_path=c.path, checkpoint_format=c.fmt, checkpoint_sha256=c.sha256,
                       datasets=out.datasets, token_counts=out.token_counts, seed=req.seed, limit=req.limit,
                       wall_time_s=round(wall, 3), task_version=task.version,

@@ -9,7 +9,6 @@ sha256 must be the recorded one, else nothing is run. Each headline metric (the 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +63,11 @@ def verify(row: str, board: Path, tasks: list[str] | None = None, checkpoint: st
     out: list[Comparison] = []
     for task, res in recorded.items():
         prov = res.provenance
-        overrides = [f"{task}.{k}={json.dumps(v)}" for k, v in res.eval_config.items()]
         with tempfile.TemporaryDirectory(prefix="saebench_verify_") as tmp:
-            run_eval(EvalRequest([str(path)], task, prov.model.get("name"), prov.hook_name, prov.limit, data_dir,
-                                 cache_dir, tmp, device, prov.seed, True, "quick", list(include_paths or []), overrides,
-                                 progress=False))
+            run_eval(EvalRequest(checkpoints=[str(path)], tasks=[task], model=prov.model.get("name"), hook=prov.hook_name,
+                                 limit=prov.limit, data_dir=data_dir, cache_dir=cache_dir, output_dir=tmp, device=device,
+                                 seed=prov.seed, force=True, include_paths=list(include_paths or []),
+                                 overrides={task: dict(res.eval_config)}, progress=False))
             rerun = read_result(next(Path(tmp).rglob(f"{task}.json")))
         summary = getattr(registry.get(task).load(), "summary_metrics", ())
         for category, key in summary:

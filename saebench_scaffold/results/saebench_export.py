@@ -63,7 +63,19 @@ def saebench_document(res: EvalResult, mapping: SAEBenchExport, release: str, ch
         doc["eval_result_unstructured"].update(saebench_scaffold_details=res.eval_result_details,
                                                saebench_scaffold_unstructured=res.eval_result_unstructured)
     doc["sae_lens_release_id"], doc["sae_lens_id"] = release, _slug(checkpoint)
+    doc["sae_cfg_dict"] = saebench_sae_cfg(res.sae_cfg_dict)
     return doc
+
+
+def saebench_sae_cfg(cfg: dict) -> dict:
+    """SAEBench's plots group checkpoints by `sae_cfg_dict["architecture"]` (graphing_utils' `sae_class`):
+    ours carries the scaffold rank (`batchtopk_r24`, `batchtopk_r0`), so hybrids and plain SAEs of one
+    architecture are drawn as different classes. Foreign checkpoints (no scaffold rank) keep theirs;
+    ours is kept as `saebench_scaffold_architecture`."""
+    if cfg.get("scaffold_rank") is None or not cfg.get("architecture"):
+        return cfg
+    return {**cfg, "architecture": f"{cfg['architecture']}_r{cfg['scaffold_rank']}",
+            "saebench_scaffold_architecture": cfg["architecture"]}
 
 
 def _slug(text: str) -> str:

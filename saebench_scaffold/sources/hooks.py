@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..settings import UserError
 
@@ -42,6 +43,9 @@ _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(?:hook_(resid_pre|resid_mid|resid_post|
 
 @dataclass(frozen=True)
 class HookPoint:
+    """A parsed hook point. Parsed once where a name comes in (the CLI, a sweep file, an SAE's config),
+    then passed as it is to the models; `str()` is its `key`, the name caches and results record."""
+
     layer: int
     kind: str  # one of HOOK_KINDS
     head: int | None = None  # for `z`: one head (SAELens's hook_head_index); None: all heads concatenated
@@ -55,6 +59,9 @@ class HookPoint:
         """The name with the head, `blocks.L.attn.hook_z[h]`: how an eval names the activations one
         head-specific SAE reads (in activation-cache keys, memo keys and `provenance.hook_name`)."""
         return self.name if self.head is None else f"{self.name}[{self.head}]"
+
+    def __str__(self) -> str:
+        return self.key
 
     @property
     def last_layer_needed(self) -> int:
@@ -79,6 +86,20 @@ def parse_hook(hook: str, head_index: int | None = None) -> HookPoint:
     if head_index is not None and head_index < 0:
         raise UserError(f"head index {head_index} of {hook} is negative")
     return HookPoint(int(m.group(1)), kind, head_index)
+
+
+def as_hook_point(hook: HookPoint | str, head_index: int | None = None) -> HookPoint:
+    """`hook` as a HookPoint: returned as it is when already parsed; a name (with SAELens's
+    `hook_head_index`, if any) is parsed once per process and remembered, so a model handed the
+    same name batch after batch does not parse it again."""
+    if isinstance(hook, HookPoint) and head_index in (None, hook.head):
+        return hook
+    return _parsed(str(hook), head_index)
+
+
+@lru_cache(maxsize=256)
+def _parsed(hook: str, head_index: int | None) -> HookPoint:
+    return parse_hook(hook, head_index)
 
 
 @dataclass(frozen=True)

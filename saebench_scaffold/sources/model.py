@@ -24,8 +24,9 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from ..settings import UserError, cache_dir
-from .hooks import HookPoint, attention_shape, block_sites, parse_hook  # tasks import the last from here
+from ..settings import UserError, cache_dir, disk_full_error, is_disk_full
+from .hooks import HookPoint, as_hook_point, attention_shape, block_sites
+from .model_like import ModelLike
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_LAYER = 14
@@ -101,8 +102,8 @@ def _replace(module: nn.Module, side: str, edit) -> torch.utils.hooks.RemovableH
     return module.register_forward_hook(swap_output)
 
 
-class LanguageModel:
-    """A Hugging Face causal LM with hook-point access. Not thread-safe (it edits its layer list)."""
+class LanguageModel(ModelLike):
+    """A Hugging Face causal LM with hook-point access (`ModelLike`). Not thread-safe (it edits its layer list)."""
 
     def __init__(self, spec: ModelSpec, hf_model: nn.Module, tokenizer, source_id: str):
         self.spec = spec
@@ -117,16 +118,8 @@ class LanguageModel:
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self._layer_returns_tuple = self._probe_layer_output_type()
 
-    # ---- tokens -------------------------------------------------------------------------------
-    def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """True at positions tasks exclude by default: position 0 (the BOS/attention-sink position,
-        where SmolLM2 puts activations of norm ~23,600) and any special token."""
-        mask = torch.isin(tokens, self.special_ids.to(tokens.device))
-        mask[..., 0] = True
-        return mask
-
     # ---- forward passes -----------------------------------------------------------------------
-    def hook_width(self, hook: str, head_index: int | None = None) -> int:
+    def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:
         """Width of the activations at `hook` (the d_in of an SAE there): d_model, except for
         `attn.hook_z`: n_heads * d_head, or d_head for one head."""
         hp = self._check_hook(hook, head_index)
@@ -136,7 +129,7 @@ class LanguageModel:
         return d_head if hp.head is not None else n_heads * d_head
 
     @torch.inference_mode()
-    def hook_activations(self, tokens: torch.Tensor, hook: str, head_index: int | None = None) -> torch.Tensor:
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
         """Activations at `hook` for a [batch, ctx] token tensor, as float32 [batch, ctx, width];
         the forward pass stops at the hook.
 
@@ -174,7 +167,7 @@ class LanguageModel:
         return self.hf(input_ids=tokens.to(self.device), use_cache=False).logits.float()
 
     @torch.inference_mode()
-    def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor,
+    def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
                          head_index: int | None = None) -> torch.Tensor:
         """Logits when the activation at `hook` (as `hook_activations` returns it) is replaced by `acts`.
 
@@ -227,8 +220,8 @@ class LanguageModel:
             for i, layer in enumerate(originals):
                 self.layers[i] = layer
 
-    def _check_hook(self, hook: str, head_index: int | None = None) -> HookPoint:
-        hp = parse_hook(hook, head_index)
+    def _check_hook(self, hook: HookPoint | str, head_index: int | None = None) -> HookPoint:
+        hp = as_hook_point(hook, head_index)
         if hp.layer >= self.n_layers:
             raise UserError(f"hook {hook} is past the last layer of {self.spec.name} ({self.n_layers} layers)")
         if hp.kind not in ("resid_pre", "resid_post"):
@@ -333,12 +326,28 @@ def _dequantize_embedded(gguf: Path, out: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quant.state_dict(), strict=False)
     plain.tie_weights()
+    needed = sum({t.data_ptr(): t.numel() * t.element_size() for t in plain.state_dict().values()}.values())
+    write_folder(out, needed, "the embedded model's float copy", lambda tmp: (plain.save_pretrained(tmp), tok.save_pretrained(tmp)))
+    (out / "done").write_text(gguf.name)
+
+
+def write_folder(out: Path, needed_bytes: int, what: str, write) -> None:
+    """`write(tmp)` fills a fresh temporary folder beside `out`, which then replaces `out` in one rename.
+    A failure leaves no temporary folder behind; a full disk (checked first, and if it fills while
+    writing) is one `UserError` naming the folder and the space `needed_bytes` it needs."""
+    free = shutil.disk_usage(out.parent).free
+    if free < needed_bytes:
+        raise disk_full_error(out.parent, needed_bytes, what)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))  # a name no other process uses
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    try:
+        write(tmp)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full_error(out.parent, needed_bytes, what) from err
+        raise
     shutil.rmtree(out, ignore_errors=True)  # a copy left without its `done` marker by a killed process
     tmp.rename(out)
-    (out / "done").write_text(gguf.name)
 
 
 @lru_cache(maxsize=2)

@@ -32,12 +32,14 @@ import torch
 from torch import nn
 
 from ..settings import UserError
+from .hooks import HookPoint, as_hook_point
+from .model_like import ModelLike
 
 CHANGES_Z = ("fold_value_biases", "refactor_factored_attn_matrices")
 SAME_ACTIVATIONS = ("fold_ln", "center_unembed") + CHANGES_Z
 LOADING_ONLY = ("dtype", "torch_dtype", "default_prepend_bos", "device", "n_devices", "move_to_device")
 KNOWN = ("center_writing_weights",) + SAME_ACTIVATIONS + LOADING_ONLY
-_RESIDUAL_WRITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+_RESIDUAL_WRITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")  # HookPoint kinds
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,9 @@ class Processing:
     def active(self) -> bool:
         return self.center_writing_weights
 
-    def check(self, lm, hook: str) -> None:
-        """Refuse what cannot be reproduced exactly at this hook."""
-        if self.changes_z and hook.endswith("attn.hook_z"):
+    def check(self, lm, hook: HookPoint | str) -> None:
+        """Refuse what cannot be reproduced exactly at this hook (any `attn.hook_z`, one head or all)."""
+        if self.changes_z and as_hook_point(hook).kind == "z":
             raise UserError(f"{', '.join(self.changes_z)} changes attn.hook_z and is not reproduced here; "
                             f"{hook} cannot be read as the SAE was trained")
 
@@ -82,26 +84,37 @@ def uses_layernorm(lm) -> bool:
     return isinstance(lm.final_norm, nn.LayerNorm)
 
 
-class ProcessedModel:
-    """A view of a `LanguageModel` (same weights, same forward) whose hook activations are the
-    processed model's, under a `source_id` of its own so its activation caches are its own."""
+class ProcessedModel(ModelLike):
+    """A view of a model (same weights, same forward) whose hook activations are the processed
+    model's, under a `source_id` of its own so its activation caches are its own. Everything else of
+    the contract is the wrapped model's."""
 
-    def __init__(self, lm, processing: Processing):
+    def __init__(self, lm: ModelLike, processing: Processing):
         self._lm = lm
         self.processing = processing
         self.source_id = f"{lm.source_id}+center_writing_weights"
+        self.spec, self.tokenizer, self.device = lm.spec, lm.tokenizer, lm.device
+        self.n_layers, self.d_model, self.final_norm = lm.n_layers, lm.d_model, lm.final_norm
+        self.bos_token_id, self.special_ids = lm.bos_token_id, lm.special_ids
 
-    def __getattr__(self, name: str):
-        return getattr(self._lm, name)
+    def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:
+        return self._lm.hook_width(hook, head_index)
 
-    def hook_activations(self, tokens: torch.Tensor, hook: str, *args, **kwargs) -> torch.Tensor:
-        acts = self._lm.hook_activations(tokens, hook, *args, **kwargs)
-        if hook.rsplit(".", 1)[-1] in _RESIDUAL_WRITES:
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
+        acts = self._lm.hook_activations(tokens, hook, head_index)
+        if as_hook_point(hook).kind in _RESIDUAL_WRITES:
             acts = acts - acts.mean(dim=-1, keepdim=True)
         return acts
 
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._lm.logits(tokens)
 
-def processed(lm, processing: Processing | None, hook: str):
+    def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
+                         head_index: int | None = None) -> torch.Tensor:
+        return self._lm.logits_from_hook(tokens, hook, acts, head_index)
+
+
+def processed(lm, processing: Processing | None, hook: HookPoint | str):
     """`lm` as an SAE trained under `processing` must see it (`lm` itself where nothing changes)."""
     if processing is None:
         return lm

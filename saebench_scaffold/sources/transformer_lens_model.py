@@ -1,6 +1,6 @@
 """A `HookedTransformer` the user already holds, as the suite's model:
 
-    run_eval(EvalRequest(["my_sae"], "core", model=my_hooked_transformer))
+    run_eval(EvalRequest(checkpoints=["my_sae"], tasks="core", model=my_hooked_transformer))
 
 Everything a task asks of a model — activations at a hook, the logits, the logits with an edited
 activation spliced in, the tokenizer and the positions to leave out — is answered by TransformerLens
@@ -17,12 +17,12 @@ import json
 import torch
 
 from ..settings import UserError
-from .hooks import parse_hook
-from .model import LanguageModel
+from .hooks import HookPoint, as_hook_point
+from .model_like import ModelLike
 
 
-class TransformerLensModel(LanguageModel):
-    """`LanguageModel`'s interface over a `transformer_lens.HookedTransformer`."""
+class TransformerLensModel(ModelLike):
+    """The model contract (`ModelLike`) over a `transformer_lens.HookedTransformer`."""
 
     processing_note = "the given HookedTransformer is used as it is (its weight processing is the caller's)"
 
@@ -38,14 +38,14 @@ class TransformerLensModel(LanguageModel):
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.source_id = f"transformer_lens:{model.cfg.model_name}:{_fingerprint(model)}"
 
-    def hook_width(self, hook: str, head_index: int | None = None) -> int:
+    def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:
         hp = self._check(hook, head_index)
         if hp.kind != "z":
             return self.d_model
         return self.tl.cfg.d_head * (1 if hp.head is not None else self.tl.cfg.n_heads)
 
     @torch.inference_mode()
-    def hook_activations(self, tokens: torch.Tensor, hook: str, head_index: int | None = None) -> torch.Tensor:
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
         hp = self._check(hook, head_index)
         _, cache = self.tl.run_with_cache(tokens.to(self.device), names_filter=[hp.name], stop_at_layer=hp.layer + 1)
         acts = cache[hp.name]
@@ -58,7 +58,7 @@ class TransformerLensModel(LanguageModel):
         return self.tl(tokens.to(self.device)).float()
 
     @torch.inference_mode()
-    def logits_from_hook(self, tokens: torch.Tensor, hook: str, acts: torch.Tensor,
+    def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
                          head_index: int | None = None) -> torch.Tensor:
         hp = self._check(hook, head_index)
         acts = acts.to(self.device, dtype=self.tl.cfg.dtype)
@@ -74,8 +74,8 @@ class TransformerLensModel(LanguageModel):
 
         return self.tl.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hp.name, replace)]).float()
 
-    def _check(self, hook: str, head_index: int | None):
-        hp = parse_hook(hook, head_index)
+    def _check(self, hook: HookPoint | str, head_index: int | None):
+        hp = as_hook_point(hook, head_index)
         if hp.layer >= self.n_layers:
             raise UserError(f"hook {hook} is past the last layer of {self.spec.name} ({self.n_layers} layers)")
         if hp.head is not None and hp.head >= self.tl.cfg.n_heads:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..settings import UserError
 from .common import Comm
 from .recipe import TrainRecipe
 from .trainer import train
@@ -27,10 +26,6 @@ def train_command(
         overrides.append(f"output_dir={output_dir}")
     if device is not None:
         overrides.append(f"device={device}")
-    try:
-        folder = train(TrainRecipe.load(recipe, overrides), resume=resume, progress=progress)
-    except UserError as err:  # one line, no traceback, as for `eval`
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    folder = train(TrainRecipe.load(recipe, overrides), resume=resume, progress=progress)  # UserError: cli.py's one handler
     if Comm().rank == 0:
         typer.echo(f"saved {folder}")

@@ -282,3 +282,22 @@ def _check_types(r: TrainRecipe, where: str) -> None:
             raise UserError(f"{where}: {f.name} must be true or false (got {v!r})")
         if t.startswith("str") and not isinstance(v, str):
             raise UserError(f"{where}: {f.name} must be a string (got {v!r})")
+
+
+def recipe_fields() -> list[tuple[str, str, str]]:
+    """(name, default, meaning) of every `TrainRecipe` field, the meaning being the docstring written
+    under the field in this file (what `train --help` lists, so the two cannot drift apart)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(TrainRecipe)).body[0].body
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    out = []
+    for f in dataclasses.fields(TrainRecipe):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, repr(default), docs.get(f.name, "")))
+    return out

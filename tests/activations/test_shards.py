@@ -112,3 +112,56 @@ def test_damaged_example_shard_and_pooled_file_are_rebuilt(lm, tmp_path, capfd):
     assert torch.equal(again.mean_pooled(), pooled)
     err = capfd.readouterr().err
     assert sum("damaged" in line for line in err.splitlines()) == 2, err
+
+
+def _disk_fills_after(monkeypatch, n_bytes: int):
+    """Files written from now on get `n_bytes` at most, then fail as on a full disk (half-written)."""
+    import errno
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        if len(data) > n_bytes:
+            real(self, data[:n_bytes])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from saebench_scaffold.settings import UserError
+
+    folder = tmp_path / "activations" / "abc"
+    _disk_fills_after(monkeypatch, 1000)  # the checksum record fits, the shard does not
+    with pytest.raises(UserError) as err:
+        shards.save_shard({"acts": torch.zeros(64, 576)}, folder / "shard_00003.safetensors", shards_left=5)
+    message = str(err.value)
+    assert "\n" not in message and f"in {folder}:" in message and "activation cache shards" in message
+    assert "needs about 0.7 MB" in message  # the 5 shards still to write, of 147,456 bytes each
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []  # no shard, no checksum, no temporary file
+
+
+def test_a_full_disk_while_copying_the_model_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from saebench_scaffold.settings import UserError
+    from saebench_scaffold.sources.model import write_folder
+
+    out = tmp_path / "models" / "copy"
+    out.parent.mkdir(parents=True)
+
+    def write(tmp):  # as save_pretrained fails on a 2 MB file system: part of a file, then safetensors' error
+        (tmp / "model.safetensors").write_bytes(b"x" * 1000)
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                              "\"No space left on device\" })")
+
+    with pytest.raises(UserError, match=rf"no space left on device for the model in {out.parent}: it needs about 1.0 MB"):
+        write_folder(out, 2**20, "the model", write)
+    assert list(out.parent.iterdir()) == []  # no *.tmp* folder left behind
+    with pytest.raises(UserError, match="it needs about 1,073,741,824.0 MB"):  # more than any disk: refused before writing
+        write_folder(out, 2**50, "the model", write)
+    assert list(out.parent.iterdir()) == []
+    write_folder(out, 10, "the model", lambda tmp: (tmp / "ok").write_text("x"))
+    assert (out / "ok").exists() and [p.name for p in out.parent.iterdir()] == ["copy"]

@@ -19,7 +19,7 @@ import torch
 
 from saebench_scaffold.activations.cache import CacheSpec, get_cache
 from saebench_scaffold.sources.data import dataset_id, token_contexts
-from saebench_scaffold.sources.model import parse_hook
+from saebench_scaffold.sources.hooks import parse_hook
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import torch
 from saebench_scaffold.sources import data
 from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, build_conditions, per_context_ce
 from saebench_scaffold.evals.ablation.ce import masked_ce
-from saebench_scaffold.sources.model import parse_hook
+from saebench_scaffold.sources.hooks import parse_hook
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.saes.pca import fit_pca
 

@@ -338,7 +338,7 @@ def test_real_lm_smoke_and_bad_input_exit(lm, offline, tmp_path):
 
     ckpt = tmp_path / "ckpt"
     make_sae(SAEConfig("batchtopk", lm.d_model, 256, k=16, hook_name="blocks.14.hook_resid_post")).save(ckpt)
-    run_eval(EvalRequest([str(ckpt)], "absorption", limit=100, output_dir=str(tmp_path / "out"), progress=False,
+    run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="absorption", limit=100, output_dir=str(tmp_path / "out"), progress=False,
                          overrides=["absorption.min_feats_for_eval=1", "absorption.min_GT_probe_f1=0"]))
     res = json.loads((tmp_path / "out" / "ckpt" / "absorption.json").read_text())
     assert set(res["eval_result_metrics"]["mean"]) == {

@@ -327,7 +327,7 @@ def test_embedded_judge_scores_a_smoke_run(lm, offline, tmp_path):
 
     ckpt = tmp_path / "ckpt"
     make_sae(SAEConfig("batchtopk", lm.d_model, 256, k=16, hook_name="blocks.14.hook_resid_post")).save(ckpt)
-    rows = run_eval(EvalRequest([str(ckpt)], "autointerp", limit=200, output_dir=str(tmp_path / "out"), progress=False))
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="autointerp", limit=200, output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok"), rows
     res = json.loads((tmp_path / "out" / "ckpt" / "autointerp.json").read_text())
     judge, latents = res["eval_result_unstructured"]["judge"], res["eval_result_metrics"]["latents"]

@@ -189,7 +189,7 @@ def test_smoke_real_lm(tmp_path, offline, hook):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256,
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="ce_ablation", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok")
     res = json.loads((tmp_path / "out" / "hybrid" / "ce_ablation.json").read_text())
@@ -209,7 +209,7 @@ def test_variance_matched_off_leaves_its_headline_empty(tmp_path, offline, hook)
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="ce_ablation", limit=256,
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="ce_ablation", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["ce_ablation.variance_matched=false", "ce_ablation.n_bootstrap=50"]))
     assert rows[0]["status"].startswith("ok")

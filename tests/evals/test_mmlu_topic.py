@@ -230,7 +230,7 @@ def test_smoke_real_lm(tmp_path, data_dir, hook):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = make_sae(SAEConfig("batchtopk", 576, 1152, k=16, scaffold_rank=8, hook_name=hook)).save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="mmlu_topic", limit=96, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="mmlu_topic", limit=96, data_dir=str(data_dir),
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["mmlu_topic.n_resplits=3"]))
     assert rows[0]["status"].startswith("ok")

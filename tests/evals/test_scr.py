@@ -210,7 +210,7 @@ def test_real_lm_smoke(lm, hook, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("saebench_scaffold.evals.base.load_model", lambda *a, **k: lm)  # the session's model
     sae = make_sae(SAEConfig("batchtopk", lm.d_model, 1152, k=16, scaffold_rank=8, hook_name=hook))
     ckpt = sae.save(tmp_path / "hybrid")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="scr", limit=64, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="scr", limit=64, data_dir=str(data_dir),
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["scr.column1_pairs=[[books,dvd],[electronics,kitchen]]"]))
     assert rows[0]["status"].startswith("ok"), rows

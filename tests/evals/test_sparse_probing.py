@@ -218,7 +218,7 @@ def test_real_lm_smoke_through_run_eval(lm, hook, data_dir, tmp_path):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     ckpt = random_sae(lm.d_model, 512, hook_name=hook).save(tmp_path / "rand")
-    rows = run_eval(EvalRequest([str(ckpt)], tasks="sparse_probing", limit=40, data_dir=str(data_dir),
+    rows = run_eval(EvalRequest(checkpoints=[str(ckpt)], tasks="sparse_probing", limit=40, data_dir=str(data_dir),
                                 output_dir=str(tmp_path / "out"), progress=False,
                                 overrides=["sparse_probing.datasets=[ag_news,europarl]", "sparse_probing.k_values=[1,5]"]))
     assert rows[0]["status"].startswith("ok")

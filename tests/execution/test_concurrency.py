@@ -28,7 +28,7 @@ LIMIT = 40  # core: 40 density / CE tokens; sparse_probing: 40 examples
 def test_processes_started_together(tmp_path, data_dir, n_procs=3):
     ckpts = tiny_checkpoints(tmp_path / "ckpts", 3)
     ref_cache = cache_dir()
-    run_eval(EvalRequest(ckpts, TASKS, limit=LIMIT, data_dir=str(data_dir), output_dir=str(tmp_path / "ref"),
+    run_eval(EvalRequest(checkpoints=ckpts, tasks=TASKS, limit=LIMIT, data_dir=str(data_dir), output_dir=str(tmp_path / "ref"),
                          overrides=OVERRIDES, progress=False))
 
     cache = cache_dir_with_shared_model(tmp_path / "cache")

@@ -32,7 +32,7 @@ def test_head_and_mlp_saes_are_scored_where_they_read(lm, offline, tmp_path):
     head = _saelens(tmp_path / "z_head2", 64, "blocks.3.attn.hook_z", hook_head_index=2)
     mlp = _saelens(tmp_path / "mlp3", lm.d_model, "blocks.3.hook_mlp_out")
     for ckpt, hook in ((head, "blocks.3.attn.hook_z[2]"), (mlp, "blocks.3.hook_mlp_out")):
-        [row] = run_eval(EvalRequest([ckpt], "core", limit=128, output_dir=str(tmp_path / "out"), progress=False))
+        [row] = run_eval(EvalRequest(checkpoints=[ckpt], tasks="core", limit=128, output_dir=str(tmp_path / "out"), progress=False))
         assert row["status"].startswith("ok"), row
         doc = json.loads(open(row["file"]).read())
         assert doc["provenance"]["hook_name"] == hook
@@ -40,4 +40,4 @@ def test_head_and_mlp_saes_are_scored_where_they_read(lm, offline, tmp_path):
         assert perf["ce_loss_with_sae"] != perf["ce_loss_without_sae"]  # the splice happened at the hook
     # a head SAE at the all-heads hook (or the reverse) is refused by width, before any work
     with pytest.raises(UserError, match="d_in=64 does not match the model's hook width 576"):
-        run_eval(EvalRequest([head], "core", hook="blocks.3.attn.hook_z", limit=16, output_dir=str(tmp_path / "o2"), progress=False))
+        run_eval(EvalRequest(checkpoints=[head], tasks="core", hook="blocks.3.attn.hook_z", limit=16, output_dir=str(tmp_path / "o2"), progress=False))

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # core on the embedded Wikipedia sample (the `off
 
 def _req(ckpts, tmp_path, **kw):
     kw = {"limit": 40, **kw}
-    return EvalRequest(ckpts, "core", output_dir=str(tmp_path / "out"),
+    return EvalRequest(checkpoints=ckpts, tasks="core", output_dir=str(tmp_path / "out"),
                        overrides=["core.n_ce_tokens=0"], progress=False, **kw)
 
 

@@ -36,9 +36,9 @@ def checkpoints(tmp_path_factory):
 def test_ray_gives_the_serial_metrics(ray_cluster, checkpoints, tmp_path, data_dir):
     common = dict(tasks=TASKS, limit=40, data_dir=str(data_dir), overrides=OVERRIDES, progress=False)
     t0 = time.perf_counter()
-    serial = run_eval(EvalRequest(checkpoints, output_dir=str(tmp_path / "serial"), **common))
+    serial = run_eval(EvalRequest(checkpoints=checkpoints, output_dir=str(tmp_path / "serial"), **common))
     t1 = time.perf_counter()
-    on_ray = run_eval(EvalRequest(checkpoints, output_dir=str(tmp_path / "ray"), executor="ray", **common))
+    on_ray = run_eval(EvalRequest(checkpoints=checkpoints, output_dir=str(tmp_path / "ray"), executor="ray", **common))
     t2 = time.perf_counter()
     print(f"\nserial {t1 - t0:.1f}s, ray {t2 - t1:.1f}s\n{summary_table(serial)}\n{summary_table(on_ray)}")
     assert len(on_ray) == 8 and all(r["status"].startswith("ok") for r in serial + on_ray), summary_table(on_ray)
@@ -48,7 +48,7 @@ def test_ray_gives_the_serial_metrics(ray_cluster, checkpoints, tmp_path, data_d
     for key in want:  # a Ray worker runs torch on 1 thread, the serial run on 2: sums may differ in the last bits
         flat_got, flat_want = _flat(got[key]), _flat(want[key])
         assert flat_got == pytest.approx(flat_want, rel=1e-6, abs=1e-9), key
-    rerun = run_eval(EvalRequest(checkpoints, output_dir=str(tmp_path / "ray"), executor="ray", **common))
+    rerun = run_eval(EvalRequest(checkpoints=checkpoints, output_dir=str(tmp_path / "ray"), executor="ray", **common))
     assert all(r["status"].startswith("skipped") for r in rerun)
 
 
@@ -84,7 +84,7 @@ def test_a_failing_unit_is_retried_once_then_reported(ray_cluster, checkpoints, 
     attempts = tmp_path / "attempts.txt"
     (tmp_path / "tasks" / "boom.yaml").write_text(
         f"task: boom\nclass: boom.py:BoomTask\ndescription: fails on d_sae 128\nconfig: {{attempts_file: {attempts}}}\n")
-    rows = run_eval(EvalRequest(checkpoints, tasks="boom", include_paths=[str(tmp_path / "tasks")],
+    rows = run_eval(EvalRequest(checkpoints=checkpoints, tasks="boom", include_paths=[str(tmp_path / "tasks")],
                                 output_dir=str(tmp_path / "out"), executor="ray", progress=False))
     status = {r["checkpoint"]: r["status"] for r in rows}
     assert status.pop("ckpt1") == "failed after a retry: RuntimeError: boom on purpose"

@@ -38,7 +38,7 @@ def test_checkpoints_by_glob_and_list_relative_to_the_file(tmp_path):
                                          "tasks: [core, tpp]\noverrides: {core: {n_ce_tokens: 0}}\nlimit: 50\n"
                                          "output_dir: out\nexecutor: ray\n"))
     assert req.checkpoints == [str(tmp_path / "runs/ckpt0"), str(tmp_path / "runs/ckpt1"), "pca", str(tmp_path / "runs/ckpt2")]
-    assert (req.tasks, req.overrides, req.limit, req.executor) == ("core,tpp", ["core.n_ce_tokens=0"], 50, "ray")
+    assert (req.tasks, req.overrides, req.limit, req.executor) == (["core", "tpp"], {"core": {"n_ce_tokens": 0}}, 50, "ray")
     assert req.output_dir == str(tmp_path / "out") and req.keep_going
     with pytest.raises(UserError, match="glob 'nope/\\*' matches no checkpoint folder"):
         sweep_request(_write(tmp_path, "checkpoints: {glob: ['nope/*']}\n"))

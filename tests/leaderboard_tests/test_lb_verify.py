@@ -22,7 +22,7 @@ def test_core_row_verifies_and_tampered_row_fails(tmp_path, offline):
     from saebench_scaffold.execution import EvalRequest, run_eval
 
     results = tmp_path / "results"
-    run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r24")], "core", limit=256, output_dir=str(results), progress=False))
+    run_eval(EvalRequest(checkpoints=[str(REPO / "baselines" / "batchtopk_r24")], tasks="core", limit=256, output_dir=str(results), progress=False))
     board = tmp_path / "board"
     lb.submit(results, "bundled", board)
     good = verify("bundled/batchtopk_r24", board, ["core"])

@@ -199,7 +199,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
         "config: {datasets: [toy_topics, toy_langs], k_values: [1, 5], train_per_class: 8, test_per_class: 4,\n"
         "         n_resplits: 2, min_examples_per_class: 10}\n")
     out = tmp_path / "out"
-    run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r0")], "probe_toys", output_dir=str(out),
+    run_eval(EvalRequest(checkpoints=[str(REPO / "baselines" / "batchtopk_r0")], tasks="probe_toys", output_dir=str(out),
                          include_paths=[str(tasks)], progress=False))
     result = json.loads((out / "batchtopk_r0" / "probe_toys.json").read_text())
     assert result["eval_type_id"] == "probe_toys"
@@ -210,5 +210,7 @@ def test_task_file_adds_probing_datasets_from_local_files(tmp_path, local_datase
     assert result["eval_result_metrics"]["llm"]["llm_test_accuracy"] >= 0.75  # easy sets: the LLM separates them
 
     (tasks / "bad.yaml").write_text("task: bad\nclass: x:Y\ndatasets:\n  - {name: toy_topics, path: langs.csv}\n")
-    with pytest.raises(UserError, match=r"dataset 'toy_topics' \(declared in .*bad.yaml\) is already defined: labeled file"):
+    with pytest.raises(UserError, match=r"dataset 'toy_topics' \(declared in .*\.yaml\) is already defined: labeled file") as err:
         TaskRegistry([tasks])
+    assert "bad.yaml" in str(err.value) and "probe_toys.yaml" in str(err.value)  # both places named
+    assert set(data.REGISTRY) == set(data.REGISTRY) - {"toy_topics", "toy_langs"}  # nothing written globally

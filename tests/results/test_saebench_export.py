@@ -69,6 +69,12 @@ def test_saebench_readers_read_the_export(board, tmp_path):
         results = gu.get_eval_results(of_type)
         assert len(results) == count  # one entry per checkpoint, none collapsed
         assert all(r["sae_class"] for r in results.values())
+    # SAEBench's plots group by `sae_class`: hybrids (r = 24) and plain SAEs (r = 0) are different classes
+    core_files = [f for f in files if Path(f).parent.name == "core"]
+    classes = {key: r["sae_class"] for key, r in gu.get_eval_results(core_files).items()}
+    assert classes["saebench_scaffold_rerun_batchtopk_r0"] == "batchtopk_r0"
+    assert classes["saebench_scaffold_rerun_batchtopk_r24"] == "batchtopk_r24"
+    assert {"batchtopk_r0", "batchtopk_r24", "matryoshka_batchtopk_r0", "matryoshka_batchtopk_r24"} <= set(classes.values())
     core = gu.get_core_results([f for f in files if Path(f).parent.name == "core"])
     assert len(core) == n_ckpt
     assert all(0 < v["ce_loss_score"] <= 1 and v["l0"] > 0 for v in core.values())

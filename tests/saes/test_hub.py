@@ -140,7 +140,7 @@ def test_eval_records_release_and_id(hub_cache, offline, lm, tmp_path):
 
     hook = "blocks.14.hook_resid_post"
     _saelens_sae(snapshot_dir(hub_cache, RELEASE_REPO) / SAE_ID, hook=hook, d_in=lm.d_model)
-    rows = run_eval(EvalRequest([f"sae_lens:{RELEASE}/{SAE_ID}"], "core", limit=256,
+    rows = run_eval(EvalRequest(checkpoints=[f"sae_lens:{RELEASE}/{SAE_ID}"], tasks="core", limit=256,
                                 output_dir=str(tmp_path / "out"), progress=False))
     assert rows[0]["status"].startswith("ok")
     result = json.loads(Path(rows[0]["file"]).read_text())

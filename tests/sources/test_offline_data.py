@@ -64,7 +64,7 @@ def test_a_hub_that_answers_counts_as_online(monkeypatch):
 
 
 def test_embedded_wikipedia_source_and_provenance(offline, capsys):
-    data._NOTICED.discard("wikipedia")
+    data.registry._NOTICED.discard("wikipedia")
     ident = data.dataset_id("wikipedia")
     data.dataset_id("wikipedia")
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]

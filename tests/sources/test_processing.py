@@ -16,10 +16,11 @@ from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.ablation.ce import masked_ce
 from saebench_scaffold.evals.core.task import CoreTask
 from saebench_scaffold.execution.checkpoints import LoadedCheckpoint
-from saebench_scaffold.execution.plan import trained_processing
+from saebench_scaffold.execution.plan import own_hook, trained_processing
 from saebench_scaffold.saes import load_sae
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.sources.hooked import hooked_transformer
+from saebench_scaffold.sources.hooks import HookPoint, as_hook_point
 from saebench_scaffold.sources.model import ModelSpec, load_model
 from saebench_scaffold.sources.processing import Processing, ProcessedModel, processed
 
@@ -156,6 +157,22 @@ def test_settings_that_leave_activations_alone_are_recorded_and_the_rest_refused
         processed(lm, Processing.from_kwargs({"fold_value_biases": True}, "sae"), "blocks.1.attn.hook_z")
 
 
+def test_a_single_head_hook_z_sae_trained_with_fold_value_biases_is_refused(tmp_path):
+    """One head of hook_z (SAELens's `hook_head_index`) is hook_z too: fold_value_biases changed it."""
+    lm = tiny_model("gpt2")
+    folded = Processing.from_kwargs({"fold_value_biases": True}, "sae")
+    for hook in ("blocks.1.attn.hook_z[2]", as_hook_point("blocks.1.attn.hook_z", 2)):
+        with pytest.raises(UserError, match=r"fold_value_biases changes attn.hook_z.*blocks.1.attn.hook_z\[2\] cannot be read"):
+            processed(lm, folded, hook)
+    # as `eval` meets it: the checkpoint's own hook and processing, read from its SAELens config
+    ckpt = _loaded(_saelens_folder(tmp_path / "head", {"fold_value_biases": True}, hook_name="blocks.1.attn.hook_z",
+                                   hook_head_index=2))
+    ctx = EvalContext(ModelSpec(), own_hook(ckpt.sae), processing=trained_processing([ckpt]), given=lm)
+    assert ctx.hook == HookPoint(1, "z", 2)
+    with pytest.raises(UserError, match="fold_value_biases changes attn.hook_z"):
+        ctx.lm  # noqa: B018 - the model view is built (and refused) on first use
+
+
 def test_plan_reads_saelens_settings_refuses_mixtures_and_says_what_it_did(tmp_path):
     centred = _loaded(_saelens_folder(tmp_path / "a", CENTRED))
     plain = _loaded(_saelens_folder(tmp_path / "b", None))
@@ -169,3 +186,21 @@ def test_plan_reads_saelens_settings_refuses_mixtures_and_says_what_it_did(tmp_p
         trained_processing([odd])
     said = " ".join(str(w.message) for w in seen)
     assert "trained on 1024-token contexts; scored on 128-token contexts" in said and "without a BOS token" in said
+
+
+def test_every_model_implements_the_written_contract_explicitly():
+    """LanguageModel, the TransformerLens-backed model and the processed view subclass ModelLike; the
+    view forwards the contract by name (no __getattr__), so nothing outside it leaks through."""
+    from saebench_scaffold.sources.model import LanguageModel
+    from saebench_scaffold.sources.model_like import ModelLike
+    from saebench_scaffold.sources.transformer_lens_model import TransformerLensModel
+
+    assert all(ModelLike in cls.__mro__ for cls in (LanguageModel, TransformerLensModel, ProcessedModel))
+    assert LanguageModel not in TransformerLensModel.__mro__ and "__getattr__" not in vars(ProcessedModel)
+    lm = tiny_model("gpt2")
+    view = processed(lm, Processing.from_kwargs(CENTRED, "sae"), HOOK)
+    assert isinstance(view, ProcessedModel) and isinstance(view, ModelLike)
+    tokens = _tokens()
+    torch.testing.assert_close(view.logits(tokens), lm.logits(tokens))
+    assert torch.equal(view.special_mask(tokens), lm.special_mask(tokens)) and view.hook_width(HOOK) == lm.d_model
+    assert not hasattr(view, "hf")  # the HF module is not part of the contract

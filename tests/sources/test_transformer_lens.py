@@ -23,7 +23,7 @@ from transformers import GPTNeoXConfig, GraniteConfig
 
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.sources.hooked import hooked_transformer
-from saebench_scaffold.sources.model import parse_hook
+from saebench_scaffold.sources.hooks import parse_hook
 
 RTOL, FLOOR = 1e-4, 1e-5  # FLOOR: absolute slack on the norm, for vectors that are (nearly) zero
 KINDS = ("hook_resid_pre", "hook_resid_mid", "hook_attn_out", "hook_mlp_out", "hook_resid_post", "attn.hook_z")

@@ -31,7 +31,7 @@ def test_readme_example_scores_a_hooked_transformer_like_the_hf_model(lm, offlin
     exec(readme_example(), scope)  # noqa: S102 - the documented example, as written
     [row] = scope["rows"]
     assert row["status"].startswith("ok") and capsys.readouterr().out.startswith("ok")
-    hf = run_eval(EvalRequest([str(REPO / "baselines" / "batchtopk_r24")], "core", limit=256,
+    hf = run_eval(EvalRequest(checkpoints=[str(REPO / "baselines" / "batchtopk_r24")], tasks="core", limit=256,
                               output_dir=str(tmp_path / "results_hf"), progress=False))[0]
     # TransformerLens re-implements the forward (its own attention, norms and rotary): float32 sums in
     # another order, so the figures agree to ~1e-5 relative, not bit for bit.

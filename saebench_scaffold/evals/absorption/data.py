@@ -137,11 +137,11 @@ def ends_with_tail(tokenizer, prompts: list[str], tail: list[int]) -> list[bool]
 
 # ---- LLM activations at the word -----------------------------------------------------------------
 
-def prompt_activations(lm, hook: str, name: str, prompts: list[str], position: int, cache_root=None,
+def prompt_activations(lm, hook, name: str, prompts: list[str], position: int, cache_root=None,
                        batch_prompts: int = 64, progress: bool = True) -> torch.Tensor:
     """[n, d] float32 activations at `hook` at token `position` (negative: from the end) of BOS +
     each prompt; cached on disk by (model, hook, prompts, position)."""
-    blob = json.dumps({"model": lm.source_id, "hook": hook, "prompts": texts_sha256(prompts), "n": len(prompts),
+    blob = json.dumps({"model": lm.source_id, "hook": str(hook), "prompts": texts_sha256(prompts), "n": len(prompts),
                        "position": position, "v": ACTIVATION_CACHE_VERSION}, sort_keys=True)
     root = cache_dir(cache_root) / "absorption" / hashlib.sha256(blob.encode()).hexdigest()[:20]
     paths = [root / f"shard_{i:05d}.safetensors" for i in range(math.ceil(len(prompts) / SHARD_PROMPTS))]

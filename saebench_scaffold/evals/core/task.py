@@ -52,8 +52,8 @@ class CoreConfig(TaskConfig):
                                         description="contexts per batch; SAEBench's explained-variance figures are per-batch statistics")
     massive_norm_multiple: float = Field(MASSIVE_NORM_MULTIPLE, gt=1,
                                          description="a token is massive when its norm exceeds this multiple of the median norm")
-    ce_batch_contexts: int = Field(8, gt=0)
-    dataset: str = "wikipedia"
+    ce_batch_contexts: int = Field(8, gt=0, description="contexts per forward pass for CE / KL (memory, not results)")
+    dataset: str = Field("wikipedia", description="corpus the token sets are drawn from")
 
 
 class CoreTask(Task):
