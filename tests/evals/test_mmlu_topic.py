@@ -83,6 +83,23 @@ def test_tokenset_pooling_matches_masked_mean():
     assert torch.allclose(pooled, masked_mean(acts, mask), atol=1e-5)
 
 
+
+def test_pooled_topic_removal_equals_pooling_the_edited_tokens():
+    """The topic-latent condition is pooled from the clean pass (pooled vector minus the pooled
+    latents' decoded part) instead of a second SAE pass: the same vectors as editing every token."""
+    g = torch.Generator().manual_seed(1)
+    sae = make_sae(SAEConfig("batchtopk", D, 64, k=4, scaffold_rank=R))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    example = torch.arange(9).repeat_interleave(torch.tensor([1, 5, 2, 7, 3, 1, 4, 6, 2]))
+    ts = mt.TokenSet(torch.randn(example.numel(), D, generator=g).half(), example, 9, chunk=8)
+    pooled, latents = ts.pool(ab.identity, sae)
+    topic = torch.tensor([3, 17, 40, 5])
+    assert latents[:, topic].abs().sum() > 0  # the chosen latents fire: the subtraction is tested
+    direct = ts.pool(ab.remove_latents(sae, topic))[0]
+    assert torch.allclose(mt.pooled_latents_removed(pooled, latents, sae, topic), direct, atol=1e-5)
+
 def planted(seed=0):
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(D, D, generator=g))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from saebench_scaffold.evals.mmlu_topic import task as mt
-from saebench_scaffold.evals.mmlu_topic.bootstrap import _split_rounds, clean_probe_dependence, question_bootstrap
+from saebench_scaffold.evals.mmlu_topic.bootstrap import (_fit_weighted, _split_rounds, _weighted_accuracy,
+                                                          clean_probe_dependence, question_bootstrap)
 
 
 def test_bootstrap_rounds_never_train_and_test_on_one_question():
@@ -13,6 +14,30 @@ def test_bootstrap_rounds_never_train_and_test_on_one_question():
         assert not set(train) & set(test)
         assert len(train) + len(test) <= 120 and set(labels[test]) == {0, 1, 2, 3}
         assert len(set(test)) < len(test) or len(set(train)) < len(train)  # drawn with replacement
+
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_a_row_of_weight_k_fits_and_scores_as_k_copies(n_classes):
+    """The bootstrap fits each drawn question once with its draw count as weight: the scaler, the
+    probe and the accuracy must be those of fitting and scoring the copies."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % n_classes
+    X = np.eye(6)[labels % 6] * 1.5 + rng.normal(size=(90, 6)) * np.arange(1, 7)
+    draw = rng.choice(90, size=90, replace=True)
+    rows, counts = np.unique(draw, return_counts=True)
+    assert counts.max() > 1
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    copies = make().fit(X[draw], labels[draw])
+    weighted = _fit_weighted(make(), X[rows], labels[rows], counts)
+    assert weighted[0].mean_ == pytest.approx(copies[0].mean_) and weighted[0].scale_ == pytest.approx(copies[0].scale_)
+    assert weighted[-1].coef_ == pytest.approx(copies[-1].coef_, abs=1e-3)
+    test = rng.choice(90, size=40, replace=True)
+    t_rows, t_counts = np.unique(test, return_counts=True)
+    noisy = X + rng.normal(size=X.shape) * 2  # errors, so the count weighting matters
+    on_copies = copies.score(noisy[test], labels[test])
+    assert _weighted_accuracy(copies, noisy[t_rows], labels[t_rows], t_counts) == pytest.approx(on_copies)
+    assert on_copies < 1
 
 
 def _planted(n=240, d=12, seed=0):
@@ -54,3 +79,16 @@ def test_clean_probe_dependence_splits_by_length_share_and_C():
     by_share = out["by_removed_share"]
     assert by_share[0]["clean_probe_acc"] > by_share[2]["clean_probe_acc"]
     assert set(out["by_probe_C"]) == {"0.01", "0.1", "1", "10"} and out["clean_acc_by_probe_C"]["1"] > 0.85
+
+
+def test_rounds_that_cannot_train_two_classes_are_left_out():
+    """At `--limit`-sized samples (2 questions a class) a round can draw one distinct question of a
+    class (nothing to train on): such rounds are left out, and none at all gives no interval."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 2)
+    feats = {"clean": np.eye(4)[labels] + rng.normal(size=(8, 4)) * 0.1}
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    out = question_bootstrap(feats, labels, make, 20, 0.25, seed=0)
+    assert 0 < out["clean"]["boot_rounds"] < 20
+    one_each = {"clean": feats["clean"][[0, 2]]}  # one question a class: no round can be split
+    assert question_bootstrap(one_each, np.array([0, 1]), make, 5, 0.25, seed=0) == {}
