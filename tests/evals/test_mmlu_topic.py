@@ -84,11 +84,14 @@ def test_tokenset_pooling_matches_masked_mean():
 
 
 
-def test_pooled_topic_removal_equals_pooling_the_edited_tokens():
+@pytest.mark.parametrize("norm", ["none", "layer_norm"])
+def test_pooled_topic_removal_equals_pooling_the_edited_tokens(norm):
     """The topic-latent condition is pooled from the clean pass (pooled vector minus the pooled
-    latents' decoded part) instead of a second SAE pass: the same vectors as editing every token."""
+    latents' decoded part) instead of a second SAE pass: the same vectors as editing every token,
+    also under a per-token normalisation (where each token's part is scaled by its own norm)."""
     g = torch.Generator().manual_seed(1)
-    sae = make_sae(SAEConfig("batchtopk", D, 64, k=4, scaffold_rank=R))
+    sae = make_sae(SAEConfig("batchtopk", D, 64, k=4, scaffold_rank=R if norm == "none" else 0,
+                             normalize_activations=norm))
     with torch.no_grad():
         for p in sae.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -98,7 +101,9 @@ def test_pooled_topic_removal_equals_pooling_the_edited_tokens():
     topic = torch.tensor([3, 17, 40, 5])
     assert latents[:, topic].abs().sum() > 0  # the chosen latents fire: the subtraction is tested
     direct = ts.pool(ab.remove_latents(sae, topic))[0]
-    assert torch.allclose(mt.pooled_latents_removed(pooled, latents, sae, topic), direct, atol=1e-5)
+    assert torch.allclose(mt.pooled_latents_removed(ts, pooled, latents, sae, topic), direct, atol=1e-5)
+    naive = pooled - latents[:, topic] @ sae.W_dec.detach()[topic]
+    assert torch.allclose(naive, direct, atol=1e-5) == (norm == "none")  # why the per-token case pools the edit
 
 def planted(seed=0):
     g = torch.Generator().manual_seed(seed)

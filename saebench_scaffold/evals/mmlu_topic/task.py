@@ -138,7 +138,7 @@ class MMLUTopicTask(Task):
                                       f"x - sum f_i W_dec[i] over the {len(topic)} latents with the largest topic mean difference",
                                       {"n_latents": len(topic)})
             feats = {name: p[idx].numpy() for name, p in pooled.items()}
-            feats[topic_cond.name] = pooled_latents_removed(clean_pooled[idx], pooled_latents[idx], sae, topic).numpy()
+            feats[topic_cond.name] = pooled_latents_removed(tokens, clean_pooled, pooled_latents, sae, topic)[idx].numpy()
             make = _probe_maker(cfg)
             train, test = splits(np.asarray(labels), cfg.n_resplits, cfg.test_fraction, ctx.seed)[0]
             # hundreds of small probe fits: single-threaded BLAS (on the shared 2-core machine the
@@ -276,11 +276,17 @@ class TokenSet:
 
 
 @torch.no_grad()
-def pooled_latents_removed(pooled: torch.Tensor, pooled_latents: torch.Tensor, sae, latents: torch.Tensor) -> torch.Tensor:
-    """`TokenSet.pool(ab.remove_latents(sae, latents))` without another SAE pass over every token:
-    that edit subtracts f_i(x) W_dec[i] with f from the unedited token, and mean-pooling is linear,
-    so the pooled edit is the pooled clean vector minus the pooled latents' decoded contribution
-    (the pooled latents come from the clean pass, which encodes every token once anyway)."""
+def pooled_latents_removed(tokens: TokenSet, pooled: torch.Tensor, pooled_latents: torch.Tensor, sae,
+                           latents: torch.Tensor) -> torch.Tensor:
+    """`tokens.pool(ab.remove_latents(sae, latents))`, without another SAE pass over every token where
+    that is exact: the edit subtracts f_i(x) W_dec[i] with f from the unedited token, and mean-pooling
+    is linear, so the pooled edit is the pooled clean vector minus the pooled latents' decoded
+    contribution (the pooled latents come from the clean pass, which encodes every token once anyway).
+    Under a per-token normalisation (layer_norm, constant_norm_rescale) each token's contribution is
+    also scaled by its own `sae.output_scale(x)`, which the pooled latents do not carry: the edited
+    tokens are pooled instead."""
+    if sae.cfg.normalize_activations != "none":
+        return tokens.pool(ab.remove_latents(sae, latents))[0]
     idx = torch.as_tensor(latents, dtype=torch.long)
     W = sae.W_dec.detach()[idx.to(sae.W_dec.device)].float().cpu()
     return pooled - pooled_latents[:, idx] @ W
