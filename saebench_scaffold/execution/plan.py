@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ..evals.base import EvalContext, Task
 from ..evals.registry import TaskRegistry
 from ..results.schema import check_output_dir, result_path
+from ..saes import own_hook
 from ..settings import UserError, check_device, load_json
 from ..sources import data
 from ..sources.hooks import HookPoint, as_hook_point
@@ -105,12 +106,6 @@ def plan_eval(req: EvalRequest) -> Plan:
             unit.done = not req.force and result_config_hash(unit.path) == digest
             units.append(unit)
     return Plan(req, tasks, units, spec, hook, ctx, datasets=registry.datasets)
-
-
-def own_hook(sae) -> HookPoint:
-    """Where a checkpoint reads: its hook name, with SAELens's `hook_head_index` when it has one."""
-    head = (sae.cfg.extra.get("saelens_model") or {}).get("hook_head_index")
-    return as_hook_point(sae.cfg.hook_name, head)
 
 
 def model_spec(req: EvalRequest) -> tuple[ModelSpec, TransformerLensModel | None]:

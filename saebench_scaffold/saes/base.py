@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..settings import UserError, load_json
+from ..sources.hooks import HookPoint, as_hook_point
 from .normalization import PER_TOKEN_NORMS, normalize_in, normalize_out
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -304,3 +305,9 @@ def assign_weights(sae: SAE, tensors: dict[str, torch.Tensor], where: str) -> SA
     sae.load_state_dict({k: v.float() for k, v in tensors.items()})
     sae.check_finite(where)
     return sae
+
+
+def own_hook(sae: SAE) -> HookPoint:
+    """Where a checkpoint reads: its hook name, with SAELens's `hook_head_index` when it has one."""
+    head = (sae.cfg.extra.get("saelens_model") or {}).get("hook_head_index")
+    return as_hook_point(sae.cfg.hook_name, head)

@@ -16,7 +16,8 @@ from saebench_scaffold.evals.base import EvalContext
 from saebench_scaffold.evals.ablation.ce import masked_ce
 from saebench_scaffold.evals.core.task import CoreTask
 from saebench_scaffold.execution.checkpoints import LoadedCheckpoint
-from saebench_scaffold.execution.plan import own_hook, trained_processing
+from saebench_scaffold.execution.plan import trained_processing
+from saebench_scaffold.saes import own_hook
 from saebench_scaffold.saes import load_sae
 from saebench_scaffold.settings import UserError
 from saebench_scaffold.sources.hooked import hooked_transformer

@@ -109,8 +109,7 @@ class SAESplicedLM(TemplateLM):
         super().__init__()
         if unknown:  # a typo in --model_args must not pass silently
             raise UserError(f"unknown model_args {', '.join(sorted(unknown))} for {MODEL_NAME}")
-        from ...execution.checkpoints import load_checkpoint
-        from ...execution.plan import own_hook
+        from ...saes import hub, load_sae, own_hook
         from ...sources.model import DEFAULT_HOOK, ModelSpec
         from ..ablation.ce_ablation import CEAblationConfig
 
@@ -120,9 +119,10 @@ class SAESplicedLM(TemplateLM):
                 raise UserError(f"model_args: condition {condition} needs a checkpoint=…")
             sae = None
         else:
-            sae = load_checkpoint(str(checkpoint)).sae
-            if sae is None:
+            if str(checkpoint) == "pca":
                 raise UserError("model_args: checkpoint=pca is not supported here; give a checkpoint folder")
+            # a folder in any format, or sae_lens:RELEASE/SAE_ID / hf:ORG/REPO as `eval` takes them
+            sae = hub.load_named(str(checkpoint)).sae if hub.is_named(str(checkpoint)) else load_sae(str(checkpoint))
         hook = hook or (own_hook(sae) if sae is not None and sae.cfg.hook_name else DEFAULT_HOOK)
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's command line passes --device cuda by default; its hf model falls back to the CPU too
