@@ -24,7 +24,7 @@ from saebench_scaffold.evals.registry import builtin_task_dir
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.saes.pca import fit_pca
 from saebench_scaffold.sources import data
-from saebench_scaffold.sources.model import parse_hook
+from saebench_scaffold.sources.hooks import as_hook_point
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 TASKS = ["lambada_openai_local", "piqa_local", "hellaswag_local", "winogrande_local"]
@@ -36,7 +36,7 @@ class HookedEdit:
     def __init__(self, lm, hook, fn):
         self.lm, self.fn = lm, fn
         self.handles = [lm.hf.register_forward_pre_hook(self.grab, with_kwargs=True),
-                        lm.layers[parse_hook(hook).last_layer_needed].register_forward_hook(self.edit)]
+                        lm.layers[as_hook_point(hook).last_layer_needed].register_forward_hook(self.edit)]
 
     def grab(self, _mod, args, kwargs):
         self.special = self.lm.special_mask(args[0] if args else kwargs["input_ids"])
