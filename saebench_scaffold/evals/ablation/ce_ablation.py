@@ -27,11 +27,7 @@ from . import conditions as ab
 from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
 from .ce import BODY, masked_ce
 from ..declarations import table_column
-from .checks import check_ce_ablation
-
-SUMMARY = {"scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
-           "aligned_matched": "aligned_latents_removed_variance_matched", "random": "random_subspace_removed"}
-"""Short names of the headline CE ratios (`summary` category; None when a condition does not apply)."""
+from .checks import SUMMARY, check_ce_ablation
 
 RunFromHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens, acts) -> logits
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from ..checks import compare
 
+SUMMARY = {"scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
+           "aligned_matched": "aligned_latents_removed_variance_matched", "random": "random_subspace_removed"}
+"""Short names of the headline CE ratios (`summary` category; None when a condition does not apply)."""
+
 
 def check_ce_ablation(res) -> list[tuple[str, str]]:
     """Each condition's CE ratio and increase from its CE and the clean CE; the summary ratios equal
     to their conditions'."""
-    from .ce_ablation import SUMMARY  # the task module imports this one for its declaration
-
     problems: list[tuple[str, str]] = []
     m = res.eval_result_metrics
     clean = m.get("clean", {}).get("ce")

@@ -34,6 +34,14 @@ import torch
 
 from ...settings import UserError
 
+EMBEDDED_CATEGORY = "autointerp_embedded_judge"  # the embedded judge's headline: never under SAEBench's `autointerp`
+EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
+                    "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
+                    "comparable with those, only with other checkpoints judged by the same judge on the same settings. "
+                    "In our runs its explanations mostly echo the prompt's demos and its detections list nearly every "
+                    "example, so its score sits near `trivial_answers.all_active`: it checks the pipeline offline; "
+                    "score checkpoints with an endpoint judge (autointerp.judge_url)")
+
 EXPLANATION_START = "This neuron activates on"
 KEY_LIKE = ("key", "token", "secret", "password", "sig", "auth")
 

@@ -4,6 +4,8 @@ list stays empty, as there."""
 
 from __future__ import annotations
 
+from .judge import EMBEDDED_CATEGORY, EMBEDDED_WARNING
+
 
 def saebench_autointerp_latents(rows: list[dict]) -> dict[str, dict]:
     """SAEBench's per-latent autointerp results: {latent: {latent, explanation, predictions, "correct seqs", score}}."""
@@ -13,15 +15,11 @@ def saebench_autointerp_latents(rows: list[dict]) -> dict[str, dict]:
 
 def judged_by_embedded_model(res) -> str | None:
     """The note an embedded-judge result carries into SAEBench's layout (None for an endpoint judge)."""
-    from .task import EMBEDDED_CATEGORY, EMBEDDED_WARNING
-
     return EMBEDDED_WARNING if EMBEDDED_CATEGORY in res.eval_result_metrics else None
 
 
 def saebench_autointerp_metrics(res) -> dict:
     """SAEBench's `autointerp` category: the endpoint judge's, or (exported only when asked) the embedded one's."""
-    from .task import EMBEDDED_CATEGORY
-
     metrics = res.eval_result_metrics
     return {"autointerp": metrics.get("autointerp", metrics.get(EMBEDDED_CATEGORY))}
 

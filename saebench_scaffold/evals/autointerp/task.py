@@ -55,7 +55,8 @@ from ...settings import UserError
 from ...sources import data
 from ...sources.model import ModelSpec, load_model
 from .examples import LatentExamples, latent_examples
-from .judge import OPENAI_URL_ENV, EmbeddedJudge, HttpJudge, JudgeError, check_judge_url, judge_host
+from .judge import (EMBEDDED_CATEGORY, EMBEDDED_WARNING, OPENAI_URL_ENV, EmbeddedJudge, HttpJudge, JudgeError,
+                    check_judge_url, judge_host)
 from .prompts import (
     example_answer,
     generation_messages,
@@ -77,13 +78,6 @@ ENCODE_CONTEXTS = 16
 SAEBENCH_DEAD_THRESHOLD, SAEBENCH_TOTAL_TOKENS = 15, 2_000_000  # eval_config.py: alive = fires > 15 times in 2M tokens
 DEFAULT_JUDGE_MODEL = "gpt-4o-mini"  # SAEBench's
 EMBEDDED_JUDGE = "embedded:SmolLM2-135M-Instruct"
-EMBEDDED_CATEGORY = "autointerp_embedded_judge"  # the embedded judge's headline: never under SAEBench's `autointerp`
-EMBEDDED_WARNING = ("judged by the embedded SmolLM2-135M-Instruct: a 135M-parameter judge explains and detects far "
-                    "worse than gpt-4o-mini, which judged SAEBench's published autointerp scores; these scores are not "
-                    "comparable with those, only with other checkpoints judged by the same judge on the same settings. "
-                    "In our runs its explanations mostly echo the prompt's demos and its detections list nearly every "
-                    "example, so its score sits near `trivial_answers.all_active`: it checks the pipeline offline; "
-                    "score checkpoints with an endpoint judge (autointerp.judge_url)")
 
 
 EMBEDDED_CONSOLE_WARNING = ("autointerp is judged by the embedded SmolLM2-135M-Instruct: a pipeline check only, "

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from ..checks import compare
 
+SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
+           "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
+"""Short names of the headline retained accuracies (`summary` category; None when a condition was not run)."""
+
 
 def check_downstream(res) -> list[tuple[str, str]]:
     """Each task's `<condition>_retained` = (acc − chance) / (clean_acc − chance); each summary
     `<short>_retained` = the mean of its condition's retained accuracy over the tasks where clean is
     above chance."""
-    from .task import SUMMARY  # the task module imports this one for its declaration
-
     problems: list[tuple[str, str]] = []
     m = res.eval_result_metrics
     tasks = [t for t, v in m.items() if t != "summary" and isinstance(v, dict)]

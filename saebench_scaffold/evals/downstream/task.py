@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from ...settings import UserError
 from ..base import EvalContext, Task, TaskConfig, TaskOutput
 from ..declarations import table_column
-from .checks import check_downstream
+from .checks import SUMMARY, check_downstream
 
 DEFAULT_TASKS = ["lambada_openai", "piqa", "hellaswag", "winogrande"]
 LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the data directory)
@@ -51,9 +51,6 @@ LOCAL_FILES = {  # lm-eval task -> (our task file's task, its file under the dat
     "hellaswag": ("hellaswag_local", "downstream/hellaswag/hellaswag_val_preprocessed.jsonl"),
     "winogrande": ("winogrande_local", "downstream/winogrande/winogrande_dev.jsonl"),
 }
-SUMMARY = {"spliced": "sae_spliced", "scaffold": "scaffold_removed", "pca": "pca_removed_mean_preserving",
-           "aligned": "aligned_latents_removed", "random": "random_subspace_removed", "zero": "zero_ablation"}
-"""Short names of the headline retained accuracies (`summary` category; None when a condition was not run)."""
 DEFAULT_CONDITIONS = ["clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "random_subspace_removed"]
 """`conditions: [default]`: the paper's comparison (scaffold vs top-r PCs vs a random subspace) and the SAE
 spliced in. Each condition costs the layers after the hook again; the others are one `--set` away."""
