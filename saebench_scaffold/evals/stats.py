@@ -70,3 +70,39 @@ def compare_noise(result_a, result_b, n_sigma: float = 1.0) -> dict[str, dict]:
         out[key] = {"a": va, "b": b[key], "diff": diff, "spread": spread,
                     "noise_dominated": bool(n_sigma * spread >= abs(diff))}
     return out
+
+
+# ---- evaluation replicates (issue 25): one block per result, read by `claims` ------------------------
+#
+# A task that wants its evaluation noise inside `claims`' intervals stores, under
+# `eval_result_unstructured["evaluation_replicates"]`, the block `replicates_block` returns:
+#     {"unit": "contexts" | "questions" | "documents" | "tokens", "n_units": N, "n_replicates": B,
+#      "draw_seed": S, "metrics": {"category.metric": [B floats], ...}}
+# Replicate b of every metric is computed on the units drawn by `unit_draws(N, B, S)[b]` (with
+# replacement). Two results with the same unit, N and S were resampled with the same draws, so
+# `claims` pairs replicate b of one checkpoint (or condition) with replicate b of the other: the
+# difference keeps the evaluation noise the two share out of the interval, as a paired test does.
+REPLICATE_DRAW_SEED = 20_606  # fixed on purpose: the same across checkpoints, so paired draws coincide
+N_REPLICATES = 200
+
+
+def unit_draws(n_units: int, n_replicates: int = N_REPLICATES, seed: int = REPLICATE_DRAW_SEED) -> np.ndarray:
+    """[n_replicates, n_units] indices drawn with replacement; a pure function of its arguments."""
+    if n_units <= 0:
+        raise ValueError("unit_draws needs at least one unit")
+    return np.random.default_rng(seed).integers(0, n_units, size=(n_replicates, n_units))
+
+
+def replicates_block(unit: str, n_units: int, metrics: dict[str, Iterable[float]],
+                     n_replicates: int = N_REPLICATES, seed: int = REPLICATE_DRAW_SEED) -> dict:
+    """The stored block (see above); `metrics` maps "category.metric" to its B replicate values,
+    each computed on `unit_draws(n_units, n_replicates, seed)[b]`. Values are rounded to 7
+    significant digits (JSON size; far below any interval's width)."""
+    out = {}
+    for key, values in metrics.items():
+        v = [float(x) for x in values]
+        if len(v) != n_replicates:
+            raise ValueError(f"{key}: {len(v)} replicates, expected {n_replicates}")
+        out[key] = [float(f"{x:.7g}") if math.isfinite(x) else None for x in v]
+    return {"unit": unit, "n_units": int(n_units), "n_replicates": int(n_replicates), "draw_seed": int(seed),
+            "metrics": out}
