@@ -212,6 +212,7 @@ def test_packed_rows_equal_padded_batches_under_every_edit(lm, hook, downstream_
         plain, packed = answers[0, name], answers[120, name]
         assert plain.keys() == packed.keys() and len(plain) == 9
         for doc, resps in plain.items():
-            assert [r[0] for r in packed[doc]] == pytest.approx([r[0] for r in resps], abs=1e-4), (name, doc)
+            # float32 sums in another order: 1e-4, or 1e-6 relative for the long sums a random SAE makes large
+            assert [r[0] for r in packed[doc]] == pytest.approx([r[0] for r in resps], abs=1e-4, rel=1e-6), (name, doc)
             assert [r[1] for r in packed[doc]] == [r[1] for r in resps]
     assert answers[0, "zero_ablation"] != answers[0, "clean"]

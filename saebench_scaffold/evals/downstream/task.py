@@ -71,7 +71,7 @@ class DownstreamConfig(TaskConfig):
     tasks: list[str] = Field(DEFAULT_TASKS, description="lm-eval task names (local copies of the four defaults with a data directory)")
     conditions: list[str] = Field(["default"], description="conditions to score (lm_eval_model.CONDITIONS); 'default' = "
                                   "DEFAULT_CONDITIONS, 'all' = every condition; both skip those that do not apply")
-    n_docs: int | None = Field(30, gt=0, description="documents per task (lm-eval's limit: the first ones, the same for "
+    n_docs: int | None = Field(40, gt=0, description="documents per task (lm-eval's limit: the first ones, the same for "
                                                         "every condition); None: all of them")
     task_docs: dict[str, int] = Field({}, description="documents of some tasks instead of n_docs, e.g. {lambada_openai: 200}")
     batch_size: int = Field(16, gt=0, description="requests per forward pass when pack_tokens = 0")
