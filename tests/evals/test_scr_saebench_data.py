@@ -5,6 +5,8 @@ on FAKE files in the data directory's layout (sources/data/two_label.py) built h
   - the example sets equal `dataset_creation.get_train_test_data` on the same files (its `load_dataset`
     handed our files as dataframes), every pair of both sets;
   - which design runs (data present / one set missing / a column setting / offline), and errors;
+  - on planted fake data (gender and profession words writing along their own directions), an SAE
+    with latents on those directions removes the spurious signal, others do not;
   - the result's names, details and data sets; the headline equals SAEBench's
     `average_results_dictionaries` over its 8 pairs; one set alone gets its own name;
   - `export-saebench` writes scr under SAEBench's folder for a result on its data and refuses the
@@ -33,7 +35,8 @@ from sae_bench.evals.scr_and_tpp.eval_config import ScrAndTppEvalConfig  # noqa:
 from sae_bench.sae_bench_utils import dataset_info as sb_info  # noqa: E402
 from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 
-from helpers.probing_fakes import FakeLM, fake_context, random_sae, write_labeled_data, write_saebench_scr_data  # noqa: E402
+from helpers.probing_fakes import (SCR_BIOS_PROFESSIONS, SCR_COLUMN2_WORDS, FakeLM, fake_context, random_sae,  # noqa: E402
+                                   sae_reading_and_writing, write_labeled_data, write_saebench_scr_data)
 from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (SAEBENCH_SCR_SETS, SAEBENCH_SET_NAMES as SB, SCRConfig,  # noqa: E402
                                                  SCRTask, choose_design, not_saebench_data, saebench_groups,
@@ -276,3 +279,54 @@ def test_export_saebench_only_on_saebench_data(data, tmp_path, monkeypatch):
     res = read_result(next((tmp_path / "on_2007").rglob("scr.json")))
     assert not_saebench_data(res).startswith("scr ran on local:classification/amazon_multidomain_sentiment/reviews.jsonl,")
     assert torch.is_grad_enabled()
+
+
+def _planted_lm() -> FakeLM:
+    """Gender words write ±2 along e_0 only, each of the 8 paired professions' words 1 along e_1..e_8;
+    every other word is random, noise in all dimensions."""
+    lm = FakeLM(D, 200_003)
+
+    def token(word):
+        return lm.tokenizer(word).input_ids[0]
+
+    for sign, gender in ((1.0, "male"), (-1.0, "female")):
+        for w in SCR_COLUMN2_WORDS[gender]:
+            lm.emb[token(w)] = 0.0
+            lm.emb[token(w), 0] = 2.0 * sign
+    for d, profession in enumerate(SCR_BIOS_PROFESSIONS[:8]):
+        for i in range(8):
+            lm.emb[token(f"{profession}_{i}")] = 0.0
+            lm.emb[token(f"{profession}_{i}"), 1 + d] = 1.0
+    return lm
+
+
+def _planted_sae(aligned: bool = True):
+    """Latents 0..17 = ±e_0 (gender), ±e_1..±e_8 (professions) when `aligned`, else random directions
+    outside dims 0-8, like latents 18..39."""
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for i in range(40):
+        if aligned and i < 18:
+            rows.append(torch.eye(D)[i // 2] * (1 if i % 2 == 0 else -1))
+        else:
+            v = torch.zeros(D)
+            v[9:] = torch.randn(D - 9, generator=g)
+            rows.append(v / v.norm())
+    return sae_reading_and_writing(torch.stack(rows))
+
+
+def test_planted_latents_remove_the_spurious_signal_on_saebench_design(tmp_path):
+    """Bias in Bios alone (so named scr_biasinbios_*), lr 1e-2 as test_scr.py's planted run (small sets)."""
+    data = write_saebench_scr_data(tmp_path / "data", train_per_cell=40, test_per_cell=80)
+    ctx = fake_context(data, tmp_path / "cache", lm=_planted_lm())
+    task = SCRTask()
+    cfg = task.make_config({"design": "saebench", "saebench_datasets": ["bias_in_bios"], "train_set_size": 80,
+                            "test_set_size": 160, "n_values": [2, 4, 10], "probe_lr": 1e-2})
+    planted = task.run(ctx, _planted_sae(), cfg)
+    for seeds in planted.unstructured["top_latents_per_seed"].values():
+        for latents in seeds:
+            assert set(latents["dir1"][:2]) == {0, 1}  # ablating gender: the gender latents first
+    key = "scr_biasinbios_metric_threshold_2"
+    assert planted.metrics["scr_metrics"][key] > 0.5
+    assert abs(task.run(ctx, _planted_sae(aligned=False), cfg).metrics["scr_metrics"][key]) < 0.1
+    assert task.run(ctx, random_sae(D, 64), cfg).metrics["scr_metrics"][key] < planted.metrics["scr_metrics"][key] - 0.4
