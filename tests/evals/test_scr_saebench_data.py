@@ -258,6 +258,10 @@ def test_export_saebench_only_on_saebench_data(data, tmp_path, monkeypatch):
     assert "scr_metric_threshold_20" in theirs["eval_result_metrics"]["scr_metrics"]
     assert "scr_amazon2007_metric_threshold_20" in ours["eval_result_metrics"]["scr_metrics"]
     assert ours["eval_result_unstructured"]["data_set"]["design"] == "columns"
+    # eval_config records the design that ran, so a re-run from it (`leaderboard verify`) runs the same one
+    assert (theirs["eval_config"]["design"], ours["eval_config"]["design"]) == ("saebench", "columns")
+    for doc in (theirs, ours):
+        assert choose_design(SCRConfig(**doc["eval_config"]), str(data)) == doc["eval_config"]["design"]
     # on SAEBench's data: under SAEBench's folder and names
     r = CliRunner().invoke(app, ["export-saebench", str(tmp_path / "on_saebench"), str(tmp_path / "x1")])
     assert r.exit_code == 0, r.output

@@ -710,6 +710,9 @@ class SCRTask(Task):
     def run(self, ctx: EvalContext, sae, cfg: SCRConfig) -> TaskOutput:
         W_dec = decoder_matrix(sae, "scr")  # before any work: a checkpoint without decoder directions fails fast
         design = choose_design(cfg, ctx.data_dir)
+        # the result's eval_config records the design that ran, not 'auto': `leaderboard verify` re-runs
+        # from it, and must not switch data sets on a machine whose data dir differs
+        cfg.design = design
         seeds = resplit_seeds(ctx.seed, cfg.n_seeds)
         t0 = time.perf_counter()
         if design == "saebench":
