@@ -334,3 +334,33 @@ def test_planted_latents_remove_the_spurious_signal_on_saebench_design(tmp_path)
     assert planted.metrics["scr_metrics"][key] > 0.5
     assert abs(task.run(ctx, _planted_sae(aligned=False), cfg).metrics["scr_metrics"][key]) < 0.1
     assert task.run(ctx, random_sae(D, 64), cfg).metrics["scr_metrics"][key] < planted.metrics["scr_metrics"][key] - 0.4
+
+
+def test_hub_fallback_without_a_data_dir(data, tmp_path, monkeypatch):
+    """No data dir and the hub reachable: `auto` runs SAEBench's design on the hub's copies (here the
+    fake files served as the hub's rows), recorded as hub sources, under SAEBench's names."""
+    from saebench_scaffold.sources.data import registry
+
+    served = []
+
+    def fake_hub(name, config=None, split="train", streaming=True):
+        folder = {s.hub_name: s.folder for s in two_label.TWO_LABEL_SETS.values()}[name]
+        served.append((name, split, streaming))
+        return _frames(data / folder)[split].to_dict("records")
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(registry, "hub_offline_reason", lambda: None)
+    monkeypatch.setattr(two_label, "hub_offline_reason", lambda: None)
+    monkeypatch.setattr(two_label, "hub_dataset", fake_hub)
+    ctx = fake_context(tmp_path, tmp_path / "cache", lm=FakeLM(D))
+    ctx.data_dir = None
+    task = SCRTask()
+    cfg = task.make_config(SMALL)
+    out = task.run(ctx, random_sae(D, 40), cfg)
+    assert cfg.design == "saebench" and out.unstructured["data_set"]["metric_prefix"] == "scr"
+    assert [d["source"] for d in out.datasets] == ["hub:LabHC/bias_in_bios", "hub:canrager/amazon_reviews_mcauley_1and5"]
+    assert {(name, split) for name, split, _ in served} == {(s.hub_name, split) for s in two_label.TWO_LABEL_SETS.values()
+                                                            for split in ("train", "test")}
+    assert not any(streaming for _, _, streaming in served)  # downloaded once into the hub cache, as SAEBench does
+    res = SimpleNamespace(eval_result_metrics=out.metrics, provenance=SimpleNamespace(datasets=out.datasets))
+    assert not_saebench_data(res) is None

@@ -715,8 +715,12 @@ class SCRTask(Task):
         cfg.design = design
         seeds = resplit_seeds(ctx.seed, cfg.n_seeds)
         t0 = time.perf_counter()
-        if design == "saebench":
-            groups = saebench_groups(cfg, seeds, ctx.data_dir)
+        if design == "saebench":  # read once per invocation: every checkpoint scores the same sets
+            key = ("scr_saebench_groups", tuple(cfg.saebench_datasets), cfg.train_set_size, cfg.test_set_size,
+                   cfg.max_examples, cfg.random_seed, tuple(seeds), str(ctx.data_dir))
+            if key not in ctx.memo:
+                ctx.memo[key] = saebench_groups(cfg, seeds, ctx.data_dir)
+            groups = ctx.memo[key]
             datasets = [ctx.dataset_id(g.dataset) for g in groups]
             prefix = saebench_design_prefix(cfg.saebench_datasets)
             data_set = {"design": design, "datasets": {g.dataset: d for g, d in zip(groups, datasets)},

@@ -135,7 +135,8 @@ def _local(s: TwoLabelSet):
 def _hub(s: TwoLabelSet):
     def load() -> Iterator[TwoLabelRow]:
         for split in SPLITS:
-            for r in hub_dataset(s.hub_name, split=split):
+            # downloaded once into the hub cache (as SAEBench's `load_dataset`), not streamed on every run
+            for r in hub_dataset(s.hub_name, split=split, streaming=False):
                 yield TwoLabelRow(split, r[s.text_column], s.column1(r[s.column1_name]), s.column2(r[s.column2_name]))
     return load
 
