@@ -39,8 +39,8 @@ from helpers.probing_fakes import (SCR_BIOS_PROFESSIONS, SCR_COLUMN2_WORDS, Fake
                                    sae_reading_and_writing, write_labeled_data, write_saebench_scr_data)
 from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (SAEBENCH_SCR_SETS, SAEBENCH_SET_NAMES as SB, SCRConfig,  # noqa: E402
-                                                 SCRTask, choose_design, not_saebench_data, saebench_groups,
-                                                 saebench_quadrants)
+                                                 SCRTask, choose_design, columns_prefix, not_saebench_data,
+                                                 saebench_design_prefix, saebench_groups, saebench_quadrants)
 from saebench_scaffold.sources.data import two_label  # noqa: E402
 from saebench_scaffold.settings import DATA_DIR_ENV, UserError  # noqa: E402
 
@@ -364,3 +364,15 @@ def test_hub_fallback_without_a_data_dir(data, tmp_path, monkeypatch):
     assert not any(streaming for _, _, streaming in served)  # downloaded once into the hub cache, as SAEBench does
     res = SimpleNamespace(eval_result_metrics=out.metrics, provenance=SimpleNamespace(datasets=out.datasets))
     assert not_saebench_data(res) is None
+
+
+def test_plain_names_only_for_saebench_design_on_both_sets():
+    assert saebench_design_prefix(["bias_in_bios", "amazon_reviews_mcauley"]) == "scr"
+    assert saebench_design_prefix(["amazon_reviews_mcauley", "bias_in_bios"]) == "scr"
+    assert saebench_design_prefix(["bias_in_bios"]) == "scr_biasinbios"
+    # the columns design on a hub copy of SAEBench's McAuley set (e.g. amazon_domain with no data dir):
+    # its own sampling and pairs, so its own name
+    assert columns_prefix({"name": "amazon_domain", "source": "hub:canrager/amazon_reviews_mcauley_1and5"}) == \
+        "scr_amazondomain"
+    assert columns_prefix({"name": "amazon_domain",
+                           "source": "local:classification/amazon_multidomain_sentiment/reviews.jsonl"}) == "scr_amazon2007"

@@ -96,7 +96,8 @@ from .checks import check_per_dataset
 __all__ = ["SCRTask", "SCRConfig", "SAEBENCH_SET_NAMES", "sample_cells", "split_cells", "spurious_corr_sets",
            "pair_sets", "train_probe", "train_llm_probes", "scr_latent_effects", "ablated_pooled", "scr_score",
            "scr_from_accuracies", "scr_scores", "padding_leak", "two_label_examples", "labelled", "probe_seed",
-           "metric_prefix", "renamed", "read_legacy"]
+           "metric_prefix", "renamed", "read_legacy", "SAEBENCH_SCR_SETS", "choose_design", "columns_prefix",
+           "saebench_design_prefix", "saebench_groups", "saebench_quadrants", "saebench_split_sample"]
 
 # Our names of the six example sets -> SAEBench's keys (dataset_info.PAIRED_CLASS_KEYS): the positives
 # of a probe are set `name`, its negatives set `name_neg`.
@@ -157,6 +158,13 @@ def renamed(values: dict, prefix: str) -> dict:
     if prefix == "scr":
         return values
     return {(prefix + k[3:] if k.startswith("scr_") and k != DIRECTION_KEY else k): v for k, v in values.items()}
+
+
+def columns_prefix(dataset: dict) -> str:
+    """The headline prefix of the columns design: never SAEBench's plain names, even on a copy of one
+    of its sets (the columns design samples and pairs its own way), so `scr_<tag>` by the data set."""
+    prefix = metric_prefix(dataset)
+    return prefix if prefix != "scr" else "scr_" + re.sub(r"[^a-z0-9]+", "", str(dataset.get("name", "")).lower())
 
 
 def saebench_design_prefix(datasets: list[str]) -> str:
@@ -728,7 +736,7 @@ class SCRTask(Task):
         else:
             groups = [columns_group(cfg, seeds, ctx.data_dir)]
             datasets = [ctx.dataset_id(cfg.column1_dataset), ctx.dataset_id(cfg.column2_dataset)]
-            prefix = metric_prefix(datasets[0])
+            prefix = columns_prefix(datasets[0])
             data_set = {"design": design, "column1": datasets[0], "column2": datasets[1]}
         data_set.update(metric_prefix=prefix, saebench_data=prefix == "scr")
         n_values = sorted({min(n, sae.d_sae) for n in cfg.n_values})
