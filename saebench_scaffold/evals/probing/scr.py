@@ -2,10 +2,26 @@
 correlated learns both; ablating the SAE latents of one attribute should free the probe to read the
 other.
 
-SAEBench 0.6.0's procedure (`sae_bench/evals/scr_and_tpp/main.py`, `perform_scr=True`), on a file
-labelled twice: column 1 = Amazon product domain (SAEBench: Amazon category, or profession in Bias
-in Bios), column 2 = sentiment (SAEBench: 1 vs 5 stars, or gender). For every pair of column-1
-values (a, b), with column-2 values (p, n) = (negative, positive) in SAEBench's order (1.0, 5.0):
+Two designs of the data (`design`; 'auto' picks the first when its data is there):
+  - 'saebench': SAEBench's own sets, pairs and names where the data directory holds them (or, with
+    no data directory, from the hub): Bias in Bios (profession × gender; professor/nurse,
+    architect/journalist, surgeon/psychologist, attorney/teacher) and McAuley's Amazon reviews (category
+    × 1 vs 5 stars; Books/CDs_and_Vinyl, Software/Electronics, Pet_Supplies/Office_Products,
+    Industrial_and_Scientific/Toys_and_Games), column-2 values (male, female) and (1.0, 5.0). Train
+    quadrants are the first q rows of each cell of the hub's train split, test quadrants of its test
+    split, in file order, as `dataset_creation.get_spurious_corr_data` takes them; budgets uncapped
+    (SAEBench's 4000 / 1000 with `--preset saebench`); headline `scr_metric_threshold_N`, averaged
+    over the 8 pairs, per-pair rows named `<SAEBench dataset>_scr_<a>_<b>_results`. The layout of the
+    files: sources/data/two_label.py.
+  - 'columns': a file labelled twice (two registered datasets reading it; default the 2007
+    multi-domain reviews: domain × sentiment, every pair of its 4 domains), the headline named by its
+    data set (`scr_amazon2007_metric_threshold_N`): a number under SAEBench's name means what
+    SAEBench's means.
+SAEBench 0.6.0's procedure (`sae_bench/evals/scr_and_tpp/main.py`, `perform_scr=True`), on texts
+labelled twice: column 1 (profession, Amazon category; here also the 2007 reviews' domain), column 2
+(gender, rating; the 2007 reviews' sentiment). For every pair of column-1 values (a, b), with
+column-2 values (p, n) in SAEBench's order ((male, female), (1.0, 5.0); the 2007 reviews: (negative,
+positive)):
   - quadrants (SAEBench's names) pos_pos = (a, p), pos_neg = (b, p), neg_pos = (a, n),
     neg_neg = (b, n); with q examples per quadrant (train_set_size // 4) the six example sets of
     `dataset_creation.get_spurious_corr_data`, shuffled as it does (`spurious_corr_sets`):
@@ -30,6 +46,10 @@ values (a, b), with column-2 values (p, n) = (negative, positive) in SAEBench's 
     data, else dir2 (SAEBench's documented rule; its code leaves a tie undefined);
   - averaged over pairs (SAEBench's `average_results_dictionaries`), per pair in details.
 Where we differ, and why:
+  - Seeds (both designs): SAEBench runs one seed (random_seed 42). Here metrics are mean ± std over
+    `n_seeds`; in SAEBench's design seed i shuffles the same rows' sets with random_seed + i (42 for
+    the first, as SAEBench) and reseeds the probes, so the spread is probe-training noise only.
+The columns design on the 2007 reviews also differs in its data:
   - Pairs: every pair of the file's 4 domains (6; SAEBench: 4 pairs of its 8 Amazon categories).
   - SAEBench takes train and test quadrants from the hub's train and test splits; the local file has
     one split of 1,000 reviews per (domain, sentiment) cell, so a fixed seeded sample of
@@ -43,13 +63,16 @@ Where we differ, and why:
     `compare_noise` flags checkpoint differences within the spread).
   - SAEBench also trains probes on the three `_data_only` sets and ablates the biased probe's own
     latents; neither enters the SCR numbers, so neither is done here.
-Equality with SAEBench's own functions is tested in tests/evals/test_scr_saebench.py.
+Equality with SAEBench's own functions is tested in tests/evals/test_scr_saebench.py (the procedure)
+and tests/evals/test_scr_saebench_data.py (SAEBench's design: its config, its example sets from the
+same files, its averaging, the export rule).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -73,7 +96,8 @@ from .checks import check_per_dataset
 __all__ = ["SCRTask", "SCRConfig", "SAEBENCH_SET_NAMES", "sample_cells", "split_cells", "spurious_corr_sets",
            "pair_sets", "train_probe", "train_llm_probes", "scr_latent_effects", "ablated_pooled", "scr_score",
            "scr_from_accuracies", "scr_scores", "padding_leak", "two_label_examples", "labelled", "probe_seed",
-           "metric_prefix", "renamed", "read_legacy"]
+           "metric_prefix", "renamed", "read_legacy", "SAEBENCH_SCR_SETS", "choose_design", "columns_prefix",
+           "saebench_design_prefix", "saebench_groups", "saebench_quadrants", "saebench_split_sample"]
 
 # Our names of the six example sets -> SAEBench's keys (dataset_info.PAIRED_CLASS_KEYS): the positives
 # of a probe are set `name`, its negatives set `name_neg`.
@@ -87,8 +111,33 @@ DIRECTIONS = ((1, "column2", "column1"), (2, "column1", "column2"))  # (dir, att
 MIN_QUADRANT = 3  # smallest per-quadrant budget a --limit can shrink to: 2 train + 1 test
 N_LATENTS_RECORDED = 20  # top latents per (pair, seed, direction) kept in the result for inspection
 AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
-# SAEBench's SCR sets (eval_config.dataset_names): only results on these carry its metric names.
-SAEBENCH_SCR_SOURCES = ("hub:canrager/amazon_reviews_mcauley_1and5", "hub:LabHC/bias_in_bios_class_set1")
+
+
+@dataclass(frozen=True)
+class SAEBenchSCRSet:
+    """One of SAEBench's SCR sets as its eval runs it (`eval_config.ScrAndTppEvalConfig.dataset_names`,
+    `column1_vals_lookup`; `main.COLUMN2_VALS_LOOKUP`)."""
+    dataset: str  # our registry name (sources/data/two_label.py)
+    saebench_name: str  # SAEBench's dataset name: per-pair detail names `<saebench_name>_scr_<a>_<b>_results`
+    pairs: tuple[tuple[str, str], ...]
+    column2_values: tuple[str, str]  # (pos, neg) in SAEBench's order
+    tag: str  # headline name of a run on this set alone: scr_<tag>_metric_threshold_N
+
+
+SAEBENCH_SCR_SETS = {s.dataset: s for s in (
+    SAEBenchSCRSet("bias_in_bios", "LabHC/bias_in_bios_class_set1",
+                   (("professor", "nurse"), ("architect", "journalist"), ("surgeon", "psychologist"),
+                    ("attorney", "teacher")), ("male", "female"), "biasinbios"),
+    SAEBenchSCRSet("amazon_reviews_mcauley", "canrager/amazon_reviews_mcauley_1and5",
+                   (("Books", "CDs_and_Vinyl"), ("Software", "Electronics"), ("Pet_Supplies", "Office_Products"),
+                    ("Industrial_and_Scientific", "Toys_and_Games")), ("1.0", "5.0"), "mcauley"),
+)}
+# Where SAEBench's SCR sets come from (the hub, or their folders in the data directory; the first
+# hub name is what results written before the two_label sets existed recorded): only results on these
+# carry its metric names.
+SAEBENCH_SCR_SOURCES = ("hub:canrager/amazon_reviews_mcauley_1and5", "hub:LabHC/bias_in_bios_class_set1",
+                        "hub:LabHC/bias_in_bios", "local:classification/bias_in_bios",
+                        "local:classification/amazon_reviews_mcauley_1and5")
 # Other sets' headline names: scr_<tag>_metric_threshold_N (a set not listed: its dataset name, letters and digits).
 DATA_SET_TAGS = {"local:classification/amazon_multidomain_sentiment/reviews.jsonl": "amazon2007"}
 DIRECTION_KEY = "scr_metric_direction_per_seed"  # a detail row's key, not a metric: never renamed
@@ -111,13 +160,31 @@ def renamed(values: dict, prefix: str) -> dict:
     return {(prefix + k[3:] if k.startswith("scr_") and k != DIRECTION_KEY else k): v for k, v in values.items()}
 
 
+def columns_prefix(dataset: dict) -> str:
+    """The headline prefix of the columns design: never SAEBench's plain names, even on a copy of one
+    of its sets (the columns design samples and pairs its own way), so `scr_<tag>` by the data set."""
+    prefix = metric_prefix(dataset)
+    return prefix if prefix != "scr" else "scr_" + re.sub(r"[^a-z0-9]+", "", str(dataset.get("name", "")).lower())
+
+
+def saebench_design_prefix(datasets: list[str]) -> str:
+    """The headline prefix of SAEBench's design on `datasets` (registry names): `scr` (SAEBench's
+    names) on both of its sets, as its figure averages both; `scr_<tag>` on one alone."""
+    if set(datasets) == set(SAEBENCH_SCR_SETS):
+        return "scr"
+    return "scr_" + "_".join(SAEBENCH_SCR_SETS[d].tag for d in datasets)
+
+
 def not_saebench_data(res) -> str | None:
-    """Why an `scr` result is not exported under SAEBench's name: it ran on other data (None: SAEBench's)."""
+    """Why an `scr` result is not exported under SAEBench's name (None: SAEBench's figure, on its data):
+    it has no `scr_metric_threshold_N` (another data set, or one of SAEBench's sets alone) or read
+    data from elsewhere than SAEBench's sets."""
     metrics = res.eval_result_metrics.get("scr_metrics", {})
-    if any(k.startswith("scr_metric_threshold_") for k in metrics):
+    sources = list(dict.fromkeys(d.get("source") or "an unrecorded source" for d in res.provenance.datasets))
+    if any(k.startswith("scr_metric_threshold_") for k in metrics) and sources and \
+            all(src in SAEBENCH_SCR_SOURCES for src in sources):
         return None
-    source = next(iter(res.provenance.datasets), {}).get("source", "another data set")
-    return f"scr ran on {source}, not SAEBench's Bias in Bios / Amazon 1-vs-5-star sets"
+    return f"scr ran on {', '.join(sources) or 'another data set'}, not SAEBench's Bias in Bios / Amazon 1-vs-5-star sets"
 
 
 def read_legacy(doc: dict) -> dict:
@@ -138,7 +205,20 @@ def read_legacy(doc: dict) -> dict:
     return doc
 
 
+DESIGNS = ("auto", "saebench", "columns")
+COLUMN_SETTINGS = ("column1_dataset", "column2_dataset", "column1_pairs", "column2_values")
+
+
 class SCRConfig(TaskConfig):
+    design: str = Field("auto", description="'saebench': SAEBench's sets (saebench_datasets) in their hub splits, its "
+                        "pairs and its names; 'columns': column1_dataset x column2_dataset with column1_pairs (the 2007 "
+                        "reviews); 'auto': saebench when both of SAEBench's sets are present (data dir; without one, "
+                        "the hub) and no column setting is changed, else columns")
+    saebench_datasets: list[str] = Field(default_factory=lambda: list(SAEBENCH_SCR_SETS),
+                                         description="SAEBench's sets the saebench design runs (SAEBench's headline "
+                                         "names need both; one alone is named scr_<set>_…)")
+    random_seed: int = Field(42, description="saebench design: SAEBench's random_seed, the example sets' shuffle "
+                             "seed of the first seed (seed i: random_seed + i)")
     column1_dataset: str = Field("amazon_domain", description="SAEBench's column 1 (Amazon category / profession)")
     column2_dataset: str = Field("amazon_sentiment", description="SAEBench's column 2 (rating / gender): the same "
                                  "texts as column1_dataset, in the same order, labelled by another field")
@@ -168,6 +248,20 @@ class SCRConfig(TaskConfig):
     ablate_padding: bool = Field(True, description="edit the zeroed BOS/padding positions too, as SAEBench does; "
                                  "False edits real tokens only (as `tpp`)")
     batch_examples: int = Field(32, ge=1, description="examples per SAE encoder batch")
+
+    @field_validator("design")
+    @classmethod
+    def _design(cls, v):
+        if v not in DESIGNS:
+            raise ValueError(f"design must be one of {', '.join(DESIGNS)}")
+        return v
+
+    @field_validator("saebench_datasets")
+    @classmethod
+    def _saebench_sets(cls, v):
+        if not v or len(set(v)) != len(v) or set(v) - set(SAEBENCH_SCR_SETS):
+            raise ValueError(f"saebench_datasets must be distinct names among {', '.join(SAEBENCH_SCR_SETS)}")
+        return v
 
     @field_validator("n_values")
     @classmethod
@@ -287,6 +381,142 @@ def pair_sets(split: dict, pair: tuple[str, str], column2_values: tuple[str, str
     (a, b), (p, n) = pair, column2_values
     part = int(test)
     return spurious_corr_sets(split[(a, p)][part], split[(b, p)][part], split[(a, n)][part], split[(b, n)][part], q, seed)
+
+
+# ---- SAEBench's design: its sets, in their hub splits and row order ----------------------------------
+
+def choose_design(cfg: SCRConfig, data_dir=None) -> str:
+    """'saebench' or 'columns' (see `SCRConfig.design`). 'auto' says 'saebench' only when every one of
+    SAEBench's sets can be read and none of the column settings was changed."""
+    if cfg.design != "auto":
+        return cfg.design
+    if set(COLUMN_SETTINGS) & cfg.model_fields_set:
+        return "columns"
+    present = [d for d in SAEBENCH_SCR_SETS if data.two_label_available(d, data_dir)]
+    if len(present) == len(SAEBENCH_SCR_SETS):
+        return "saebench"
+    if present:
+        print(f"note: scr: the data directory holds {', '.join(present)} but not all of SAEBench's SCR sets "
+              f"({', '.join(SAEBENCH_SCR_SETS)}); running on {cfg.column1_dataset} (--set scr.design=saebench runs "
+              "SAEBench's design on what is there)", file=sys.stderr)
+    return "columns"
+
+
+def saebench_quadrants(n_train: int, n_test: int, n_pairs: int, max_examples: int | None = None) -> tuple[int, int, bool]:
+    """Per-quadrant train / test counts of SAEBench's design: train_set_size // 4 and test_set_size // 4,
+    uncapped (its sets hold enough); a --limit lowers them keeping the ratio (each pair reads 6 per
+    quadrant: pos_pos and neg_neg give the biased probe 2)."""
+    if max_examples is None:
+        return n_train, n_test, False
+    have = max(MIN_QUADRANT, max_examples // (6 * n_pairs))
+    if have >= n_train + n_test:
+        return n_train, n_test, False
+    test = min(max(1, round(have * n_test / (n_train + n_test))), have - 2)
+    return have - test, test, True
+
+
+def saebench_cells(pairs, column2_values: tuple[str, str]) -> dict[tuple[str, str], int]:
+    """Per (column1, column2) cell, how many quadrants' worth of rows SAEBench's sets read from its
+    front: 2 for pos_pos and neg_neg (the biased probe takes 2q of each), else 1."""
+    (p, n), need = column2_values, {}
+    for a, b in pairs:
+        for cell, k in (((a, p), 2), ((b, n), 2), ((b, p), 1), ((a, n), 1)):
+            need[cell] = max(need.get(cell, 0), k)
+    return need
+
+
+@dataclass
+class SplitSample:
+    """SAEBench's design on one set: the first rows of every cell its pairs use, train split then test
+    split in file order (`dataset_creation.get_spurious_corr_data` reads each cell from the front of
+    the split's dataframe)."""
+    texts: list[str]
+    split: dict[tuple[str, str], tuple[list[int], list[int]]]  # cell -> (train indices, test indices), in file order
+    available: dict[str, dict[str, int]]  # split -> "professor/male" -> rows in the whole split
+
+
+def saebench_split_sample(rows, pairs, column2_values: tuple[str, str], n_train: int, n_test: int,
+                          dataset: str = "") -> SplitSample:
+    """The texts SAEBench's sets take from `rows` (`two_label_rows`: train split, then test, file order)."""
+    need = saebench_cells(pairs, column2_values)
+    q = {"train": n_train, "test": n_test}
+    kept: dict[str, dict[tuple[str, str], list[str]]] = {"train": {}, "test": {}}
+    counts: dict[str, dict[tuple[str, str], int]] = {"train": {}, "test": {}}
+    for row in rows:
+        cell = (row.column1, row.column2)
+        if cell in need:
+            counts[row.split][cell] = counts[row.split].get(cell, 0) + 1
+            got = kept[row.split].setdefault(cell, [])
+            if len(got) < need[cell] * q[row.split]:
+                got.append(row.text)
+    for split in ("train", "test"):
+        for cell, k in need.items():
+            have = counts[split].get(cell, 0)
+            if have < k * q[split]:
+                raise UserError(f"scr: {dataset} {split} split has {have} rows labelled {cell[0]!r} / {cell[1]!r}; "
+                                f"SAEBench's sets need {k * q[split]} ({k} × {split}_set_size // 4 = {q[split]})")
+    texts: list[str] = []
+    split: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for cell in need:
+        parts = []
+        for name in ("train", "test"):
+            parts.append(list(range(len(texts), len(texts) + len(kept[name][cell]))))
+            texts += kept[name][cell]
+        split[cell] = (parts[0], parts[1])
+    available = {name: {f"{c1}/{c2}": counts[name].get((c1, c2), 0) for c1, c2 in need} for name in ("train", "test")}
+    return SplitSample(texts, split, available)
+
+
+@dataclass
+class Group:
+    """One example cache and the pairs scored on it: a data set of SAEBench's design, or the file of
+    the columns design."""
+    cache_name: str
+    texts: list[str]
+    pairs: list[tuple[str, str]]
+    column2_values: tuple[str, str]
+    detail_prefix: str  # per-pair detail name: f"{detail_prefix}_scr_{a}_{b}_results"
+    sets: dict  # (pair, seed) -> (train sets, test sets)
+    shuffle_seed: dict[int, int]  # seed -> the sets' shuffle seed
+    n_train: int
+    n_test: int
+    capped: bool
+    dataset: str  # registry name
+    available: dict  # rows per cell in the data (per split, in SAEBench's design)
+    memo_extra: tuple = ()
+
+
+def saebench_groups(cfg: SCRConfig, seeds: list[int], data_dir=None) -> list[Group]:
+    groups = []
+    chosen = [SAEBENCH_SCR_SETS[d] for d in cfg.saebench_datasets]
+    n_pairs = sum(len(s.pairs) for s in chosen)
+    n_train, n_test, capped = saebench_quadrants(cfg.train_set_size // 4, cfg.test_set_size // 4, n_pairs,
+                                                 cfg.max_examples)
+    if n_train < 1 or n_test < 1:
+        raise UserError("scr: train_set_size and test_set_size must give at least 1 example per quadrant "
+                        "(SAEBench: train_set_size // 4, test_set_size // 4)")
+    for s in chosen:
+        sample = saebench_split_sample(data.two_label_rows(s.dataset, data_dir), s.pairs, s.column2_values, n_train,
+                                       n_test, s.dataset)
+        shuffle = {seed: cfg.random_seed + seed for seed in seeds}
+        sets = {(pair, seed): (pair_sets(sample.split, pair, s.column2_values, False, n_train, shuffle[seed]),
+                               pair_sets(sample.split, pair, s.column2_values, True, n_test, shuffle[seed]))
+                for pair in s.pairs for seed in seeds}
+        groups.append(Group(f"scr_saebench_{s.dataset}", sample.texts, list(s.pairs), s.column2_values, s.saebench_name,
+                            sets, shuffle, n_train, n_test, capped, s.dataset, sample.available,
+                            ("saebench_design", cfg.random_seed)))
+    return groups
+
+
+def columns_group(cfg: SCRConfig, seeds: list[int], data_dir=None) -> Group:
+    sample = sample_cells(two_label_examples(cfg.column1_dataset, cfg.column2_dataset, data_dir), cfg)
+    splits = {seed: split_cells(sample, seed) for seed in seeds}
+    sets = {(pair, seed): (pair_sets(splits[seed], pair, cfg.column2_values, False, sample.n_train, seed),
+                           pair_sets(splits[seed], pair, cfg.column2_values, True, sample.n_test, seed))
+            for pair in cfg.column1_pairs for seed in seeds}
+    return Group(f"scr_{cfg.column1_dataset}_{cfg.column2_dataset}", sample.texts, list(cfg.column1_pairs),
+                 tuple(cfg.column2_values), cfg.column1_dataset, sets, {seed: seed for seed in seeds}, sample.n_train,
+                 sample.n_test, sample.capped, cfg.column1_dataset, sample.available)
 
 
 # ---- SAEBench's torch probe -----------------------------------------------------------------------
@@ -459,7 +689,8 @@ LLM_ACCURACY_NAMES = {"column1": "llm_column1_test_accuracy", "column2": "llm_co
 class SCRTask(Task):
     name = "scr"
     description = ("spurious correlation removal (SHIFT): ablate one attribute's latents (SAE error kept) and "
-                   "measure how far a biased probe moves to the other attribute")
+                   "measure how far a biased probe moves to the other attribute; SAEBench's sets, pairs and names "
+                   "where its data is present, else the 2007 Amazon reviews under their own name")
     version = 1
     Config = SCRConfig
     # SAEBench's names on its data, the 2007 reviews' names on those (a result holds one or the other)
@@ -486,62 +717,88 @@ class SCRTask(Task):
 
     def run(self, ctx: EvalContext, sae, cfg: SCRConfig) -> TaskOutput:
         W_dec = decoder_matrix(sae, "scr")  # before any work: a checkpoint without decoder directions fails fast
-        datasets = [ctx.dataset_id(cfg.column1_dataset), ctx.dataset_id(cfg.column2_dataset)]
-        prefix = metric_prefix(datasets[0])
-        t0 = time.perf_counter()
-        sample = sample_cells(two_label_examples(cfg.column1_dataset, cfg.column2_dataset, ctx.data_dir), cfg)
-        cache = get_example_cache(ctx.lm, ctx.hook, f"scr_{cfg.column1_dataset}_{cfg.column2_dataset}", sample.texts,
-                                  cfg.context_length, cache_root=ctx.cache_dir, progress=ctx.progress)
-        pooled_llm = cache.mean_pooled().float()
-        n_values = sorted({min(n, sae.d_sae) for n in cfg.n_values})
+        design = choose_design(cfg, ctx.data_dir)
+        # the result's eval_config records the design that ran, not 'auto': `leaderboard verify` re-runs
+        # from it, and must not switch data sets on a machine whose data dir differs
+        cfg.design = design
         seeds = resplit_seeds(ctx.seed, cfg.n_seeds)
-        splits = {seed: split_cells(sample, seed) for seed in seeds}
-        sets = {(pair, seed): (pair_sets(splits[seed], pair, cfg.column2_values, False, sample.n_train, seed),
-                               pair_sets(splits[seed], pair, cfg.column2_values, True, sample.n_test, seed))
-                for pair in cfg.column1_pairs for seed in seeds}
-        t1 = time.perf_counter()
+        t0 = time.perf_counter()
+        if design == "saebench":  # read once per invocation: every checkpoint scores the same sets
+            key = ("scr_saebench_groups", tuple(cfg.saebench_datasets), cfg.train_set_size, cfg.test_set_size,
+                   cfg.max_examples, cfg.random_seed, tuple(seeds), str(ctx.data_dir))
+            if key not in ctx.memo:
+                ctx.memo[key] = saebench_groups(cfg, seeds, ctx.data_dir)
+            groups = ctx.memo[key]
+            datasets = [ctx.dataset_id(g.dataset) for g in groups]
+            prefix = saebench_design_prefix(cfg.saebench_datasets)
+            data_set = {"design": design, "datasets": {g.dataset: d for g, d in zip(groups, datasets)},
+                        "saebench_names": [g.detail_prefix for g in groups], "random_seed": cfg.random_seed}
+        else:
+            groups = [columns_group(cfg, seeds, ctx.data_dir)]
+            datasets = [ctx.dataset_id(cfg.column1_dataset), ctx.dataset_id(cfg.column2_dataset)]
+            prefix = columns_prefix(datasets[0])
+            data_set = {"design": design, "column1": datasets[0], "column2": datasets[1]}
+        data_set.update(metric_prefix=prefix, saebench_data=prefix == "scr")
+        n_values = sorted({min(n, sae.d_sae) for n in cfg.n_values})
         probe_cfg = cfg.model_dump(include={"probe_train_batch_size", "probe_test_batch_size", "probe_epochs", "probe_lr",
                                             "probe_l1_penalty", "early_stopping_patience"})
-        llm = {}
-        for pair, seed in sets:
-            key = memo_key("scr_llm_probes", cache.spec.key, pair, cfg.column2_values, seed, sample.n_train, sample.n_test,
-                           probe_cfg)
-            llm[pair, seed] = memoised_json(ctx.cache_dir, key, lambda pair=pair, seed=seed: train_llm_probes(
-                pooled_llm, *sets[pair, seed], seed, pair, cfg))
-        t2 = time.perf_counter()
-        pooled = sae_pooled_cached(sae, cache, cfg.batch_examples)
-        leak = padding_leak(sae, cache) if cfg.ablate_padding else None
-        t3 = time.perf_counter()
-        per_pair, details, latents = {}, [], {}
-        for pair in cfg.column1_pairs:
-            name = f"{cfg.column1_dataset}_scr_{pair[0]}_{pair[1]}_results"  # SAEBench's per-pair dataset_name
-            runs: dict[str, list[float]] = {}
-            directions = []
-            for seed in seeds:
-                r = scr_scores(pooled_llm, pooled.latents, W_dec, *sets[pair, seed], llm[pair, seed], n_values,
-                               cfg.probe_test_batch_size, leak)
-                accuracies = {LLM_ACCURACY_NAMES[k]: v for k, v in llm[pair, seed]["accuracy"].items()}
-                for m, v in {**r["metrics"], **accuracies}.items():
-                    runs.setdefault(m, []).append(v)
-                directions.append(r["direction"])
-                latents.setdefault(name, []).append(r["latents"])
-            per_pair[name] = runs
-            details.append(renamed({
-                "dataset_name": name, "column1_pair": list(pair), "column2_values": list(cfg.column2_values),
-                "n_train_per_quadrant": sample.n_train, "n_test_per_quadrant": sample.n_test,
-                "budget_capped": sample.capped, DIRECTION_KEY: directions,
-                **with_std(runs), **{f"{m}_per_split": v for m, v in runs.items()}}, prefix))
-        t4 = time.perf_counter()
+        timings = dict.fromkeys(("llm_cache_and_pool", "llm_probes", "sae_encode", "ablations"), 0.0)
+        per_pair, details, latents, l0s, n_tokens = {}, [], {}, [], 0
+        for g in groups:
+            cache = get_example_cache(ctx.lm, ctx.hook, g.cache_name, g.texts, cfg.context_length,
+                                      cache_root=ctx.cache_dir, progress=ctx.progress)
+            pooled_llm = cache.mean_pooled().float()
+            t1 = time.perf_counter()
+            llm = {}
+            for pair, seed in g.sets:
+                key = memo_key("scr_llm_probes", cache.spec.key, pair, g.column2_values, seed, g.n_train, g.n_test,
+                               probe_cfg, *g.memo_extra)
+                llm[pair, seed] = memoised_json(ctx.cache_dir, key, lambda pair=pair, seed=seed, g=g: train_llm_probes(
+                    pooled_llm, *g.sets[pair, seed], seed, pair, cfg))
+            t2 = time.perf_counter()
+            pooled = sae_pooled_cached(sae, cache, cfg.batch_examples)
+            leak = padding_leak(sae, cache) if cfg.ablate_padding else None
+            l0s.append((pooled.l0, pooled.n_tokens))
+            n_tokens += pooled.n_tokens
+            t3 = time.perf_counter()
+            for pair in g.pairs:
+                name = f"{g.detail_prefix}_scr_{pair[0]}_{pair[1]}_results"  # SAEBench's per-pair dataset_name
+                runs: dict[str, list[float]] = {}
+                directions = []
+                for seed in seeds:
+                    r = scr_scores(pooled_llm, pooled.latents, W_dec, *g.sets[pair, seed], llm[pair, seed], n_values,
+                                   cfg.probe_test_batch_size, leak)
+                    accuracies = {LLM_ACCURACY_NAMES[k]: v for k, v in llm[pair, seed]["accuracy"].items()}
+                    for m, v in {**r["metrics"], **accuracies}.items():
+                        runs.setdefault(m, []).append(v)
+                    directions.append(r["direction"])
+                    latents.setdefault(name, []).append(r["latents"])
+                per_pair[name] = runs
+                details.append(renamed({
+                    "dataset_name": name, **({"data_set": g.dataset} if design == "saebench" else {}),
+                    "column1_pair": list(pair), "column2_values": list(g.column2_values),
+                    "n_train_per_quadrant": g.n_train, "n_test_per_quadrant": g.n_test,
+                    "budget_capped": g.capped, DIRECTION_KEY: directions,
+                    **with_std(runs), **{f"{m}_per_split": v for m, v in runs.items()}}, prefix))
+            t4 = time.perf_counter()
+            for k, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                timings[k] += dt
+            t0 = t4
         avg = with_std(average_datasets(per_pair))  # per seed the mean over pairs, then mean ± std over seeds
+        # token-weighted over the groups' examples (one group: its own L0)
+        l0 = l0s[0][0] if len(l0s) == 1 else sum(v * n for v, n in l0s) / max(1, n_tokens)
         metrics = {"scr_metrics": renamed({k: v for k, v in avg.items() if k.startswith("scr_")}, prefix),
                    "llm": {k: v for k, v in avg.items() if k.startswith("llm_")},
-                   "sparsity": {"l0": pooled.l0}}
-        unstructured = {"data_set": {"column1": datasets[0], "column2": datasets[1], "metric_prefix": prefix,
-                                     "saebench_data": prefix == "scr"},
-                        "n_values": n_values, "n_values_requested": cfg.n_values, "seeds": seeds,
-                        "examples_per_cell": 2 * (sample.n_train + sample.n_test), "available_per_cell": sample.available,
-                        "top_latents_per_seed": latents,
-                        "timings_s": {"llm_cache_and_pool": t1 - t0, "llm_probes": t2 - t1, "sae_encode": t3 - t2,
-                                      "ablations": t4 - t3}}
+                   "sparsity": {"l0": l0}}
+        unstructured = {"data_set": data_set, "n_values": n_values, "n_values_requested": cfg.n_values, "seeds": seeds}
+        if design == "saebench":  # the first rows of each cell, per split; seeds reshuffle the sets and probes only
+            unstructured.update(shuffle_seeds=list(groups[0].shuffle_seed.values()),
+                                rows_read_per_cell={g.dataset: {"train": 2 * g.n_train, "test": 2 * g.n_test}
+                                                    for g in groups},
+                                available_per_cell={g.dataset: g.available for g in groups})
+        else:
+            unstructured.update(examples_per_cell=2 * (groups[0].n_train + groups[0].n_test),
+                                available_per_cell=groups[0].available)
+        unstructured.update(top_latents_per_seed=latents, timings_s=timings)
         return TaskOutput(metrics=metrics, details=details, unstructured=unstructured, datasets=datasets,
-                          token_counts={"example_tokens": pooled.n_tokens})
+                          token_counts={"example_tokens": n_tokens})
