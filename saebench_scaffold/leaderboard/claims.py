@@ -70,7 +70,8 @@ effect's units, printed with the paper's figure):
   - A row without a verdict says why: "skipped: one seed", "skipped: no r=0/r=24 pair", a mismatched
     twin, or a figure the task could not compute (None with its status, e.g. "unreachable match",
     "no latent aligned above chance": never averaged, never a verdict). Seeds with only one arm are
-    named ("unpaired: r=24 seed 7"), never paired with anything else.
+    named ("unpaired: r=24 seed 7"), never paired with anything else; a seed with two different
+    checkpoints of one rank in a setting is left out, named.
 
 MATCHED SPARSITY. Claims "better at matched L0" print both arms' mean L0 (core) and are marked
 "L0 not matched (a vs b)" when they differ by more than L0_TOLERANCE (relative). Interpolating the
@@ -443,8 +444,17 @@ def _l0(ck: Checkpoint) -> float | None:
 
 def _inputs(claim: Claim, here: list[Checkpoint], board: list[Checkpoint]) -> tuple[list[SeedInput], list[str], str | None]:
     """(seed inputs, notes, skip reason) of one claim in one setting."""
-    by_seed = {r: {c.seed: c for c in here if c.rank == r} for r in (0, CLAIM_RANK)}
-    notes, out = [], []
+    by_seed: dict[int, dict] = {0: {}, CLAIM_RANK: {}}
+    notes, out, twice = [], [], {}
+    for c in here:
+        if c.rank in by_seed:
+            if c.seed in by_seed[c.rank]:
+                twice.setdefault((c.rank, c.seed), [by_seed[c.rank][c.seed].name]).append(c.name)
+            by_seed[c.rank][c.seed] = c
+    for (rank, seed), names in sorted(twice.items()):
+        for r in by_seed:  # which of two checkpoints is "the" seed is unknowable: the seed is left out
+            by_seed[r].pop(seed, None)
+        notes.append(f"seed {seed} left out: {len(names)} different r={rank} checkpoints ({', '.join(names)})")
     if claim.kind == "paired":
         have = {r: {s for s, c in by_seed[r].items() if _has(c, claim.tested)} for r in (0, CLAIM_RANK)}
         for r, other in ((0, CLAIM_RANK), (CLAIM_RANK, 0)):
@@ -728,7 +738,8 @@ def render_length(rows: list[dict]) -> str:
 
     def fig(r, prefix):
         m, sd, n = r[f"{prefix}difference_mean"], r[f"{prefix}difference_std"], r[f"{prefix}n"]
-        return _fmt_effect(r["effect"], m) + (f" ± {sd:.2g}" if sd is not None else "") + f" (n={n})"
+        spread = (f"{sd:.1%}" if r["effect"] == "relative" else f"{sd:.2g}") if sd is not None else None
+        return _fmt_effect(r["effect"], m) + (f" ± {spread}" if spread else "") + f" (n={n})"
 
     table = [[r["text"], f"{r['architecture']}, recipe {r.get('recipe', '1')}",
               f"{r['base_tokens'] / 1e6:.1f}M → {r['tokens'] / 1e6:.1f}M", fig(r, "base_"), fig(r, ""),

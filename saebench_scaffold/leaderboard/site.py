@@ -14,7 +14,9 @@ has two or more seeds, as seed noise is what a difference must beat; and one mar
 Layout: legends sit right of the plot in a figure tall enough for all their entries, and titles
 start below the band of plotly's mode bar, so neither is cut off or covered however many rows.
 
-The claims page is computed from the board by `claims.py` at build time, so it cannot go stale.
+The claims page is computed from the board by `claims.py` at build time, so it cannot go stale; below
+its table, one forest plot per claim (`forest_figure`): each setting's effect with its interval, the
+null line with the equivalence margin shaded, and the paper's value.
 
 Escaping: every string from a submission goes through `html.escape` in the tables, and through
 `html.escape` and then a JSON string with `<`, `>`, `&` as \\u escapes in the embedded figure data,

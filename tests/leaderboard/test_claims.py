@@ -186,6 +186,11 @@ def test_pairs_are_matched_by_seed_unpaired_seeds_named_and_duplicates_count_onc
     rows = _by_claim(evaluate(load_checkpoints(tmp_path / "board")))
     assert rows["dense_latents"]["n"] == 3 and rows["dense_latents"]["seeds"] == [0, 1, 2]
     assert "unpaired: r=24 seed 7 (no r=0 partner)" in rows["dense_latents"]["notes"]
+    # two different r=0 checkpoints claiming seed 1: neither is paired, and the row says so
+    _write(tmp_path / "board" / "submissions" / "d", "other_r0_s1", "batchtopk", 0, 1,
+           {"core": {"density": {"dense_frac_gt_0.1": 0.3}}})
+    row = _by_claim(evaluate(load_checkpoints(tmp_path / "board")))["dense_latents"]
+    assert row["seeds"] == [0, 2] and any(n.startswith("seed 1 left out: 2 different r=0 checkpoints") for n in row["notes"])
     # only r=24 checkpoints: a skipped row, not a silent gap
     _write(tmp_path / "lonely", "x_r24_s0", "batchtopk", 24, 0, {"core": {"density": {"dense_frac_gt_0.1": 0.5}}})
     _write(tmp_path / "lonely", "x_r24_s1", "batchtopk", 24, 1, {"core": {"density": {"dense_frac_gt_0.1": 0.5}}})
