@@ -298,7 +298,12 @@ def _figure(ck: Checkpoint, paths: tuple[Path3, ...]) -> Figure:
         if v is None:
             status = (un.get("summary_status") or {}).get(key) if cat == "summary" else None
             status = (status or block.get(f"{key}_status")
-                      or (block.get(key[:-len("_acc")] + "_status") if key.endswith("_acc") else None) or "not computed")
+                      or (block.get(key[:-len("_acc")] + "_status") if key.endswith("_acc") else None))
+            clean, chance = block.get("clean_acc"), block.get("chance")
+            if not status and key.endswith("_retained") and isinstance(clean, (int, float)) \
+                    and isinstance(chance, (int, float)) and clean <= chance:
+                status = f"clean accuracy {clean:.3g} at or below chance {chance:.3g} (retained undefined)"
+            status = status or "not computed"
             return Figure(None, path, str(status))
         reps = un.get("evaluation_replicates") or {}
         values = (reps.get("metrics") or {}).get(f"{cat}.{key}")

@@ -365,3 +365,24 @@ def test_downstream_question_per_task_with_one_seed_and_with_three(tmp_path):
     three = _by_claim(evaluate(load_checkpoints(tmp_path / "three")))
     row = three["downstream_scaffold_vs_pca_piqa"]
     assert row["n"] == 3 and row["verdict"] == "reproduced" and row["ci_high"] < 0
+
+
+def test_reference_figure_gets_its_own_evaluation_interval(tmp_path):
+    """The top-r PCs' CE ratio is the same for every seed (no SAE in it): its only noise is evaluation
+    noise, shown as its own interval; the within-checkpoint ratio pairs replicate b with replicate b."""
+    from saebench_scaffold.leaderboard.claims import render
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.02, size=200)  # shared by every checkpoint: the same contexts
+    for seed in range(3):
+        scaffold = 1.6 + 0.01 * seed
+        block = replicates_block("contexts", 64, {"summary.scaffold_ce_ratio": scaffold + noise + rng.normal(0, 0.005, 200),
+                                                 "summary.pca_ce_ratio": 1.75 + noise})
+        _write(tmp_path / "res", f"c_r24_s{seed}", "batchtopk", 24, seed,
+               {"ce_ablation": {"summary": {"scaffold_ce_ratio": scaffold, "pca_ce_ratio": 1.75}}},
+               unstructured={"ce_ablation": {"evaluation_replicates": block}})
+    row = _by_claim(evaluate(load_checkpoints(tmp_path / "res")))["ce_scaffold_vs_pca"]
+    assert row["interval"] == "seeds × evaluation replicates (contexts, paired draws)"
+    lo, hi = row["reference_eval_ci"]
+    assert lo < 1.75 < hi and hi - lo == pytest.approx(2 * 1.96 * 0.02, rel=0.25)
+    assert row["verdict"] == "reversed" and "eval [" in render([row])
