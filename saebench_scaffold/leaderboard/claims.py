@@ -827,8 +827,11 @@ def run_claims(source: Path, out_dir: Path, recipe: str | None = None, all_recip
         text += "\n\nNotes:\n" + notes
     missing = missing_claims(rows)
     if missing:
-        text += "\n\nNo row (no checkpoint shown holds the figure):\n" + "\n".join(
-            f"- {c.text}: needs {c.tested[0][0]} `{c.tested[0][1]}.{c.tested[0][2]}`" for c in missing)
+        def needs(c: Claim) -> str:
+            paths = [c.tested[0]] + ([c.reference[0]] if c.reference else [])
+            return f"{paths[0][0]} " + " and ".join(f"`{p[1]}.{p[2]}`" for p in paths)
+        text += "\n\nNo row (no checkpoint shown holds the figures):\n" + "\n".join(
+            f"- {c.text}: needs {needs(c)}" for c in missing)
     shown = sorted({r["recipe"] for r in rows})
     others = [v for v in recipes_of(checkpoints) if v not in shown]
     length = training_length(rows)

@@ -427,6 +427,10 @@ def claims_page(checkpoints: list) -> str:
                 + ", ".join(f'<span class="verdict {VERDICT_CLASS[v]}">{n} {v}</span>' for v, n in counts.items())
                 + (f', <span class="verdict skip">{skipped} without a verdict</span>' if skipped else "")
                 + "</p>" + _md_table(claims.render(rows)) + f"<p>{html.escape(claims.family_text(rows))}</p>")
+        missing = claims.missing_claims(rows)
+        if missing:
+            body += ("<p>No row (no checkpoint here holds the figures): "
+                     + "; ".join(html.escape(c.text) for c in missing) + ".</p>")
         by_claim: dict[str, list[dict]] = {}
         for r in rows:
             by_claim.setdefault(r["claim"], []).append(r)
