@@ -121,7 +121,6 @@ def test_verdict_rule():
 def test_holm_against_a_hand_computation():
     p = [0.01, 0.04, None, 0.03, 0.005]
     # sorted: 0.005 (×4 = 0.02), 0.01 (×3 = 0.03), 0.03 (×2 = 0.06), 0.04 (×1 = 0.04 -> monotone 0.06)
-    assert holm(p) == pytest.approx([0.03, 0.06, None, 0.06, 0.02]) or holm(p)[2] is None
     adjusted = holm(p)
     assert adjusted[2] is None and [adjusted[i] for i in (0, 1, 3, 4)] == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
