@@ -232,6 +232,21 @@ def test_page_layout_and_grouped_means_in_chromium(request, browser, rows, tmp_p
         assert page.title().endswith("the paper's claims")
         assert page.locator("table").first.locator("tbody tr").count() == len(claim_rows)
         assert page.locator("td.verdict").count() == len(claim_rows)
+        # one forest plot per claim, each drawn: a marker (and interval) per setting, the paper's value where stated
+        page.wait_for_function("document.body && document.body.dataset.drawn === 'forests'")
+        drawn = {}
+        for row in claim_rows:
+            if row.get("difference_mean") is not None:
+                drawn.setdefault(row["claim"], []).append(row)
+        assert page.locator("div.forest").count() == len(drawn) >= 5
+        for key, group in drawn.items():
+            plot = page.locator(f"#forest-{key}")
+            assert plot.locator(".main-svg").count() >= 1, key
+            assert plot.locator(".scatterlayer .trace").first.locator(".point").count() == len(group), key
+            if any(r.get("paper_effect") is not None for r in group):
+                assert plot.locator(".scatterlayer .trace").count() == 2, key  # ours + the paper
+            box = plot.bounding_box()
+            assert box and box["height"] >= 200 and box["width"] >= 300, key
         claims_shot = tmp_path / "claims.png"
         page.screenshot(path=str(claims_shot), full_page=True)
         page.click("nav a[href='index.html']")
