@@ -445,7 +445,7 @@ def claims_page(checkpoints: list) -> str:
             body += ("<h2>Do the effects change with training length?</h2><p>Each claim's per-seed difference at a "
                      "longer training run against the length with the most seeds (rule: <code>length_outcome</code>)."
                      "</p>" + _md_table(claims.render_length(length)))
-    rule = claims.__doc__.split("\n\n", 1)[-1]
+    rule = claims.rows.__doc__.split("\n\n", 1)[-1]
     return CLAIMS_TEMPLATE.format(body=body, plots=plots, rule=html.escape(rule), level=f"{claims.LEVEL:.0%}",
                                   script=FOREST_SCRIPT)
 

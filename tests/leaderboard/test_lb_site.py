@@ -15,7 +15,8 @@ import pytest
 from helpers.lb_helpers import committed_board, edit_json, synthetic_board
 
 from saebench_scaffold import leaderboard as lb
-from saebench_scaffold.leaderboard.claims import _value, evaluate, load_checkpoints, t_interval
+from saebench_scaffold.leaderboard.claims import evaluate, load_checkpoints, t_interval
+from saebench_scaffold.leaderboard.claims.rows import _value
 
 PAYLOAD = "<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

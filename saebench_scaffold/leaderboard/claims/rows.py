@@ -92,10 +92,10 @@ from statistics import mean, stdev
 
 import numpy as np
 
-from ..results.schema import EvalResult, read_result
-from ..evals.core.saebench_layout import upgrade_core_metrics
-from ..results.saebench_export import find_results
-from ..settings import UserError, atomic_write
+from ...results.schema import EvalResult, read_result
+from ...evals.core.saebench_layout import upgrade_core_metrics
+from ...results.saebench_export import find_results
+from ...settings import UserError, atomic_write
 
 CLAIM_RANK = 24
 LEVEL = 0.95
