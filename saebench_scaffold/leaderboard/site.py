@@ -14,7 +14,7 @@ has two or more seeds, as seed noise is what a difference must beat; and one mar
 Layout: legends sit right of the plot in a figure tall enough for all their entries, and titles
 start below the band of plotly's mode bar, so neither is cut off or covered however many rows.
 
-The claims page is computed from the board by `claims.py` at build time, so it cannot go stale; below
+The claims page is computed from the board by `claims/` at build time, so it cannot go stale; below
 its table, one forest plot per claim (`forest_figure`): each setting's effect with its interval, the
 null line with the equivalence margin shaded, and the paper's value.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ..settings import atomic_write
 from . import claims
+from .claims import rows as claim_rows
 from .groups import Group, column_value, group_checkpoints, has_seeds, pairs, summarize
 from .table import FILTERS, IDENTITY_HEADERS, default_columns, fmt
 
@@ -411,7 +412,7 @@ def forest_figure(claim_rows: list[dict]):
 
 
 def claims_page(checkpoints: list) -> str:
-    """site/claims.html: `claims.py`'s tables over the board's checkpoints (current recipe), one forest
+    """site/claims.html: `claims`' tables over the board's checkpoints (current recipe), one forest
     plot per claim, and its rule."""
     rows = claims.evaluate(checkpoints) if checkpoints else []
     plots = ""
@@ -445,7 +446,7 @@ def claims_page(checkpoints: list) -> str:
             body += ("<h2>Do the effects change with training length?</h2><p>Each claim's per-seed difference at a "
                      "longer training run against the length with the most seeds (rule: <code>length_outcome</code>)."
                      "</p>" + _md_table(claims.render_length(length)))
-    rule = claims.__doc__.split("\n\n", 1)[-1]
+    rule = claim_rows.__doc__.split("\n\n", 1)[-1]
     return CLAIMS_TEMPLATE.format(body=body, plots=plots, rule=html.escape(rule), level=f"{claims.LEVEL:.0%}",
                                   script=FOREST_SCRIPT)
 
@@ -632,7 +633,7 @@ pre {{ background: #f6f6f6; padding: .8em; font-size: 12px; overflow-x: auto; }}
 <nav><a href="index.html">← leaderboard</a></nav>
 <h1>The paper's claims against this board</h1>
 <p>arXiv 2606.14040's claims held against the checkpoints on this board, computed from its submissions by
-<code>saebench_scaffold/leaderboard/claims.py</code> when the page was built (<code>saebench-scaffold claims BOARD</code>
+<code>saebench_scaffold/leaderboard/claims/</code> when the page was built (<code>saebench-scaffold claims BOARD</code>
 prints the same tables). Effects are r=24 vs r=0 paired by training seed, or tested vs reference of one
 checkpoint, as the claim states; {level} interval over training seeds and evaluation replicates (hierarchical bootstrap;
 a Student-t interval over seeds where the results store no replicates, as the row says).</p>
