@@ -33,7 +33,8 @@ Budget (`n_ce_tokens`, measured on baselines/batchtopk_r24; docs/ce_ablation.md)
 half-widths of scaffold_ce_ratio (1.59): ±0.121 at 4,096 tokens (33 contexts, version 1's budget),
 ±0.078 at 64, ±0.059 at 128, ±0.050 at 192 contexts; scaffold / PCA at equal energy: ±0.108, ±0.089,
 ±0.071, ±0.041. As 1/√n from 192 contexts, ±0.02 needs 1,273 (delta method) to 1,307 (bootstrap)
-contexts. Cost: every condition runs the layers after the hook over all of them — ~0.16 s per
+contexts. (Those equal-energy figures use only the k = 16, 24 points; with the full curve the 33-context
+interval is 1.105 [0.93, 1.60], ~±0.05 expected at 1,311 contexts: docs/ce_ablation.md.) Cost: every condition runs the layers after the hook over all of them — ~0.16 s per
 condition per context on an idle 2-core machine (~2.3 s under the load of the measurement), so a warm
 second checkpoint (4-5 own conditions; 9 more with a twin) costs minutes, far above the suite's 60 s
 goal: `--set ce_ablation.n_ce_tokens=4096` is version 1's budget (±0.12), `curves=false` skips the
