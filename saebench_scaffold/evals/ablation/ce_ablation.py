@@ -28,17 +28,15 @@ Procedure
   - aligned-latent conditions carry their alignment against chance (Beta(r/2, (d−r)/2)); a set that
     is not above chance, or a match that cannot be reached, has a status and no headline.
 
-Budget (`n_ce_tokens`, measured on baselines/batchtopk_r24; docs/ce_ablation.md): 166,400 tokens
-(1,311 contexts), the smallest for a ±0.02 context-bootstrap 95% half-width of one CE ratio. Measured
-half-widths of scaffold_ce_ratio (1.59): ±0.121 at 4,096 tokens (33 contexts, version 1's budget),
-±0.078 at 64, ±0.059 at 128, ±0.050 at 192 contexts; scaffold / PCA at equal energy: ±0.108, ±0.089,
-±0.071, ±0.041. As 1/√n from 192 contexts, ±0.02 needs 1,273 (delta method) to 1,307 (bootstrap)
-contexts. (Those equal-energy figures use only the k = 16, 24 points; with the full curve the 33-context
-interval is 1.105 [0.93, 1.60], ~±0.05 expected at 1,311 contexts: docs/ce_ablation.md.) Cost: every condition runs the layers after the hook over all of them — ~0.16 s per
-condition per context on an idle 2-core machine (~2.3 s under the load of the measurement), so a warm
-second checkpoint (4-5 own conditions; 9 more with a twin) costs minutes, far above the suite's 60 s
-goal: `--set ce_ablation.n_ce_tokens=4096` is version 1's budget (±0.12), `curves=false` skips the
-27 curve conditions of a cold first run.
+Budget (`n_ce_tokens`, measured on baselines/batchtopk_r24; docs/ce_ablation.md). Half-widths of
+scaffold_ce_ratio (1.59), context bootstrap, 95%: ±0.121 at 4,096 tokens (33 contexts, version 1's
+budget), ±0.078 at 64, ±0.059 at 128, ±0.050 at 192 contexts; ±0.02 needs ~1,300 contexts
+(1/√n from 192). Cost: every condition runs the layers after the hook over every context, ~0.16 s per
+condition per context on an idle 2-core machine. Default (`quick`): 16,256 tokens = 128 contexts
+(±0.06; a warm second checkpoint ~1.5 min idle, ~4 min with a twin). `--preset saebench`: 166,400
+tokens = 1,311 contexts, the ±0.02 budget (~15 min per warm checkpoint idle). Either way the result
+stores its evaluation replicates, so `claims`' intervals carry this noise rather than hide it.
+`curves=false` skips the 27 curve conditions of a cold first run (cached on disk afterwards).
 """
 
 from __future__ import annotations
@@ -69,7 +67,8 @@ RunFromHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens, a
 
 PAPER_ALIGNED_FRACTION = 787 / 16_384
 """The paper's N of aligned latents, as a fraction of its dictionary (787 of 16,384)."""
-DEFAULT_N_CE_TOKENS = 166_400  # 1,311 contexts: ±0.02 on one CE ratio (module doc)
+DEFAULT_N_CE_TOKENS = 16_256  # 128 contexts: ±0.06 on one CE ratio, minutes per checkpoint (module doc)
+PRECISE_N_CE_TOKENS = 166_400  # 1,311 contexts: ±0.02 on one CE ratio (--preset saebench)
 CURVE_RANKS = [1, 2, 4, 8, 16, 24, 32, 48, 64]
 CURVES = ("pca_mean_preserving", "pca_zeroing", "random_subspace")
 
@@ -96,9 +95,9 @@ def default_n_aligned(d_sae: int) -> int:
 
 
 class CEAblationConfig(TaskConfig):
-    n_ce_tokens: int = Field(DEFAULT_N_CE_TOKENS, gt=0, description="evaluation tokens (held-out contexts from CE_OFFSET_CONTEXTS); 166,400 = 1,311 contexts: "
-                             "95% half-width of one CE ratio <= 0.02 (measured on batchtopk_r24: +-0.12 at 4,096 tokens); "
-                             "4,096 is version 1's budget")
+    n_ce_tokens: int = Field(DEFAULT_N_CE_TOKENS, gt=0, description="evaluation tokens (held-out contexts from CE_OFFSET_CONTEXTS); 16,256 = 128 contexts: "
+                             "95% half-width of one CE ratio ~0.06 (measured on batchtopk_r24: +-0.12 at 4,096 tokens, "
+                             "version 1's budget); --preset saebench: 166,400 = 1,311 contexts, +-0.02")
     batch_contexts: int = Field(8, gt=0)
     pca_rank: int | None = Field(None, description="r of the PCA/random subspaces; default: the scaffold rank, or 24 for ordinary SAEs")
     pca_fit_tokens: int = Field(200_000, gt=0, description="training-split tokens for the PCA fit (same as the PCA baseline's)")
@@ -141,6 +140,7 @@ class CEAblationTask(Task):
     version = 2
     accepted_versions = (1,)
     Config = CEAblationConfig
+    presets = {"saebench": {"n_ce_tokens": PRECISE_N_CE_TOKENS}}  # the ±0.02 budget (no SAEBench counterpart: the larger budget)
     summary_metrics = (("summary", "scaffold_ce_ratio"), ("summary", "pca_ce_ratio"),
                        ("summary", "aligned_matched_ce_ratio"), ("summary", "random_ce_ratio"),
                        ("summary", "scaffold_over_pca_at_equal_energy"))
