@@ -148,11 +148,14 @@ def export_saebench_command(results_dir: Path = typer.Argument(..., help="Result
 
 @app.command("claims")
 def claims_command(source: Path = typer.Argument(Path("leaderboard"), help="Results dir or leaderboard folder."),
-                   output_dir: Path = typer.Option(Path("claims"), help="Where claims.md and claims.json go.")):
-    """The paper's claims vs our results: mean ± std over training seeds, a paired interval, a verdict."""
+                   output_dir: Path = typer.Option(Path("claims"), help="Where claims.md and claims.json go."),
+                   recipe: str = typer.Option(None, help="Show this training recipe version (default: the highest)."),
+                   all_recipes: bool = typer.Option(False, "--all-recipes", help="Show every recipe version.")):
+    """The paper's claims vs our results: per-seed effects, an interval over training seeds and evaluation
+    replicates, Holm-adjusted p, a verdict (reproduced / weaker / no effect / reversed / inconclusive)."""
     from .leaderboard.claims import run_claims
 
-    text, paths = run_claims(source, output_dir)
+    text, paths = run_claims(source, output_dir, recipe=recipe, all_recipes=all_recipes)
     typer.echo(text)
     typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
 

@@ -116,19 +116,30 @@ class ActivationCache:
     def iter_token_batches(self, batch_tokens: int = 8192, limit: int | None = None,
                            include_special: bool = False) -> Iterator[torch.Tensor]:
         """Flattened [b, d] activations in cache order, special positions dropped unless asked."""
-        seen = 0
+        for batch, _ in self.iter_token_batches_with_contexts(batch_tokens, limit, include_special):
+            yield batch
+
+    def iter_token_batches_with_contexts(self, batch_tokens: int = 8192, limit: int | None = None,
+                                         include_special: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`iter_token_batches`' batches, each with the [b] index of the context every token comes from
+        (0-based over the cache): the unit evaluation replicates resample."""
+        seen, base = 0, 0
         for shard in self.iter_shards():
+            n_ctx, length = shard["acts"].shape[:2]
             acts = shard["acts"].reshape(-1, shard["acts"].shape[-1])
+            context = torch.arange(base, base + n_ctx).repeat_interleave(length)
+            base += n_ctx
             if not include_special:
-                acts = acts[~shard["special"].reshape(-1)]
+                keep = ~shard["special"].reshape(-1)
+                acts, context = acts[keep], context[keep]
             for start in range(0, acts.shape[0], batch_tokens):
-                batch = acts[start:start + batch_tokens]
+                batch, ctx = acts[start:start + batch_tokens], context[start:start + batch_tokens]
                 if limit is not None:
-                    batch = batch[: limit - seen]
+                    batch, ctx = batch[: limit - seen], ctx[: limit - seen]
                 if batch.shape[0] == 0:
                     return
                 seen += batch.shape[0]
-                yield batch
+                yield batch, ctx
 
     def contexts(self, limit_contexts: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(acts, tokens, special) for the first `limit_contexts` contexts, as whole tensors."""

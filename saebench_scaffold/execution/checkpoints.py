@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..evals.base import EvalContext
 from ..saes import SAE, hub, load_sae
-from ..saes.base import file_sha256
+from ..saes.base import checkpoint_sha256  # noqa: F401  (re-exported: execution's name for it)
 from ..saes.pca import PCASAE
 
 PCA_CHECKPOINT = "pca"
@@ -25,15 +24,6 @@ class LoadedCheckpoint:
     sha256: str
     sae_lens_release_id: str | None = None
     sae_lens_id: str | None = None
-
-
-def checkpoint_sha256(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".pt", ".json")) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        h.update(file_sha256(p).encode())
-    return h.hexdigest()
 
 
 def load_checkpoint(spec: str) -> LoadedCheckpoint:

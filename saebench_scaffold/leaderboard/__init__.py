@@ -4,7 +4,7 @@
     validate re-validate everything on the board (CI runs it on the repository's board)
     verify   re-run a row's tasks from its provenance and compare headline metrics (verify.py)
     show     the table in the terminal; build: LEADERBOARD.md, leaderboard.json, site/ (table.py, site.py)
-    claims   the paper's claims over a board's seeds: intervals and verdicts (claims.py)
+    claims   the paper's claims over a board's seeds: intervals and verdicts (claims/)
 
 BOARD defaults to `./leaderboard` of the current directory, never a folder inside the package.
 """

@@ -14,7 +14,9 @@ has two or more seeds, as seed noise is what a difference must beat; and one mar
 Layout: legends sit right of the plot in a figure tall enough for all their entries, and titles
 start below the band of plotly's mode bar, so neither is cut off or covered however many rows.
 
-The claims page is computed from the board by `claims.py` at build time, so it cannot go stale.
+The claims page is computed from the board by `claims/` at build time, so it cannot go stale; below
+its table, one forest plot per claim (`forest_figure`): each setting's effect with its interval, the
+null line with the equivalence margin shaded, and the paper's value.
 
 Escaping: every string from a submission goes through `html.escape` in the tables, and through
 `html.escape` and then a JSON string with `<`, `>`, `&` as \\u escapes in the embedded figure data,
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from ..settings import atomic_write
 from . import claims
+from .claims import rows as claim_rows
 from .groups import Group, column_value, group_checkpoints, has_seeds, pairs, summarize
 from .table import FILTERS, IDENTITY_HEADERS, default_columns, fmt
 
@@ -336,7 +339,7 @@ def _row_info(results: dict, groups: list[Group]) -> dict:
     return {key: by_sha[h] for key, h in sha.items() if h in by_sha}
 
 
-VERDICT_CLASS = {"reproduced": "yes", "not reproduced": "no", "inconclusive": "maybe"}
+VERDICT_CLASS = {"reproduced": "yes", "weaker": "weak", "no effect": "no", "reversed": "no", "inconclusive": "maybe"}
 
 
 def _md_table(text: str) -> str:
@@ -357,31 +360,95 @@ def _md_table(text: str) -> str:
     for line in lines[2:]:
         tds = []
         for h, cell in zip(head, cells(line)):
-            cls = f' class="verdict {VERDICT_CLASS[cell]}"' if h == "verdict" and cell in VERDICT_CLASS else ""
+            cls = f' class="verdict {VERDICT_CLASS.get(cell, "skip")}"' if h == "verdict" else ""
             tds.append(f"<td{cls}>{html.escape(cell)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return (f'<div class="wrap"><table><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def forest_figure(claim_rows: list[dict]):
+    """One claim's forest plot: per setting its effect (mean over seeds) with the 95% interval, the
+    null (no effect) as a line with the equivalence margin shaded, and the paper's value as a diamond."""
+    import plotly.graph_objects as go
+
+    drawn = [r for r in claim_rows if r.get("difference_mean") is not None]
+    first = claim_rows[0]
+    null, margin, relative = first["null"], first["margin"], first["effect"] == "relative"
+    labels = [html.escape(claims.setting_label(r)) for r in drawn]
+    fig = go.Figure()
+    fig.add_vrect(x0=null - margin, x1=null + margin, fillcolor="#bbb", opacity=0.25, line_width=0, layer="below")
+    fig.add_vline(x=null, line=dict(color="#555", width=1.5))
+    ok = [r["ci_low"] is not None for r in drawn]
+    colours = {"reproduced": "#1b7837", "weaker": "#b8860b", "no effect": "#555", "reversed": "#b2182b"}
+    fig.add_trace(go.Scatter(
+        x=[r["difference_mean"] for r in drawn], y=labels, mode="markers", name="ours (mean over seeds, 95% CI)",
+        marker=dict(size=11, color=[colours.get(r["verdict"], "#8a6d00") for r in drawn]),
+        error_x=dict(type="data", symmetric=False,
+                     array=[(r["ci_high"] - r["difference_mean"]) if k else 0 for r, k in zip(drawn, ok)],
+                     arrayminus=[(r["difference_mean"] - r["ci_low"]) if k else 0 for r, k in zip(drawn, ok)],
+                     thickness=2, width=6),
+        hovertext=[html.escape(f"{r['verdict'] or r['status']}; n = {r['n']} seeds; {r.get('interval') or ''}")
+                   for r in drawn], hoverinfo="text+x", meta={"role": "effect"}))
+    paper = [(r["paper_effect"], lab) for r, lab in zip(drawn, labels) if r.get("paper_effect") is not None]
+    if paper:
+        fig.add_trace(go.Scatter(x=[p for p, _ in paper], y=[lab for _, lab in paper], mode="markers",
+                                 name="paper", marker=dict(symbol="diamond-open", size=13, color="#000", line=dict(width=2)),
+                                 hoverinfo="x+name", meta={"role": "paper"}))
+    effect = {"relative": "relative change (r24 − r0) / r0", "ratio": "ratio tested / reference",
+              "value": "ratio", "difference": "difference"}[first["effect"]]
+    import textwrap
+
+    title = "<br>".join(html.escape(line) for line in textwrap.wrap(first["text"], 64))
+    subtitle = (html.escape(f"● ours: mean over seeds ± {claims.LEVEL:.0%} CI; ◇ the paper") + "<br>"
+                + html.escape("line: no effect" + (f"; band: ±{margin:.0%} margin" if relative
+                                                   else f" ({null:g}); band: ±{margin:g} margin")))
+    fig = _layout(fig, title, subtitle, 0, min_height=250 + 40 * len(drawn) + 20 * title.count("<br>"),
+                  xaxis=dict(title=effect, tickformat=".0%" if relative else None, zeroline=False),
+                  yaxis=dict(autorange="reversed", automargin=True))
+    top = TITLE_TOP + 78 + 20 * title.count("<br>")
+    fig.update_layout(showlegend=False, margin=dict(l=70, r=30, t=top, b=60), title=dict(xref="container", x=0.01))
+    return fig
+
+
 def claims_page(checkpoints: list) -> str:
-    """site/claims.html: `claims.py`'s tables over the board's checkpoints, and its rule."""
+    """site/claims.html: `claims`' tables over the board's checkpoints (current recipe), one forest
+    plot per claim, and its rule."""
     rows = claims.evaluate(checkpoints) if checkpoints else []
+    plots = ""
     if not rows:
         body = (f"<p>No checkpoint on this board has the figures a claim needs (architecture, scaffold rank 0 or "
                 f"{claims.CLAIM_RANK}, seed in <code>sae_cfg_dict</code>).</p>")
     else:
         counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_CLASS}
-        body = (f'<p class="counts">{len(rows)} claim × setting rows: '
+        counts = {v: n for v, n in counts.items() if n}
+        skipped = sum(r["verdict"] is None for r in rows)
+        recipes = sorted({r["recipe"] for r in rows})
+        body = (f'<p class="counts">{len(rows)} claim × setting rows (recipe {html.escape(", ".join(recipes))}): '
                 + ", ".join(f'<span class="verdict {VERDICT_CLASS[v]}">{n} {v}</span>' for v, n in counts.items())
-                + "</p>" + _md_table(claims.render(rows)))
+                + (f', <span class="verdict skip">{skipped} without a verdict</span>' if skipped else "")
+                + "</p>" + _md_table(claims.render(rows)) + f"<p>{html.escape(claims.family_text(rows))}</p>")
+        missing = claims.missing_claims(rows)
+        if missing:
+            body += ("<p>No row (no checkpoint here holds the figures): "
+                     + "; ".join(html.escape(c.text) for c in missing) + ".</p>")
+        by_claim: dict[str, list[dict]] = {}
+        for r in rows:
+            by_claim.setdefault(r["claim"], []).append(r)
+        figures = {key: forest_figure(group) for key, group in by_claim.items()
+                   if any(r.get("difference_mean") is not None for r in group)}
+        plots = ('<h2>One forest plot per claim</h2><div class="forests">'
+                 + "".join(f'<div class="forest" id="forest-{html.escape(k)}"></div>' for k in figures) + "</div>"
+                 + "".join(f'<script type="application/json" data-forest="{html.escape(k)}">'
+                           f'{_json_for_script(fig.to_plotly_json())}</script>' for k, fig in figures.items()))
         length = claims.training_length(rows)
         if length:
             body += ("<h2>Do the effects change with training length?</h2><p>Each claim's per-seed difference at a "
                      "longer training run against the length with the most seeds (rule: <code>length_outcome</code>)."
                      "</p>" + _md_table(claims.render_length(length)))
-    rule = claims.__doc__.split("\n\n", 1)[-1]
-    return CLAIMS_TEMPLATE.format(body=body, rule=html.escape(rule), level=f"{claims.LEVEL:.0%}")
+    rule = claim_rows.__doc__.split("\n\n", 1)[-1]
+    return CLAIMS_TEMPLATE.format(body=body, plots=plots, rule=html.escape(rule), level=f"{claims.LEVEL:.0%}",
+                                  script=FOREST_SCRIPT)
 
 
 def write_site(board: Path, recs: list[dict], results: dict, columns: tuple | None = None) -> Path:
@@ -518,7 +585,7 @@ th[aria-sort="descending"] button::after {{ content: " ▼"; }}
 <script src="assets/plotly.min.js"></script>
 </head><body>
 <h1>saebench-scaffold leaderboard</h1>
-<nav><a href="claims.html">The paper's claims against this board</a>: intervals over training seeds and verdicts.</nav>
+<nav><a href="claims.html">The paper's claims against this board</a>: intervals over training seeds and evaluation samples, verdicts.</nav>
 <p>One row per checkpoint; every row was machine-checked (<code>saebench-scaffold leaderboard validate</code>) and can be
 re-run from its provenance (<code>leaderboard verify SUBMISSION/CHECKPOINT</code>). <code>±</code> is the std over
 resplits. “typical” columns exclude massive-norm tokens. Click a column header to sort.</p>
@@ -538,6 +605,15 @@ training tokens × recipe): mean ± 95% t interval over training seeds, each see
 </body></html>
 """
 
+FOREST_SCRIPT = """
+const forestConfig = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ['select2d', 'lasso2d']};
+const forests = Array.from(document.querySelectorAll('script[type="application/json"][data-forest]'));
+Promise.all(forests.map(s => {
+  const fig = JSON.parse(s.textContent);
+  return Plotly.newPlot('forest-' + s.dataset.forest, fig.data, fig.layout, forestConfig);
+})).then(() => { document.body.dataset.drawn = 'forests'; });
+"""
+
 CLAIMS_TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -547,17 +623,24 @@ th, td {{ white-space: normal; text-align: left; min-width: 5em; }}
 td:first-child {{ min-width: 16em; }}
 td.verdict, span.verdict {{ font-weight: 600; white-space: nowrap; }}
 .verdict.yes {{ color: #1b7837; }} .verdict.no {{ color: #b2182b; }} .verdict.maybe {{ color: #8a6d00; }}
+.verdict.weak {{ color: #b8860b; }} .verdict.skip {{ color: #666; font-weight: 400; }}
 pre {{ background: #f6f6f6; padding: .8em; font-size: 12px; overflow-x: auto; }}
+.forests {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(620px, 1fr)); gap: 1em; }}
+.forest {{ min-width: 0; }}
 </style>
+<script src="assets/plotly.min.js"></script>
 </head><body>
 <nav><a href="index.html">← leaderboard</a></nav>
 <h1>The paper's claims against this board</h1>
 <p>arXiv 2606.14040's claims held against the checkpoints on this board, computed from its submissions by
-<code>saebench_scaffold/leaderboard/claims.py</code> when the page was built (<code>saebench-scaffold claims BOARD</code>
-prints the same tables). Differences are r=24 − r=0 paired by training seed, or tested − reference on the r=24
-checkpoints; {level} Student-t interval over seeds.</p>
+<code>saebench_scaffold/leaderboard/claims/</code> when the page was built (<code>saebench-scaffold claims BOARD</code>
+prints the same tables). Effects are r=24 vs r=0 paired by training seed, or tested vs reference of one
+checkpoint, as the claim states; {level} interval over training seeds and evaluation replicates (hierarchical bootstrap;
+a Student-t interval over seeds where the results store no replicates, as the row says).</p>
 {body}
+{plots}
 <h2>How the intervals and verdicts are decided</h2>
 <pre>{rule}</pre>
+<script>{script}</script>
 </body></html>
 """

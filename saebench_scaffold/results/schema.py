@@ -63,9 +63,9 @@ class EvalResult(BaseModel):
     def _reader_rules(cls, doc):
         """Results read as this version names them: an `scr` result written before its headline was
         named by its data set (the 2007 reviews' `scr_metric_threshold_N`) reads as
-        `scr_amazon2007_metric_threshold_N` (`evals/scr.py:read_legacy`; numbers untouched)."""
+        `scr_amazon2007_metric_threshold_N` (`evals/probing/scr_names.py:read_legacy`; numbers untouched)."""
         if isinstance(doc, dict) and doc.get("eval_type_id") == "scr":
-            from ..evals.probing.scr import read_legacy
+            from ..evals.probing.scr_names import read_legacy
 
             return read_legacy(doc)
         return doc

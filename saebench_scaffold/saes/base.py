@@ -262,6 +262,18 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def checkpoint_sha256(path: Path) -> str:
+    """A checkpoint's identity: sha256 over its weight and config files (name + each file's sha256, sorted);
+    the provenance's `checkpoint_sha256`."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".pt", ".json")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -65,7 +65,7 @@ def test_pca_variants_mean_preserving_and_zeroing():
     v1 = ab.variance_removed(ab.remove_subspace(top, pca.mean), x)
     v2 = ab.variance_removed(ab.remove_subspace(top, None), x)
     assert v1["variance_removed_frac"] == pytest.approx(v2["variance_removed_frac"], abs=1e-6)
-    assert v2["delta_energy_frac"] > v1["delta_energy_frac"]  # zeroing also removes the mean's share
+    assert v2["removed_energy_frac"] > v1["removed_energy_frac"]  # zeroing also removes the mean's share
 
 
 def _probe_acc(X, y):

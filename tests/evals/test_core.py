@@ -180,3 +180,28 @@ def test_ce_and_kl_equal_the_log_softmax_form():
     torch.testing.assert_close(kl.double(), kl_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(clean.ce.flatten().double(), masked_ce(lp_clean, tokens, special)[0], rtol=1e-5, atol=1e-5)
     assert torch.isfinite(kl).all()
+
+
+def test_replicates_over_contexts_are_the_figures_recomputed_on_the_drawn_contexts():
+    """Replicate b of every figure equals `reconstruction_stats` on the contexts `unit_draws(N, B)[b]`
+    (with multiplicity, in any order), so claims can pair replicate b of two checkpoints."""
+    from saebench_scaffold.evals.stats import unit_draws
+
+    x = _data(n=40 * 25)
+    ctx_of = torch.arange(40).repeat_interleave(25)
+    sae = make_sae(SAEConfig("topk", D, 16, k=3))
+    batches = [(x[i:i + 120], ctx_of[i:i + 120]) for i in range(0, len(x), 120)]  # batches cut contexts
+    s = reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.3), n_replicates=6)
+    block = s["replicates"]
+    assert (block["unit"], block["n_units"], block["n_replicates"]) == ("contexts", 40, 6)
+    assert set(block["metrics"]) == {"density.dense_frac_gt_0.1", "density.dense_frac_gt_0.3", "density.frac_dead",
+                                     "sparsity.l0", "reconstruction_quality.fvu"}
+    for b, drawn in enumerate(unit_draws(40, 6)[:3]):
+        tokens = torch.cat([x[ctx_of == c] for c in drawn])
+        again = reconstruction_stats(sae, _batches(tokens), dense_thresholds=(0.1, 0.3))
+        for key, value in (("density.dense_frac_gt_0.3", again["density"]["dense_frac_gt_0.3"]),
+                           ("density.frac_dead", again["density"]["frac_dead"]), ("sparsity.l0", again["sparsity"]["l0"]),
+                           ("reconstruction_quality.fvu", again["reconstruction_quality"]["fvu"])):
+            assert block["metrics"][key][b] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+    plain = reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.3))
+    assert plain["replicates"] is None and plain["sparsity"] == s["sparsity"]  # figures unchanged by replicates

@@ -204,11 +204,24 @@ def test_task_end_to_end_with_synthetic_activations(tmp_path, monkeypatch):
         <= m["scaffold_removed_clean_probe_acc_ci_high"] <= 1
     assert out.metrics["subject"]["n_classes"] == 6
     json.dumps(out.metrics), json.dumps(out.details)
+    # the bootstrap's rounds are the evaluation replicates claims reads (unit questions, all sampled questions)
+    block = out.unstructured["evaluation_replicates"]
+    assert (block["unit"], block["n_replicates"]) == ("questions", cfg.n_bootstrap)
+    assert block["n_units"] == out.metrics["setup"]["n_questions"]
+    for key in ("category.clean_acc", "category.scaffold_removed_acc", "category.topic_latents_removed_acc",
+                "subject.clean_acc", "subject.scaffold_removed_acc", "subject.pca_removed_mean_preserving_acc",
+                "category.scaffold_removed_clean_probe_acc"):
+        assert len(block["metrics"][key]) == cfg.n_bootstrap, key
+    reps = np.array([np.nan if v is None else v for v in block["metrics"]["category.clean_acc"]])
+    lo, hi = np.percentile(reps[np.isfinite(reps)], [2.5, 97.5])
+    assert (m["clean_acc_boot_ci_low"], m["clean_acc_boot_ci_high"]) == pytest.approx((lo, hi), abs=1e-6)
+    assert all("acc_replicates" not in row for row in out.details)  # the rounds live in the block only
 
     plain = make_sae(SAEConfig("batchtopk", D, 64, k=4))
     out = mt.MMLUTopicTask().run(Ctx(), plain, cfg.model_copy(update={"pca_rank": R, "label_sets": ["category"]}))
     assert out.metrics["category"]["scaffold_removed_acc"] is None
     assert "not applicable" in out.metrics["category"]["scaffold_removed_status"]
+    assert "category.scaffold_removed_acc" not in out.unstructured["evaluation_replicates"]["metrics"]
 
 
 def test_missing_mmlu_offline_names_the_data_dir_setting(tmp_path):

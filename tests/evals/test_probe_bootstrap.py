@@ -92,3 +92,23 @@ def test_rounds_that_cannot_train_two_classes_are_left_out():
     assert 0 < out["clean"]["boot_rounds"] < 20
     one_each = {"clean": feats["clean"][[0, 2]]}  # one question a class: no round can be split
     assert question_bootstrap(one_each, np.array([0, 1]), make, 5, 0.25, seed=0) == {}
+
+
+def test_rounds_are_the_evaluation_replicates_and_a_pure_function_of_the_draws():
+    """Round b uses the questions `unit_draws(N, B, seed)[b]` and a split seeded by (seed, b): the same
+    round of two feature sets (two checkpoints, same questions) uses the same questions on the same
+    side, so claims can pair them; a round that cannot be split is nan, keeping the rounds aligned."""
+    from saebench_scaffold.evals.stats import unit_draws
+
+    labels, feats = _planted(seed=4)
+    make = mt._probe_maker(mt.MMLUTopicConfig())
+    one = question_bootstrap(feats, labels, make, 12, 0.25, seed=7)
+    explicit = question_bootstrap(feats, labels, make, 12, 0.25, seed=7, draws=unit_draws(len(labels), 12, 7))
+    assert one["clean"]["acc_replicates"] == explicit["clean"]["acc_replicates"]
+    other = question_bootstrap({"clean": feats["clean"]}, labels, make, 12, 0.25, seed=7)
+    assert other["clean"]["acc_replicates"] == one["clean"]["acc_replicates"]
+    assert len(one["topic_removed"]["acc_replicates"]) == 12
+    tiny = np.repeat(np.arange(4), 2)
+    out = question_bootstrap({"clean": np.eye(4)[tiny]}, tiny, make, 20, 0.25, seed=0)
+    reps = np.asarray(out["clean"]["acc_replicates"])
+    assert len(reps) == 20 and np.isnan(reps).any() and out["clean"]["boot_rounds"] == int(np.isfinite(reps).sum())

@@ -163,3 +163,57 @@ def sae_reading_and_writing(dirs: torch.Tensor):
         sae.b_enc.zero_()
         sae.b_dec.zero_()
     return sae.eval()
+
+
+# SAEBench's SCR sets in the data directory's layout (sources/data/two_label.py): the professions and
+# categories of SAEBench's pairs plus one set aside, stored by id as the hub stores them.
+SCR_BIOS_PROFESSIONS = ("professor", "nurse", "architect", "journalist", "surgeon", "psychologist", "attorney", "teacher",
+                        "dentist")
+SCR_AMAZON_CATEGORIES = ("Books", "CDs_and_Vinyl", "Software", "Electronics", "Pet_Supplies", "Office_Products",
+                         "Industrial_and_Scientific", "Toys_and_Games", "Automotive")
+SCR_COLUMN2_WORDS = {"male": ["he", "his", "him", "mr"], "female": ["she", "her", "hers", "ms"],
+                     "1.0": ["awful", "bad", "hate", "poor"], "5.0": ["great", "good", "love", "fine"]}
+
+
+def write_saebench_scr_data(root: str | Path, train_per_cell: int = 12, test_per_cell: int = 6, seed: int = 0,
+                            bios_format: str = "parquet", amazon_format: str = "jsonl",
+                            skip: tuple[str, ...] = ()) -> Path:
+    """Fake `LabHC/bias_in_bios` and `canrager/amazon_reviews_mcauley_1and5` saved as the `datasets`
+    library saves them (train / test, .parquet or .jsonl): `per_cell` rows of every (profession or
+    category, gender or rating) cell, shuffled together; each text mixes its column-1 words, its
+    column-2 words and shared words, and ends with a unique row id. `skip`: sets not written."""
+    from saebench_scaffold.sources.data.two_label import AMAZON_CATEGORIES, PROFESSIONS
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    shared = [f"w{i}" for i in range(150)]
+    specs = {"bias_in_bios": ("hard_text", "profession", "gender", SCR_BIOS_PROFESSIONS, ("male", "female"),
+                              lambda c: PROFESSIONS.index(c), lambda v: ("male", "female").index(v), bios_format),
+             "amazon_reviews_mcauley_1and5": ("text", "category", "rating", SCR_AMAZON_CATEGORIES, ("1.0", "5.0"),
+                                              lambda c: AMAZON_CATEGORIES.index(c), float, amazon_format)}
+    for folder, (text_col, c1_col, c2_col, c1_values, c2_values, c1_id, c2_id, fmt) in specs.items():
+        if folder in skip:
+            continue
+        out = root / "classification" / folder
+        out.mkdir(parents=True, exist_ok=True)
+        for split, per_cell in (("train", train_per_cell), ("test", test_per_cell)):
+            rows = []
+            for c1 in c1_values:
+                own = [f"{c1.lower()}_{i}" for i in range(8)]
+                for c2 in c2_values:
+                    for _ in range(per_cell):
+                        words = [str(rng.choice(own)) if rng.random() < 0.4 else
+                                 str(rng.choice(SCR_COLUMN2_WORDS[c2])) if rng.random() < 0.4 else str(rng.choice(shared))
+                                 for _ in range(int(rng.integers(10, 24)))]
+                        rows.append({c1_col: c1_id(c1), c2_col: c2_id(c2), text_col: " ".join(words)})
+            rows = [rows[i] for i in rng.permutation(len(rows))]
+            for i, r in enumerate(rows):
+                r[text_col] += f" {split}{i}"
+            if fmt == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pylist(rows), out / f"{split}.parquet")
+            else:
+                (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root

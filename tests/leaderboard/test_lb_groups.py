@@ -62,22 +62,24 @@ def test_summary_is_the_mean_with_claims_t_interval():
 
 def test_claims_table_cells_are_cut_by_column_even_with_a_pipe_in_a_name():
     text = claims.render([{
-        "text": "Dense latents fall", "architecture": "a|b<script>", "training_tokens": 2e6, "paper": "−84%",
+        "text": "Dense latents fall", "architecture": "a|b<script>", "training_tokens": 2e6, "recipe": "1",
+        "paper": "−84%", "paper_effect": -0.84, "effect": "relative", "margin": 0.1, "role": "", "notes": [],
         "reference_label": "r=0", "tested_label": "r=24", "reference_mean": 0.1, "reference_std": 0.01, "tested_mean": 0.05,
-        "tested_std": None, "difference_mean": -0.05, "ci_low": None, "ci_high": None, "p_value": None, "n": 1,
-        "verdict": "inconclusive"}])
+        "tested_std": None, "difference_mean": -0.5, "ci_low": None, "ci_high": None, "p_value": None, "n": 1,
+        "verdict": None, "status": "skipped: one seed", "interval": None}])
     table = _md_table(text)
-    assert table.count("<th>") == 8 and table.count("<td") == 8
-    assert "<td>a|b&lt;script&gt;, 2.0M tok</td>" in table and "<script>" not in table
-    assert '<td class="verdict maybe">inconclusive</td>' in table
+    assert table.count("<th>") == 10 and table.count("<td") == 10
+    assert "<td>a|b&lt;script&gt;, 2.0M tok, recipe 1</td>" in table and "<script>" not in table
+    assert '<td class="verdict skip">skipped: one seed</td>' in table
 
 
 def test_claims_page_renders_the_boards_claims(tmp_path):
-    board = committed_board(tmp_path)  # the recipe-1 runs: 7 claims x 3 settings + 2 questions x 2 settings
+    board = committed_board(tmp_path)  # the recipe-1 runs
     page = claims_page(load_checkpoints(board))
     rows = claims.evaluate(load_checkpoints(board))
-    assert page.count('<td class="verdict') == len(rows) == 25
+    assert page.count('<td class="verdict') == len(rows) == 31
     assert {r["recipe"] for r in rows} == {"1"} and "recipe 1" in page
     assert 'href="index.html"' in page and "Do the effects change with training length?" in page
-    assert "VERDICT RULE" in page
+    assert "VERDICT RULE" in page and "Holm family" in page
+    assert page.count('class="forest" id="forest-') == len({r["claim"] for r in rows if r.get("difference_mean") is not None})
     assert "<p>No checkpoint" in claims_page([])

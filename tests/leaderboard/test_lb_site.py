@@ -1,7 +1,7 @@
 """The static pages, built from copies of the committed board (no data folder, no language model):
 submitted strings are escaped; in headless Chromium, at the committed 16 rows and at a synthetic 60,
 every plot draws in both views, no legend, title or tick label leaves its plot or collides, the
-grouped view's means are `claims.py`'s per-configuration means, the claims page renders and links
+grouped view's means are `claims`' per-configuration means, the claims page renders and links
 back, and the table sorts and filters."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 from helpers.lb_helpers import committed_board, edit_json, synthetic_board
 
 from saebench_scaffold import leaderboard as lb
-from saebench_scaffold.leaderboard.claims import _value, evaluate, load_checkpoints, t_interval
+from saebench_scaffold.leaderboard.claims import evaluate, load_checkpoints, t_interval
+from saebench_scaffold.leaderboard.claims.figures import _value
 
 PAYLOAD = "<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -23,7 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 LEAD_COPY = "/tmp/leaderboard_screenshot.png"
 CLAIMS_COPY = "/tmp/leaderboard_claims_screenshot.png"
 PLOTS = ("dense", "fvu", "probe", "tpp", "ce")
-PATHS = {  # page column -> the (task, category, key) claims.py reads
+PATHS = {  # page column -> the (task, category, key) claims reads
     "L0": ("core", "sparsity", "l0"), "dense>10%": ("core", "density", "dense_frac_gt_0.1"),
     "dense>1%": ("core", "density", "dense_frac_gt_0.01"), "FVU": ("core", "reconstruction_quality", "fvu"),
     "FVU typical": ("core", "typical_tokens", "fvu"), "probe top-1": ("sparse_probing", "sae", "sae_top_1_test_accuracy"),
@@ -152,7 +153,7 @@ def _layout_problems(page, plot: str, min_points: int) -> list[str]:
 
 
 def _expected_groups(board) -> dict[tuple, list]:
-    """Checkpoints by configuration, from claims.py's reader."""
+    """Checkpoints by configuration, from claims' reader."""
     groups: dict[tuple, list] = {}
     for ck in load_checkpoints(board):
         groups.setdefault((ck.architecture, ck.rank, ck.tokens, ck.recipe), []).append(ck)
@@ -165,7 +166,7 @@ def _figure(page, plot: str) -> list[dict]:
 
 
 def _check_means(page, board) -> dict[tuple, dict]:
-    """The grouped view's means (read from the drawn figures) against claims.py's, to 1e-9; returns them."""
+    """The grouped view's means (read from the drawn figures) against claims', to 1e-9; returns them."""
     expected = _expected_groups(board)
     shown: dict[tuple, dict] = {}
     for plot in PLOTS:
@@ -217,7 +218,7 @@ def test_page_layout_and_grouped_means_in_chromium(request, browser, rows, tmp_p
         problems += _layout_problems(page, plot, min_points=rows)
     assert not problems, "\n".join(problems)
     if rows == 16:
-        # claims.py's own table: each paired claim's r=0 / r=24 means are the grouped view's
+        # claims' own table: each paired claim's r=0 / r=24 means are the grouped view's
         claim_rows = evaluate(load_checkpoints(board))
         for row in claim_rows:
             column = {"dense_latents": "dense>10%", "sparse_probing": "probe top-1", "tpp": "TPP@20"}.get(row["claim"])
@@ -232,6 +233,21 @@ def test_page_layout_and_grouped_means_in_chromium(request, browser, rows, tmp_p
         assert page.title().endswith("the paper's claims")
         assert page.locator("table").first.locator("tbody tr").count() == len(claim_rows)
         assert page.locator("td.verdict").count() == len(claim_rows)
+        # one forest plot per claim, each drawn: a marker (and interval) per setting, the paper's value where stated
+        page.wait_for_function("document.body && document.body.dataset.drawn === 'forests'")
+        drawn = {}
+        for row in claim_rows:
+            if row.get("difference_mean") is not None:
+                drawn.setdefault(row["claim"], []).append(row)
+        assert page.locator("div.forest").count() == len(drawn) >= 5
+        for key, group in drawn.items():
+            plot = page.locator(f"#forest-{key}")
+            assert plot.locator(".main-svg").count() >= 1, key
+            assert plot.locator(".scatterlayer .trace").first.locator(".point").count() == len(group), key
+            if any(r.get("paper_effect") is not None for r in group):
+                assert plot.locator(".scatterlayer .trace").count() == 2, key  # ours + the paper
+            box = plot.bounding_box()
+            assert box and box["height"] >= 200 and box["width"] >= 300, key
         claims_shot = tmp_path / "claims.png"
         page.screenshot(path=str(claims_shot), full_page=True)
         page.click("nav a[href='index.html']")

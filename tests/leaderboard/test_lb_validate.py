@@ -205,14 +205,15 @@ def test_embedded_judge_scores_never_rank_beside_endpoint_ones_and_smoke_runs_ar
 
 
 def test_a_task_keeps_the_older_versions_it_declares_valid_and_no_others():
-    """mmlu_topic v3 only added the bootstrap fields, so the board's v2 results stay valid beside v3
-    ones (each row keeps its version); v1, or a version a task does not declare, is refused."""
+    """mmlu_topic v3 and v4 only added fields (bootstrap intervals, then its rounds as evaluation
+    replicates), and core v3 its replicates, so the board's v2 results stay valid beside newer ones
+    (each row keeps its version); v1, or a version a task does not declare, is refused."""
     from saebench_scaffold.evals.core.task import CoreTask
     from saebench_scaffold.evals.mmlu_topic.task import MMLUTopicTask
     from saebench_scaffold.leaderboard.validate import TaskVersions
 
     versions = TaskVersions()
-    assert MMLUTopicTask.version == 3 and versions.accepted("mmlu_topic") == (3, 2)
+    assert MMLUTopicTask.version == 4 and versions.accepted("mmlu_topic") == (4, 3, 2)
     assert 1 not in versions.accepted("mmlu_topic")
-    assert versions.accepted("core") == (CoreTask.version,)
+    assert CoreTask.version == 3 and versions.accepted("core") == (3, 2)
     assert versions.accepted("no_such_task") == ()

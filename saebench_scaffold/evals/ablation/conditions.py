@@ -17,13 +17,22 @@ code serves next-token loss (edit the hooked residual stream, run the later laye
 Alignment of a latent = ‖Bᵀ d_i‖², the squared norm of its unit decoder direction inside the subspace
 spanned by the orthonormal basis B (1: inside it, 0: orthogonal, r/d: a random direction on average).
 
-Variance bookkeeping, over a sample X of token activations (sums over dims, around the mean):
-  variance_removed_frac = 1 − Var(X_ablated) / Var(X)
-  delta_energy_frac     = E‖X − X_ablated‖² / Var(X)   (energy of what was subtracted; counts mean shifts)
+Variance bookkeeping, over a sample X of token activations (sums over dims, around the mean μ = E X):
+  variance_removed_frac = 1 − Var(X_ablated) / Var(X)           Var(X) = E‖X − μ‖²
+  removed_energy_frac   = E‖X − X_ablated‖² / E‖X − μ‖²         (energy of what was subtracted; counts
+                                                                 mean shifts: zeroing PCA, zero ablation > 1)
 "Variance-matched N" = the smallest N whose aligned-latent removal reaches the scaffold condition's
-variance_removed_frac (the top-r PCA mean-preserving condition's, for r = 0 SAEs), found by bisection
-on a sample of training tokens (assumes the removed variance grows with N; the achieved value is
-reported next to the target).
+variance_removed_frac (the top-r PCA mean-preserving condition's, for r = 0 SAEs); "energy-matched N"
+the same with removed_energy_frac. Both are found by bisection on a sample of training tokens (assumes
+the removed amount grows with N; the achieved value is reported next to the target); a target that
+removing every latent does not reach is "unreachable: …" (no CE, no headline).
+
+Alignment against chance: a uniformly random unit direction's alignment ‖Bᵀd‖² with an r-dim subspace
+of R^d is Beta(r/2, (d−r)/2) (mean r/d). A set of aligned latents is reported with the quantiles of
+every latent's alignment, chance's mean and 99th percentile, and how many latents (of all, and of the
+chosen N) lie above that percentile: no latent above it → status "no latent aligned above chance";
+some of the chosen N below it → the status says how many are above. Either way the condition's
+headline is None (its CE is still reported).
 
 Outlier dimensions (SmolLM2 and Gemma carry a few residual coordinates with huge means/variances):
 dimension j is an outlier when |mean_j| > F · median_k |mean_k|  or  std_j > F · median_k std_k,
@@ -60,6 +69,9 @@ class Condition:
     model_only: bool = False
     """The edit does not depend on the checkpoint (only on the model, the PCA fit, the rank and the
     seed): its CE is computed once per `eval` call and reused for every checkpoint."""
+    cache_id: str = ""
+    """For a model-only condition: what its edit is, as a key its per-context CE is kept under on disk
+    (`ce_ablation`; with the model, data, PCA budget and seed in the file's key)."""
 
     @property
     def applicable(self) -> bool:
@@ -193,17 +205,18 @@ def variance_removed(fn: Edit, x: torch.Tensor) -> dict[str, float]:
     y = fn(x)
     var_x = total_variance(x)
     if var_x == 0:
-        return {"variance_removed_frac": 0.0, "delta_energy_frac": 0.0}
+        return {"variance_removed_frac": 0.0, "removed_energy_frac": 0.0}
     return {"variance_removed_frac": 1.0 - total_variance(y) / var_x,
-            "delta_energy_frac": float((x.double() - y.double()).pow(2).sum(-1).mean()) / var_x}
+            "removed_energy_frac": float((x.double() - y.double()).pow(2).sum(-1).mean()) / var_x}
 
 
 @torch.no_grad()
 def variance_matched_count(sae, order: torch.Tensor, x: torch.Tensor, target: float,
-                           max_n: int | None = None) -> dict:
+                           max_n: int | None = None, measure: str = "variance") -> dict:
     """Smallest N such that removing the first N latents of `order` removes ≥ `target` of the
-    variance of x (bisection; assumes monotonicity). Returns N, the achieved fraction and whether
-    the target was reachable at all (if not, N = max_n)."""
+    variance of x (`measure="energy"`: of the energy, removed_energy_frac; module doc), by bisection
+    (assumes monotonicity). Returns N, the achieved fraction and whether the target was reachable at
+    all (if not, N = max_n)."""
     max_n = order.numel() if max_n is None else min(max_n, order.numel())
     xs = x.to(sae.W_enc.dtype)
     f = sae.encode(xs) * sae.output_scale(xs)  # raw units under a per-token normalisation
@@ -213,9 +226,12 @@ def variance_matched_count(sae, order: torch.Tensor, x: torch.Tensor, target: fl
     var_x = total_variance(x)
 
     def removed(n: int) -> float:
-        if n == 0:
+        if n == 0 or var_x == 0:
             return 0.0
-        return 1.0 - total_variance(x - (fo[:, :n] @ Wo[:n]).to(x.dtype)) / var_x
+        delta = (fo[:, :n] @ Wo[:n]).to(x.dtype)
+        if measure == "energy":
+            return float(delta.double().pow(2).sum(-1).mean()) / var_x
+        return 1.0 - total_variance(x - delta) / var_x
 
     full = removed(max_n)
     if full < target:
@@ -228,6 +244,44 @@ def variance_matched_count(sae, order: torch.Tensor, x: torch.Tensor, target: fl
         else:
             lo = mid
     return {"n": hi, "achieved": removed(hi), "target": target, "reachable": True}
+
+
+def chance_alignment(r: int, d: int) -> dict[str, float]:
+    """Alignment ‖Bᵀu‖² of a uniformly random unit u with an r-dim subspace of R^d: Beta(r/2, (d−r)/2)."""
+    from scipy.stats import beta
+
+    if r >= d:
+        return {"mean": 1.0, "q99": 1.0}
+    return {"mean": r / d, "q99": float(beta.ppf(0.99, r / 2, (d - r) / 2))}
+
+
+ALIGN_QUANTILES = {"alignment_median": 0.5, "alignment_q90": 0.9, "alignment_q99": 0.99, "alignment_q999": 0.999}
+
+
+def alignment_against_chance(align: torch.Tensor, chosen: torch.Tensor, r: int, d: int) -> dict:
+    """Quantiles of every latent's alignment, chance's mean and 99th percentile, how many latents
+    (of all, and of the chosen ones) lie above that percentile."""
+    chance = chance_alignment(r, d)
+    a = align.double()
+    levels = torch.tensor(list(ALIGN_QUANTILES.values()), dtype=torch.float64)
+    q = torch.quantile(a, levels) if a.numel() else torch.full((len(levels),), float("nan"))
+    out = {name: float(v) for name, v in zip(ALIGN_QUANTILES, q)}
+    out.update({"alignment_max": float(a.max()) if a.numel() else float("nan"),
+                "chance_alignment_mean": chance["mean"], "chance_alignment_q99": chance["q99"],
+                "n_latents_above_chance_q99": int((a > chance["q99"]).sum()),
+                "n_latents_above_chance_q99_if_random": 0.01 * a.numel(),  # what random directions would give
+                "n_chosen_above_chance_q99": int((a[chosen] > chance["q99"]).sum())})
+    return out
+
+
+def aligned_status(stats: dict, n: int) -> str:
+    """ok, or why the condition's headline is withheld (module doc)."""
+    if stats["n_latents_above_chance_q99"] == 0:
+        return "no latent aligned above chance"
+    if stats["n_chosen_above_chance_q99"] < n:
+        return (f"only {stats['n_chosen_above_chance_q99']} of the {n} chosen latents are aligned above chance "
+                f"(99th percentile {stats['chance_alignment_q99']:.4f}); no headline")
+    return "ok"
 
 
 # ---- subspace geometry ---------------------------------------------------------------------------
@@ -313,7 +367,7 @@ def scaffold_condition(sae) -> Condition:
 def reference_conditions(sae) -> list[Condition]:
     """The SAE spliced in (error term dropped) and zero ablation: the two ends CE and accuracy are read between."""
     return [Condition("sae_spliced", sae_splice(sae), "x replaced by the SAE reconstruction"),
-            Condition("zero_ablation", zero_ablation, "x replaced by zeros", model_only=True)]
+            Condition("zero_ablation", zero_ablation, "x replaced by zeros", model_only=True, cache_id="zero")]
 
 
 def subspace_conditions(sae, pca: ActivationPCA, r: int, generator: torch.Generator) -> list[Condition]:
@@ -322,12 +376,15 @@ def subspace_conditions(sae, pca: ActivationPCA, r: int, generator: torch.Genera
     conds = [scaffold_condition(sae)]
     top = pca.top(r)
     conds.append(Condition("pca_removed_mean_preserving", remove_subspace(top, pca.mean),
-                           f"x - P(x - mu), P = projector on the top-{r} PCs", {"rank": r}, model_only=True))
+                           f"x - P(x - mu), P = projector on the top-{r} PCs", {"rank": r}, model_only=True,
+                           cache_id=f"pca_mean_preserving:{r}"))
     conds.append(Condition("pca_removed_zeroing", remove_subspace(top, None),
-                           f"x - P x, P = projector on the top-{r} PCs", {"rank": r}, model_only=True))
+                           f"x - P x, P = projector on the top-{r} PCs", {"rank": r}, model_only=True,
+                           cache_id=f"pca_zeroing:{r}"))
     conds.append(Condition("random_subspace_removed", remove_subspace(random_subspace(sae.d_in, r, generator), pca.mean),
                            f"x - P(x - mu), P = projector on a random {r}-dim subspace (control)", {"rank": r},
-                           model_only=True))  # the generator is seeded by (eval seed, fixed salt): same subspace
+                           model_only=True, cache_id=f"random_subspace_removed:{r}"))
+    # the generator is seeded by (eval seed, fixed salt) and draws this subspace first: same subspace
     return conds
 
 
@@ -339,31 +396,53 @@ def alignment_basis(sae, pca: ActivationPCA, r: int) -> tuple[torch.Tensor, str]
 
 
 def aligned_latent_conditions(sae, pca: ActivationPCA, r: int, n_fixed: int, sample: torch.Tensor,
-                              target: float | None, max_matched: int | None = None) -> list[Condition]:
-    """Aligned latents removed: N = n_fixed, and N matched to `target` removed variance (if given)."""
+                              target: float | None, max_matched: int | None = None,
+                              energy_target: float | None = None) -> list[Condition]:
+    """Aligned latents removed: N = n_fixed, N matched to `target` removed variance (if given) and to
+    `energy_target` removed energy (if given), against the scaffold (top-r PCs for r = 0)."""
     basis, basis_name = alignment_basis(sae, pca, r)
-    order = aligned_order(sae, basis)
-    align = subspace_alignment(sae.W_dec.detach(), basis).cpu()
-    conds = []
+    ref = "scaffold" if sae.scaffold_rank else "top-r PCA"
+    return latents_aligned_with(sae, basis, basis_name, "aligned_latents_removed", n_fixed, sample,
+                                {"variance": target, "energy": energy_target}, ref, max_matched)
 
-    def info(n, **extra):
+
+MATCHED_SUFFIX = {"variance": "_variance_matched", "energy": "_energy_matched"}
+
+
+def latents_aligned_with(sae, basis: torch.Tensor, basis_name: str, name: str, n_fixed: int, sample: torch.Tensor,
+                         targets: dict[str, float | None], reference: str, max_matched: int | None = None) -> list[Condition]:
+    """`name`: this SAE's n_fixed latents most aligned with span(basis) removed; `name` + _variance_matched /
+    _energy_matched: N chosen so the removed variance / energy on `sample` reaches targets[measure]
+    (`reference` names the condition the target comes from). Each carries its alignment against chance
+    and a status (module doc); an unreachable target is a condition with no edit."""
+    order = aligned_order(sae, basis)
+    align = subspace_alignment(sae.W_dec.detach(), basis).cpu().clamp(0.0, 1.0)  # reported: no float32 1 + 1e-7
+    r = orthonormalize(basis).shape[1]
+
+    def condition(cname: str, n: int, description: str, **extra) -> Condition:
         sel = order[:n]
-        return {"n_latents": int(n), "subspace": basis_name,
+        stats = alignment_against_chance(align, sel, r, sae.d_in)
+        info = {"n_latents": int(n), "subspace": basis_name,
                 "mean_alignment": float(align[sel].mean()) if n else float("nan"),
                 "min_alignment": float(align[sel].min()) if n else float("nan"),
-                "chance_alignment": basis.shape[1] / sae.d_in, **extra}
+                "chance_alignment": r / sae.d_in, **stats, **extra}
+        return Condition(cname, remove_latents(sae, sel), description, info, aligned_status(stats, n))
 
     n_fixed = min(n_fixed, sae.d_sae)
-    conds.append(Condition("aligned_latents_removed", remove_latents(sae, order[:n_fixed]),
-                           f"x - sum f_i W_dec[i] over the {n_fixed} latents most aligned with the {basis_name} subspace",
-                           info(n_fixed)))
-    if target is not None:
-        m = variance_matched_count(sae, order, sample.to(sae.W_enc.device), target, max_matched)
-        conds.append(Condition("aligned_latents_removed_variance_matched", remove_latents(sae, order[:m["n"]]),
-                               f"as aligned_latents_removed, N chosen so the removed variance matches the "
-                               f"{'scaffold' if sae.scaffold_rank else 'top-r PCA'} condition on training tokens",
-                               info(m["n"], matched_target_variance=m["target"], matched_achieved_variance=m["achieved"],
-                                    matched_reachable=m["reachable"])))
+    conds = [condition(name, n_fixed, f"x - sum f_i W_dec[i] over the {n_fixed} latents most aligned with the {basis_name} subspace")]
+    for measure, target in targets.items():
+        if target is None:
+            continue
+        m = variance_matched_count(sae, order, sample.to(sae.W_enc.device), target, max_matched, measure)
+        c = condition(name + MATCHED_SUFFIX[measure], m["n"],
+                      f"as {name}, N chosen so the removed {measure} matches the {reference} condition's on training tokens",
+                      **{f"matched_target_{measure}": m["target"], f"matched_achieved_{measure}": m["achieved"],
+                         "matched_reachable": m["reachable"]})
+        if not m["reachable"]:
+            c.fn = None
+            c.status = (f"unreachable: removing all {m['n']} latents removes {m['achieved']:.4f} of the {measure}, "
+                        f"short of the target {m['target']:.4f}")
+        conds.append(c)
     return conds
 
 

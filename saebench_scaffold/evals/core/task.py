@@ -31,6 +31,7 @@ from pydantic import Field
 from ..ablation.ce import BODY, prediction_mask
 from ..base import CE_OFFSET_CONTEXTS, EvalContext, Task, TaskConfig, TaskOutput
 from ..declarations import SAEBenchExport, table_column
+from ..stats import N_REPLICATES
 from .checks import check_core
 from .saebench_layout import saebench_core_metrics
 
@@ -55,13 +56,16 @@ class CoreConfig(TaskConfig):
                                          description="a token is massive when its norm exceeds this multiple of the median norm")
     ce_batch_contexts: int = Field(8, gt=0, description="contexts per forward pass for CE / KL (memory, not results)")
     dataset: str = Field("wikipedia", description="corpus the token sets are drawn from")
+    n_replicates: int = Field(N_REPLICATES, ge=0, description="evaluation replicates over contexts (evals/stats.py) "
+                                                              "for claims' intervals; 0: none")
 
 
 class CoreTask(Task):
     name = "core"
     description = ("L0, latent density and dense-latent fraction, FVU (around the mean), SAEBench's explained-variance "
                    "figures, scaffold share, typical-token figures, CE/KL with the SAE spliced in")
-    version = 2
+    version = 3  # v3 adds eval_result_unstructured.evaluation_replicates (contexts); figures unchanged
+    accepted_versions = (2,)
     Config = CoreConfig
     summary_metrics = (("sparsity", "l0"), ("reconstruction_quality", "fvu"), ("typical_tokens", "fvu"),
                        ("density", "dense_frac_gt_0.1"), ("density", "frac_dead"),
@@ -116,9 +120,10 @@ class CoreTask(Task):
     def run(self, ctx: EvalContext, sae, cfg: CoreConfig) -> TaskOutput:
         cache = ctx.text_cache(math.ceil(cfg.n_density_tokens / BODY), dataset=cfg.dataset)
         stats = reconstruction_stats(
-            sae, lambda: cache.iter_token_batches(cfg.saebench_batch_prompts * BODY, limit=cfg.n_density_tokens),
-            cfg.dense_thresholds, cfg.massive_norm_multiple)
-        metrics = {k: v for k, v in stats.items() if k not in ("per_latent", "n_tokens")}
+            sae, lambda: cache.iter_token_batches_with_contexts(cfg.saebench_batch_prompts * BODY, limit=cfg.n_density_tokens),
+            cfg.dense_thresholds, cfg.massive_norm_multiple, n_replicates=cfg.n_replicates)
+        metrics = {k: v for k, v in stats.items() if k not in ("per_latent", "n_tokens", "replicates")}
+        unstructured = {"evaluation_replicates": stats["replicates"]} if stats.get("replicates") else None
         token_counts = {"density_tokens": stats["n_tokens"]}
         if cfg.n_ce_tokens:
             ce_cache = ctx.text_cache(math.ceil(cfg.n_ce_tokens / BODY), offset=CE_OFFSET_CONTEXTS, dataset=cfg.dataset)
@@ -128,7 +133,8 @@ class CoreTask(Task):
             metrics["model_behavior_preservation"] = {k: ce[k] for k in KL_KEYS}
         details = [{"latent": i, "density": d, "mean_activation_when_firing": m}
                    for i, (d, m) in enumerate(zip(stats["per_latent"]["density"], stats["per_latent"]["mean_when_firing"]))]
-        return TaskOutput(metrics=metrics, details=details, datasets=[ctx.dataset_id(cfg.dataset)], token_counts=token_counts)
+        return TaskOutput(metrics=metrics, details=details, datasets=[ctx.dataset_id(cfg.dataset)], token_counts=token_counts,
+                          unstructured=unstructured)
 
 
 CLEAN_MEMO_BYTES = 2 << 30  # the default 4,096 CE tokens need 1.66 GB of clean log-probs and probs (vocab 49,152)
@@ -214,16 +220,85 @@ def median_token_norm(batches) -> float:
     return norms.median().item()
 
 
+class ContextSums:
+    """Per-context sums for evaluation replicates over contexts: tokens, non-zero latents, firing counts
+    per latent (int16: a context holds < 32k tokens), squared error, Σ‖x‖² and Σx. Replicate b of a
+    figure is the figure recomputed on the contexts `unit_draws(N, B)[b]` (with multiplicity): every
+    figure here is a ratio of sums over tokens, so it is a ratio of multiplicity-weighted context sums."""
+
+    def __init__(self, d_sae: int):
+        self.d_sae, self.size = d_sae, 0
+        self.fire = torch.zeros(0, d_sae, dtype=torch.int16)
+        self.scalars = torch.zeros(0, 4, dtype=torch.float64)  # tokens, non-zero latents, sse, Σ‖x‖²
+        self.x_sum = torch.zeros(0, 0, dtype=torch.float64)
+
+    def _grow(self, n: int, d: int) -> None:
+        if self.x_sum.shape[1] != d:
+            self.x_sum = torch.zeros(self.x_sum.shape[0], d, dtype=torch.float64)
+        if n > self.fire.shape[0]:
+            cap = max(n, 2 * self.fire.shape[0], 256)
+            self.fire = torch.cat([self.fire, torch.zeros(cap - self.fire.shape[0], self.d_sae, dtype=torch.int16)])
+            self.scalars = torch.cat([self.scalars, torch.zeros(cap - self.scalars.shape[0], 4, dtype=torch.float64)])
+            self.x_sum = torch.cat([self.x_sum, torch.zeros(cap - self.x_sum.shape[0], d, dtype=torch.float64)])
+        self.size = max(self.size, n)
+
+    def add(self, ctx: torch.Tensor, rows, cols, fired, x: torch.Tensor, recon: torch.Tensor) -> None:
+        ctx = ctx.cpu().long()
+        self._grow(int(ctx.max()) + 1, x.shape[-1])
+        lo = int(ctx.min())
+        local = ctx - lo
+        n_local = int(local.max()) + 1
+        r, c = rows[fired].cpu(), cols[fired].cpu()
+        counts = torch.bincount(local[r] * self.d_sae + c, minlength=n_local * self.d_sae).view(n_local, self.d_sae)
+        self.fire[lo:lo + n_local] += counts.to(torch.int16)
+        xd = x.double().cpu()
+        per_token = torch.stack([torch.ones(len(ctx), dtype=torch.float64),
+                                 torch.bincount(rows.cpu(), minlength=len(ctx)).double(),
+                                 (xd - recon.double().cpu()).pow(2).sum(-1), xd.pow(2).sum(-1)], 1)
+        self.scalars.index_add_(0, ctx, per_token)
+        self.x_sum.index_add_(0, ctx, xd)
+
+    def replicates(self, thresholds, n_replicates: int) -> dict:
+        """The `replicates_block` of density.dense_frac_gt_<t>, density.frac_dead, sparsity.l0 and
+        reconstruction_quality.fvu over the contexts seen."""
+        from ..stats import replicates_block, unit_draws
+
+        n = self.size
+        draws = torch.as_tensor(unit_draws(n, n_replicates))
+        w = torch.zeros(n_replicates, n, dtype=torch.float64)
+        w.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+        fire = torch.zeros(n_replicates, self.d_sae, dtype=torch.float64)
+        for s in range(0, n, 1024):  # bounded memory: a float copy of 1,024 contexts' counts at a time
+            fire += w[:, s:s + 1024] @ self.fire[s:min(s + 1024, n)].double()
+        sums = w @ self.scalars[:n]
+        tokens = sums[:, 0]
+        density = fire / tokens[:, None]
+        total_var = sums[:, 3] - (w @ self.x_sum[:n]).pow(2).sum(-1) / tokens
+        metrics = {f"density.dense_frac_gt_{t:g}": (density > t).double().mean(1).tolist() for t in thresholds}
+        metrics["density.frac_dead"] = (density == 0).double().mean(1).tolist()
+        metrics["sparsity.l0"] = (sums[:, 1] / tokens).tolist()
+        metrics["reconstruction_quality.fvu"] = (sums[:, 2] / total_var).tolist()
+        return replicates_block("contexts", n, metrics, n_replicates=n_replicates)
+
+
 @torch.no_grad()
-def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_multiple: float = MASSIVE_NORM_MULTIPLE) -> dict:
+def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_multiple: float = MASSIVE_NORM_MULTIPLE,
+                         n_replicates: int = 0) -> dict:
     """Sparsity, density, FVU, SAEBench's figures, scaffold share, typical-token figures.
 
     `batches`: a re-iterable of [b, d] token batches (a list, or a callable returning a fresh iterator);
     for SAEBench's figures a batch must be what SAEBench calls one (16 contexts). A first pass reads
     token norms only (no SAE: 3.7 s vs ~90 s for the SAE pass at the default 131k tokens, measured)
-    to set the massive-token threshold exactly; the second streams the SAE once."""
+    to set the massive-token threshold exactly; the second streams the SAE once. Batches may be
+    ([b, d], [b] context index) pairs (`iter_token_batches_with_contexts`): with `n_replicates` > 0
+    the result then also holds "replicates", the evaluation-replicates block over contexts (`ContextSums`)."""
     fresh = batches if callable(batches) else (lambda: iter(batches))
-    median = median_token_norm(fresh())
+
+    def tokens_only():
+        for item in fresh():
+            yield item[0] if isinstance(item, tuple) else item
+
+    median = median_token_norm(tokens_only())
     threshold = massive_multiple * median
     d_sae = sae.d_sae
     fire = torch.zeros(d_sae, dtype=torch.float64)
@@ -231,7 +306,9 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
     l0 = l1 = cos = l2_ratio = 0.0
     max_norm = 0.0
     every, massive, saebench = VarianceSums(), VarianceSums(), SAEBenchVariance()
-    for x in fresh():
+    per_context = ContextSums(d_sae) if n_replicates else None
+    for item in fresh():
+        x, ctx = item if isinstance(item, tuple) else (item, None)
         x = x.to(sae.W_enc.device, sae.W_enc.dtype)
         f, sparse, scaffold = sae.reconstruct_parts(x)
         recon = sparse + scaffold + sae.b_dec
@@ -249,6 +326,8 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
         l2_ratio += (recon.norm(dim=-1) / norm.clamp_min(1e-12)).sum().item()
         max_norm = max(max_norm, norm.max().item())
         saebench.add(x, recon)
+        if per_context is not None and ctx is not None:
+            per_context.add(ctx, rows, cols, fired, x, recon)
         parts = [t.double() for t in (x, recon, sparse, scaffold)]
         every.add(*parts)
         heavy = norm > threshold  # typical tokens = all minus these few (0.04% on SmolLM2)
@@ -288,6 +367,7 @@ def reconstruction_stats(sae, batches, dense_thresholds=(0.1, 0.01), massive_mul
         },
         "n_tokens": n,
         "per_latent": {"density": density.tolist(), "mean_when_firing": mean_when.tolist()},
+        "replicates": per_context.replicates(dense_thresholds, n_replicates) if per_context and per_context.size else None,
     }
 
 

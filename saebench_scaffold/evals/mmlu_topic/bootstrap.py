@@ -8,10 +8,13 @@ what questions are asked (their length sets how much of each mean-pooled vector 
 is). On a second, shorter question set the same checkpoint read 0.551 [0.494, 0.606] where the test
 questions gave 0.388 [0.335, 0.444]; the retrained-probe figure agreed (0.681 vs 0.683).
 
-Question bootstrap: each round draws, per class, as many questions as the class has, with
-replacement; splits the *distinct* drawn questions into train and test (stratified, `test_fraction`;
-a question's copies stay on one side, so no question is both trained and tested on); fits the clean
-probe and the retrained probes; scores every condition. The percentile interval over rounds covers
+Question bootstrap: round b takes the questions `unit_draws(N, B, S)[b]` (evals/stats.py: N questions
+drawn with replacement, the same draws for every checkpoint, so the rounds are the result's evaluation
+replicates and `claims` pairs round b of two figures); splits each class's *distinct* drawn questions
+into train and test (`test_fraction`, by a generator seeded with (S, b); a question's copies stay on
+one side, so no question is both trained and tested on); fits the clean probe and the retrained
+probes; scores every condition. (Before mmlu_topic v4 the draws were stratified per class and seeded
+by the eval seed; class sizes now vary a little between rounds, as in any unstratified bootstrap.) The percentile interval over rounds covers
 question sampling, the train/test split and the probe refit together.
 
 Rounds and their precision: `n_bootstrap` (100) rounds put each 95% percentile endpoint within a
@@ -37,30 +40,43 @@ import numpy as np
 PROBE_C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
-def _split_rounds(labels: np.ndarray, n_rounds: int, test_fraction: float, seed: int):
-    """(train rows, test rows) per bootstrap round; rows index into the original questions and may repeat."""
-    rng = np.random.default_rng(seed)
+def _split_draws(labels: np.ndarray, draws, test_fraction: float, seed: int):
+    """(train rows, test rows) per bootstrap round, or None for a round that cannot train two classes.
+    Round b's questions are `draws[b]` (rows into `labels`, with repeats); per class, its distinct drawn
+    questions are split into train and test by a generator seeded with (seed, b), so a round is a pure
+    function of its draw: two checkpoints see the same questions on the same side."""
     classes = np.unique(labels)
-    for _ in range(n_rounds):
+    for b, draw in enumerate(draws):
+        rng = np.random.default_rng([seed, b])
+        draw = np.asarray(draw, dtype=np.int64)
         train, test = [], []
         for c in classes:
-            members = np.flatnonzero(labels == c)
-            draw = rng.choice(members, size=members.size, replace=True)
-            distinct = rng.permutation(np.unique(draw))
+            members = draw[labels[draw] == c]
+            distinct = rng.permutation(np.unique(members))
             n_test = max(1, int(round(test_fraction * distinct.size)))
             if distinct.size - n_test < 1:
                 continue
-            is_test = np.isin(draw, distinct[:n_test])
-            test.append(draw[is_test])
-            train.append(draw[~is_test])
-        if len(train) >= 2:  # a probe needs two classes (tiny --limit runs can draw fewer)
-            yield np.concatenate(train), np.concatenate(test)
+            is_test = np.isin(members, distinct[:n_test])
+            test.append(members[is_test])
+            train.append(members[~is_test])
+        # a probe needs two classes (tiny --limit runs can draw fewer)
+        yield (np.concatenate(train), np.concatenate(test)) if len(train) >= 2 else None
+
+
+def _split_rounds(labels: np.ndarray, n_rounds: int, test_fraction: float, seed: int):
+    """The splittable rounds of `_split_draws` on `unit_draws(len(labels), n_rounds, seed)`."""
+    from ..stats import unit_draws
+
+    return (r for r in _split_draws(labels, unit_draws(len(labels), n_rounds, seed), test_fraction, seed) if r is not None)
 
 
 def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_probe, n_rounds: int,
-                       test_fraction: float, seed: int, level: float = 0.95) -> dict[str, dict]:
-    """{condition: {"acc_boot_ci": [lo, hi], "clean_probe_acc_boot_ci": [lo, hi], ...}} (module doc).
-    `make_probe(init=None)` returns an unfitted probe (init: a fitted probe to warm-start from).
+                       test_fraction: float, seed: int, level: float = 0.95, draws=None) -> dict[str, dict]:
+    """{condition: {"acc_boot_ci": [lo, hi], "clean_probe_acc_boot_ci": [lo, hi], ..., "acc_replicates":
+    [one figure per round, nan where the round could not be split], "clean_probe_acc_replicates": [...]}}
+    (module doc). `make_probe(init=None)` returns an unfitted probe (init: a fitted probe to warm-start
+    from). Round b's questions are `draws[b]` (default: `unit_draws(len(labels), n_rounds, seed)[b]`,
+    the evaluation-replicates draws of evals/stats.py), so the rounds are evaluation replicates too.
 
     Each round's probes are the ones the module doc describes, fitted more cheaply (issue 25, part 7):
     a question drawn k times is one row of weight k (the same objective as k copies, for the scaler
@@ -70,6 +86,10 @@ def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_pr
     than the product). The optimum is unique (L2), so only solver tolerance can move a round's figure."""
     from sklearn.exceptions import ConvergenceWarning
 
+    from ..stats import unit_draws
+
+    if draws is None:
+        draws = unit_draws(len(labels), n_rounds, seed)
     acc = {name: [] for name in feats}
     clean_acc = {name: [] for name in feats}
     with warnings.catch_warnings():
@@ -79,7 +99,13 @@ def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_pr
             if name != "clean":
                 start[name] = make_probe(init=start["clean"]).fit(X, labels)
         n_classes = np.unique(labels).size
-        for train, test in _split_rounds(labels, n_rounds, test_fraction, seed):
+        for split in _split_draws(labels, draws, test_fraction, seed):
+            if split is None:
+                for name in feats:
+                    acc[name].append(np.nan)
+                    clean_acc[name].append(np.nan)
+                continue
+            train, test = split
             train, train_w = np.unique(train, return_counts=True)
             test, test_w = np.unique(test, return_counts=True)
             every_class = np.unique(labels[train]).size == n_classes  # else the starting weights do not fit
@@ -94,16 +120,19 @@ def question_bootstrap(feats: dict[str, np.ndarray], labels: np.ndarray, make_pr
                     start_from = start[name] if every_class else clean
                     probe = _fit_weighted(make_probe(init=start_from), X[train], labels[train], train_w)
                     acc[name].append(_weighted_accuracy(probe, X[test], labels[test], test_w))
-    if not acc["clean"]:
+    if not np.isfinite(acc["clean"]).any():
         return {}  # no round could be split: no interval
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     out = {}
     for name in feats:
-        out[name] = {"acc_boot_ci": [float(v) for v in np.percentile(acc[name], q)],
-                     "clean_probe_acc_boot_ci": [float(v) for v in np.percentile(clean_acc[name], q)],
-                     "acc_boot_mean": float(np.mean(acc[name])),
-                     "clean_probe_acc_boot_mean": float(np.mean(clean_acc[name])),
-                     "boot_rounds": len(acc[name]), "boot_method": "question bootstrap (percentile)"}
+        a, c = np.asarray(acc[name]), np.asarray(clean_acc[name])
+        ok = np.isfinite(a)
+        out[name] = {"acc_boot_ci": [float(v) for v in np.percentile(a[ok], q)],
+                     "clean_probe_acc_boot_ci": [float(v) for v in np.percentile(c[ok], q)],
+                     "acc_boot_mean": float(np.mean(a[ok])),
+                     "clean_probe_acc_boot_mean": float(np.mean(c[ok])),
+                     "boot_rounds": int(ok.sum()), "boot_method": "question bootstrap (percentile)",
+                     "acc_replicates": a.tolist(), "clean_probe_acc_replicates": c.tolist()}
     return out
 
 

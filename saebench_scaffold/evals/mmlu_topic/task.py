@@ -21,7 +21,10 @@ Procedure
     as the proportion and one resplit's test-question count as n. Averaging over resplits only
     removes split noise, so this is conservative; it is the sampling error of one test set;
   - question bootstrap (`bootstrap.py`): `*_boot_ci_*` intervals that also cover which
-    questions trained and tested the probe; `unstructured.clean_probe_dependence` splits the clean
+    questions trained and tested the probe; its rounds draw the questions by `stats.unit_draws`
+    and are stored as `unstructured.evaluation_replicates` (unit questions: every condition's
+    retrained- and clean-probe accuracy of both label sets), which `claims` reads for evaluation
+    noise; `unstructured.clean_probe_dependence` splits the clean
     probe's accuracy under each ablation by question length, by the share of the pooled vector the
     ablation removed, and by probe C. PAPER_CLAIM_FIGURE says which figure answers the paper's claim;
   - topic latents: the N latents with the largest max-over-classes |mean_c − mean_rest| of their
@@ -49,6 +52,7 @@ from .categories import CATEGORIES, subject_categories
 from .bootstrap import clean_probe_dependence, question_bootstrap
 from ..declarations import table_column
 from ..probes import small_ops
+from ..stats import REPLICATE_DRAW_SEED, replicates_block, unit_draws
 from .checks import check_mmlu_topic
 
 DEFAULT_SUBJECTS = ["high_school_mathematics", "high_school_us_history", "clinical_knowledge",
@@ -80,8 +84,10 @@ class MMLUTopicConfig(TaskConfig):
 class MMLUTopicTask(Task):
     name = "mmlu_topic"
     description = "MMLU topic probe (4 categories; distinct subjects) clean vs scaffold / top-r PCs / topic latents / random subspace removed"
-    version = 3  # v3 adds the question-bootstrap intervals and clean_probe_dependence to v2 results
-    accepted_versions = (2,)  # v2 results (the board's) stay valid: v3 only added fields
+    # v3 adds the question-bootstrap intervals and clean_probe_dependence to v2 results; v4 draws the bootstrap's
+    # questions with evals/stats.unit_draws and stores its rounds as evaluation replicates (claims' intervals)
+    version = 4
+    accepted_versions = (3, 2)  # v2 results (the board's) and v3 stay valid: later versions only added fields
     Config = MMLUTopicConfig
     summary_metrics = (("category", "clean_acc"), ("category", "scaffold_removed_acc"),
                        ("category", "pca_removed_mean_preserving_acc"), ("category", "topic_latents_removed_acc"))
@@ -130,6 +136,9 @@ class MMLUTopicTask(Task):
         metrics: dict[str, dict] = {}
         details: list[dict] = []
         dependence: dict[str, dict] = {}
+        replicates: dict[str, list] = {}
+        # the bootstrap's rounds: questions drawn from all sampled questions (one draw for both label sets)
+        draws = unit_draws(len(texts), cfg.n_bootstrap, REPLICATE_DRAW_SEED) if cfg.n_bootstrap else None
         for set_name in cfg.label_sets:
             idx, labels, classes = sets[set_name]
             scores = ab.topic_scores(pooled_latents[idx], torch.as_tensor(labels))
@@ -145,8 +154,14 @@ class MMLUTopicTask(Task):
             # thread pool made the bootstrap 8.6x slower: 36.1 s vs 4.2 s for 20 rounds, load 3-4)
             with small_ops():
                 result = probe_conditions(feats, np.asarray(labels), cfg, ctx.seed)
-                boot = (question_bootstrap(feats, np.asarray(labels), make, cfg.n_bootstrap, cfg.test_fraction, ctx.seed,
-                                           cfg.ci_level) if cfg.n_bootstrap else {})
+                boot = (question_bootstrap(feats, np.asarray(labels), make, cfg.n_bootstrap, cfg.test_fraction,
+                                           REPLICATE_DRAW_SEED, cfg.ci_level, draws=set_draws(draws, idx, len(texts)))
+                        if cfg.n_bootstrap else {})
+            for name, b in boot.items():
+                replicates[f"{set_name}.{name}_acc"] = b.pop("acc_replicates")
+                clean_probe = b.pop("clean_probe_acc_replicates")
+                if name != "clean":
+                    replicates[f"{set_name}.{name}_clean_probe_acc"] = clean_probe
                 dependence[set_name] = clean_probe_dependence(
                     feats, np.asarray(labels), tokens.counts.squeeze(1).numpy()[idx], train, test, make,
                     [name for name in feats if name != "clean"])
@@ -176,11 +191,21 @@ class MMLUTopicTask(Task):
                             "n_questions": len(texts), "n_tokens": tokens.n_tokens,
                             "category_mapping_source": subject_categories()[1],
                             "n_bootstrap": cfg.n_bootstrap, "paper_claim_figure": PAPER_CLAIM_FIGURE}
-        return TaskOutput(metrics=metrics, details=details,
-                          unstructured={"subjects_per_label_set": {k: v[2] for k, v in sets.items()},
-                                        "clean_probe_dependence": dependence},
+        unstructured = {"subjects_per_label_set": {k: v[2] for k, v in sets.items()}, "clean_probe_dependence": dependence}
+        if replicates:
+            unstructured["evaluation_replicates"] = replicates_block("questions", len(texts), replicates,
+                                                                     n_replicates=cfg.n_bootstrap)
+        return TaskOutput(metrics=metrics, details=details, unstructured=unstructured,
                           datasets=[ctx.dataset_id("mmlu"), ctx.dataset_id(cfg.text_dataset)],
                           token_counts={"mmlu_tokens": tokens.n_tokens, "pca_fit_tokens": pca.n_tokens})
+
+
+def set_draws(draws, idx: list[int], n_texts: int) -> list[np.ndarray]:
+    """Each round's draw of all sampled questions (indices into the texts) restricted to one label
+    set, as rows of that set (a question drawn k times appears k times)."""
+    pos = np.full(n_texts, -1, dtype=np.int64)
+    pos[np.asarray(idx, dtype=np.int64)] = np.arange(len(idx))
+    return [p[p >= 0] for p in (pos[d] for d in draws)]
 
 
 # ---- sampling -----------------------------------------------------------------------------------

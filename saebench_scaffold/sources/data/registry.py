@@ -191,6 +191,13 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: Path) -> str:
+    """The content hash of a file; of a folder (a data set saved as split files), the hash of its
+    files' names and hashes, hidden files left out."""
+    if path.is_dir():
+        h = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            h.update(f"{child.relative_to(path).as_posix()}\0{file_sha256(child)}\n".encode())
+        return h.hexdigest()
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
