@@ -129,9 +129,12 @@ class LanguageModel(ModelLike):
         return d_head if hp.head is not None else n_heads * d_head
 
     @torch.inference_mode()
-    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None,
+                         packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Activations at `hook` for a [batch, ctx] token tensor, as float32 [batch, ctx, width];
-        the forward pass stops at the hook.
+        the forward pass stops at the hook. `packed`: (mask [batch, ctx, ctx] bool, position ids
+        [batch, ctx]) of a packed layout (`supports_packing`; evals/downstream/packing.py): position i
+        attends to the positions j with mask[i, j] and sits at position id position_ids[i].
 
         `resid_pre` of block L is the input of block L (for L = 0 that is what the model's embedding
         stage hands the first block: GPT-2 adds position embeddings, Gemma scales by sqrt(d_model));
@@ -153,7 +156,7 @@ class LanguageModel(ModelLike):
 
             handle = module.register_forward_hook(grab_output)
         try:
-            self.hf(input_ids=tokens, use_cache=False)
+            self.hf(input_ids=tokens, use_cache=False, **self._packed_kwargs(packed))
         except _StopForward as stop:
             if hp.head is None:
                 return stop.value.float()
@@ -168,7 +171,8 @@ class LanguageModel(ModelLike):
 
     @torch.inference_mode()
     def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
-                         head_index: int | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+                         head_index: int | None = None, positions: torch.Tensor | None = None,
+                         packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits when the activation at `hook` (as `hook_activations` returns it) is replaced by `acts`.
 
         Residual-stream hooks skip the layers before the hook (they would only compute what `acts`
@@ -179,11 +183,13 @@ class LanguageModel(ModelLike):
         output projection's input) replaced; with a head index, only that head's slice of z.
 
         `positions` (1-D indices): logits at those positions only, [batch, len(positions), vocab]
-        (HF's `logits_to_keep`: the unembedding and any logit soft cap run on those rows alone)."""
+        (HF's `logits_to_keep`: the unembedding and any logit soft cap run on those rows alone).
+        `packed`: a packed layout, as `hook_activations` takes it."""
         hp = self._check_hook(hook, head_index)
         tokens = tokens.to(self.device)
         acts = acts.to(self.device, dtype=next(self.hf.parameters()).dtype)
         keep = {} if positions is None else {"logits_to_keep": positions.to(self.device)}
+        keep.update(self._packed_kwargs(packed))
         if hp.kind in ("resid_pre", "resid_post"):
             return self._logits_skipping(tokens, hp.last_layer_needed + 1, acts, keep)
         if hp.kind == "resid_mid":
@@ -208,6 +214,20 @@ class LanguageModel(ModelLike):
             return self.hf(input_ids=tokens, use_cache=False, **keep).logits.float()
         finally:
             handle.remove()
+
+    supports_packing = True
+    """`packed=` layouts work (a 4-D attention mask and position ids reach every attention layer)."""
+
+    def _packed_kwargs(self, packed: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+        """HF's arguments for a packed layout: an additive [batch, 1, ctx, ctx] mask in the weights'
+        dtype (read as-is by eager and SDPA attention) and the position ids."""
+        if packed is None:
+            return {}
+        mask, position_ids = packed
+        dtype = next(self.hf.parameters()).dtype
+        additive = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(
+            ~mask.to(self.device), torch.finfo(dtype).min)
+        return {"attention_mask": additive.unsqueeze(1), "position_ids": position_ids.to(self.device)}
 
     def _logits_skipping(self, tokens: torch.Tensor, first_kept: int, block_input: torch.Tensor,
                          lm_kwargs: dict | None = None) -> torch.Tensor:

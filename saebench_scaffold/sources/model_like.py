@@ -4,7 +4,9 @@ Three classes implement it, each explicitly (they subclass `ModelLike`): `Langua
 Face causal LM, model.py), `TransformerLensModel` (a HookedTransformer the caller holds) and
 `ProcessedModel` (a view whose activations are a processed model's, processing.py). Tasks and
 activation caches use nothing else of a model; only `sources/hooked.py` and the autointerp judge,
-which need the Hugging Face module itself, take a `LanguageModel`.
+which need the Hugging Face module itself, take a `LanguageModel`. Optional: a model with
+`supports_packing = True` (LanguageModel, and ProcessedModel over one) takes `packed=(mask, position
+ids)` in `hook_activations` / `logits_from_hook` (packed prefix trees, evals/downstream/packing.py).
 """
 
 from __future__ import annotations

@@ -100,8 +100,13 @@ class ProcessedModel(ModelLike):
     def hook_width(self, hook: HookPoint | str, head_index: int | None = None) -> int:
         return self._lm.hook_width(hook, head_index)
 
-    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None) -> torch.Tensor:
-        acts = self._lm.hook_activations(tokens, hook, head_index)
+    @property
+    def supports_packing(self) -> bool:
+        return bool(getattr(self._lm, "supports_packing", False))
+
+    def hook_activations(self, tokens: torch.Tensor, hook: HookPoint | str, head_index: int | None = None,
+                         **packed) -> torch.Tensor:
+        acts = self._lm.hook_activations(tokens, hook, head_index, **packed)
         if as_hook_point(hook).kind in _RESIDUAL_WRITES:
             acts = acts - acts.mean(dim=-1, keepdim=True)
         return acts
@@ -110,8 +115,9 @@ class ProcessedModel(ModelLike):
         return self._lm.logits(tokens)
 
     def logits_from_hook(self, tokens: torch.Tensor, hook: HookPoint | str, acts: torch.Tensor,
-                         head_index: int | None = None) -> torch.Tensor:
-        return self._lm.logits_from_hook(tokens, hook, acts, head_index)
+                         head_index: int | None = None, **kwargs) -> torch.Tensor:
+        """As the model's (`positions`, `packed` handed on)."""
+        return self._lm.logits_from_hook(tokens, hook, acts, head_index, **kwargs)
 
 
 def processed(lm, processing: Processing | None, hook: HookPoint | str):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from saebench_scaffold.evals.ablation import conditions as ab
-from saebench_scaffold.evals.downstream.lm_eval_model import SAESplicedLM, build_edits
+from saebench_scaffold.evals.downstream.lm_eval_model import PACK_TOKENS, SAESplicedLM, build_edits
+from saebench_scaffold.evals.downstream.packing import pack
 from saebench_scaffold.evals.registry import builtin_task_dir
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
@@ -107,9 +108,11 @@ def test_conditions_that_do_not_apply_or_do_not_exist_are_refused():
 
 
 @pytest.mark.slow
-def test_clean_equals_lm_eval_hf_model_and_exact_splice_equals_clean(lm, hook, downstream_data):
+@pytest.mark.parametrize("pack_tokens", [PACK_TOKENS, 0])
+def test_clean_equals_lm_eval_hf_model_and_exact_splice_equals_clean(lm, hook, downstream_data, pack_tokens):
     """Per document and choice, our `clean` log-likelihoods equal lm-eval's `HFLM` on the same
-    weights within 1e-4 and every task's accuracy is identical; an identity SAE spliced in equals clean."""
+    weights within 1e-4 and every task's accuracy is identical; an identity SAE spliced in equals clean.
+    Both ways of running requests: packed prefix trees (the default) and HFLM's padded batches."""
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -120,7 +123,7 @@ def test_clean_equals_lm_eval_hf_model_and_exact_splice_equals_clean(lm, hook, d
     manager = TaskManager(include_path=str(TASK_DIR), metadata={"data_dir": str(downstream_data)})
     tasks = manager.load([f"{t}_local" for t in LOCAL])
     ours = SAESplicedLM.from_context(ctx, {"clean": None, "sae_spliced": ab.sae_splice(identity_sae(lm.d_model))},
-                                     batch_size=8)
+                                     batch_size=8, pack_tokens=pack_tokens)
     theirs = HFLM(pretrained=lm.hf, tokenizer=lm.tokenizer, batch_size=8)
     runs = {}
     for name, model in (("clean", ours), ("hf", theirs), ("sae_spliced", ours)):
@@ -157,3 +160,59 @@ def test_rolling_and_generation_follow_hf(lm, hook):
     assert ours.generate_until(gen) == theirs.generate_until(gen)
     ours.condition = "zero_ablation"
     assert ours.loglikelihood_rolling(rolling)[0] < theirs.loglikelihood_rolling(rolling)[0] - 10
+
+
+def test_packing_shares_prefixes_and_keeps_every_input():
+    """Each input's nodes spell its tokens at depths 0..len-1, attend to exactly its own earlier nodes;
+    a shared prefix is one set of nodes; rows stay within their budget (a longer input gets its own)."""
+    inputs = [(5, 6, 7, 8), (5, 6, 9), (5, 6, 7, 8), (1, 2), (5, 6, 7, 8, 3), tuple(range(20, 32))]
+    rows = pack(inputs, row_tokens=8)
+    seen = sorted(i for row in rows for i, _ in row.members)
+    assert seen == list(range(len(inputs)))
+    for row in rows:
+        mask = row.mask()
+        assert len(row) <= 8 or len(row.members) == 1
+        for i, nodes in row.members:
+            assert [row.tokens[n] for n in nodes] == list(inputs[i])
+            assert [row.depth[n] for n in nodes] == list(range(len(inputs[i])))
+            for d, n in enumerate(nodes):
+                assert set(mask[n].nonzero().flatten().tolist()) == set(nodes[:d + 1])
+    # (1,2) | (5,6,7,8) twice + (5,6,7,8,3) + (5,6,9): 2 + 4 + 1 + 1 nodes = 8 in one row; the long one alone
+    assert [len(r) for r in rows] == [8, 12] and len(rows[0].members) == 5
+
+
+@pytest.mark.slow
+def test_packed_rows_equal_padded_batches_under_every_edit(lm, hook, downstream_data):
+    """The context-sharing path gives the plain path's answers under edits too (position 0 of every
+    packed input stays unedited, as it does alone), with several documents per row and several rows."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager
+
+    from saebench_scaffold.evals.base import EvalContext
+
+    ctx = EvalContext(lm.spec, hook, str(downstream_data), given=lm)
+    manager = TaskManager(include_path=str(TASK_DIR), metadata={"data_dir": str(downstream_data)})
+    tasks = manager.load(["piqa_local", "winogrande_local", "hellaswag_local"])
+    sae = make_sae(SAEConfig("batchtopk", lm.d_model, 256, k=8, scaffold_rank=4))
+    edits = {"clean": None, "sae_spliced": ab.sae_splice(sae), "scaffold_removed": ab.remove_scaffold(sae),
+             "zero_ablation": ab.zero_ablation}
+    answers = {}
+    for pack_tokens in (0, 120):
+        model = SAESplicedLM.from_context(ctx, edits, batch_size=4, pack_tokens=pack_tokens)
+        calls = []
+        real = model._score_packed
+        model._score_packed = lambda todo, real=real: (calls.append(len(todo)), real(todo))
+        for name in edits:
+            model.condition = name
+            out = evaluate(model, tasks, limit=3, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
+            answers[pack_tokens, name] = {(t, s["doc_id"]): [r[0] for r in s["resps"]]
+                                          for t, rows in out["samples"].items() for s in rows}
+        assert bool(calls) == (pack_tokens > 0)
+    for name in edits:
+        plain, packed = answers[0, name], answers[120, name]
+        assert plain.keys() == packed.keys() and len(plain) == 9
+        for doc, resps in plain.items():
+            # float32 sums in another order: 1e-4, or 1e-6 relative for the long sums a random SAE makes large
+            assert [r[0] for r in packed[doc]] == pytest.approx([r[0] for r in resps], abs=1e-4, rel=1e-6), (name, doc)
+            assert [r[1] for r in packed[doc]] == [r[1] for r in resps]
+    assert answers[0, "zero_ablation"] != answers[0, "clean"]

@@ -40,6 +40,8 @@ from ...saes import SAE
 from ...settings import UserError
 from ..ablation import conditions as ab
 from ..base import EvalContext
+from .answers import request_id
+from .packing import PACK_TOKENS, pack
 
 MODEL_NAME = "saebench-scaffold"
 CONDITIONS = ("clean", "sae_spliced", "scaffold_removed", "pca_removed_mean_preserving", "pca_removed_zeroing",
@@ -94,7 +96,8 @@ class SAESplicedLM(TemplateLM):
     `hf:…`), condition (default clean), conditions (`+`-separated: scored together, each batch's
     prefix shared; default: just `condition`), model (default the embedded SmolLM2-135M), hook
     (default: the checkpoint's), batch_size, max_length, data_dir, cache_dir, seed (the random
-    subspace and PCA as in `ce_ablation`), pca_rank, pca_fit_tokens, n_aligned_latents.
+    subspace and PCA as in `ce_ablation`), pca_rank, pca_fit_tokens, n_aligned_latents, pack_tokens
+    (PACK_TOKENS; 0 = padded batches).
     From Python, `SAESplicedLM.from_context(ctx, build_edits(ctx, sae, names)[0])` reuses an `EvalContext`."""
 
     backend = "causal"
@@ -105,7 +108,7 @@ class SAESplicedLM(TemplateLM):
                  seed: int = 0, pca_rank: int | None = None, pca_fit_tokens: int = 200_000,
                  n_aligned_latents: int | None = None, device: str | None = None,
                  max_batch_size: int | None = None,  # lm-eval passes it; batches here are batch_size
-                 **unknown):
+                 pack_tokens: int = PACK_TOKENS, **unknown):
         super().__init__()
         if unknown:  # a typo in --model_args must not pass silently
             raise UserError(f"unknown model_args {', '.join(sorted(unknown))} for {MODEL_NAME}")
@@ -136,33 +139,36 @@ class SAESplicedLM(TemplateLM):
                                         pca_fit_tokens=int(pca_fit_tokens),
                                         n_aligned_latents=None if n_aligned_latents is None else int(n_aligned_latents))
         edits = build_edits(ctx, sae, names, ablation_cfg)[0] if sae is not None else {"clean": None}
-        self._setup(ctx, edits, condition, batch_size, max_length)
+        self._setup(ctx, edits, condition, batch_size, max_length, pack_tokens=int(pack_tokens))
 
     @classmethod
     def from_context(cls, ctx: EvalContext, edits: dict[str, ab.Edit | None], condition: str = "clean",
                      batch_size: int = 16, max_length: int | None = None,
-                     shared: dict[str, dict] | None = None) -> SAESplicedLM:
+                     shared: dict[str, dict] | None = None, pack_tokens: int = PACK_TOKENS) -> SAESplicedLM:
         """An instance on `ctx`'s model and hook scoring `edits` (from `build_edits`) together.
         `shared`: condition -> answers kept from an earlier instance, for conditions that do not depend
         on the checkpoint (clean, top-r PCs, random subspace, zero: `downstream` keeps them per eval
         call, as `ce_ablation` keeps their CE); those requests are not rerun under them."""
         self = cls.__new__(cls)
         TemplateLM.__init__(self)
-        self._setup(ctx, edits, condition, batch_size, max_length, shared)
+        self._setup(ctx, edits, condition, batch_size, max_length, shared, pack_tokens)
         return self
 
-    def _setup(self, ctx: EvalContext, edits: dict, condition: str, batch_size, max_length, shared=None) -> None:
+    def _setup(self, ctx: EvalContext, edits: dict, condition: str, batch_size, max_length, shared=None,
+               pack_tokens: int = PACK_TOKENS) -> None:
         self.ctx, self.lm, self.hook = ctx, ctx.lm, ctx.hook
         self.tokenizer = self.lm.tokenizer
         self.edits = dict(edits)
         self.batch_size = int(batch_size) if str(batch_size) != "auto" else 16
+        self.pack_tokens = int(pack_tokens)
         config = getattr(getattr(self.lm, "hf", None), "config", None)  # None for a TransformerLens model
         self._max_length = int(max_length) if max_length else (
             resolve_max_length(config, self.tokenizer) if config is not None else int(self.lm.tl.cfg.n_ctx))
         self._device = self.lm.device
         shared = shared or {}
-        # condition -> request tokens -> (log p(continuation), greedy?)
-        self.answers: dict[str, dict[Key, tuple[float, bool]]] = {n: shared.get(n, {}) for n in self.edits}
+        # condition -> request id (answers.request_id of its tokens) -> (log p(continuation), greedy?)
+        self.answers: dict[str, dict[str, tuple[float, bool]]] = {n: shared.get(n, {}) for n in self.edits}
+        self._ids: dict[Key, str] = {}
         self.condition = condition
 
     @property
@@ -201,42 +207,83 @@ class SAESplicedLM(TemplateLM):
     # ---- the forward passes -------------------------------------------------------------------
     @torch.inference_mode()
     def condition_logits(self, tokens: torch.Tensor, names: Iterable[str] | None = None,
-                         positions: torch.Tensor | None = None):
+                         positions: torch.Tensor | None = None,
+                         packed: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(name, logits [b, t, vocab]) per condition for a [b, t] token batch: the layers up to the
         hook run once, the ones after it once per condition, on the activations edited at
-        non-special positions. `positions`: logits at those positions only."""
-        acts = self.lm.hook_activations(tokens, self.hook)
-        keep = self.lm.special_mask(tokens).unsqueeze(-1).to(acts.device)
+        non-special positions. `positions`: logits at those positions only. `packed`: (mask, position
+        ids) of packed rows (packing.py); position id 0 is each input's first position."""
+        extra = {} if packed is None else {"packed": packed}
+        acts = self.lm.hook_activations(tokens, self.hook, **extra)
+        keep = self.lm.special_mask(tokens)
+        if packed is not None:  # position 0 of every packed input, not only of the row
+            keep = torch.isin(tokens, self.lm.special_ids.to(tokens.device)) | (packed[1] == 0)
+        keep = keep.unsqueeze(-1).to(acts.device)
         for name in names or self.edits:
             fn = self.edits[name]
             edited = acts if fn is None else torch.where(keep, acts, fn(acts))
-            yield name, self.lm.logits_from_hook(tokens, self.hook, edited, positions=positions)
+            yield name, self.lm.logits_from_hook(tokens, self.hook, edited, positions=positions, **extra)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         keys: list[Key] = [(tuple(ctx), tuple(cont)) for _, ctx, cont in requests]
-        todo = sorted({k for k in keys if any(k not in a for a in self.answers.values())},
+        ids = [self._ids.setdefault(k, request_id(*k)) for k in keys]
+        todo = sorted({k for k, i in zip(keys, ids) if any(i not in a for a in self.answers.values())},
                       key=lambda k: (-len(k[0]) - len(k[1]), k))
+        if todo and self.pack_tokens and getattr(self.lm, "supports_packing", False):
+            self._score_packed(todo)
         for s in range(0, len(todo), self.batch_size):
-            self._score(todo[s:s + self.batch_size])
-        return [self.answers[self.condition][k] for k in keys]
+            self._score(todo[s:s + self.batch_size])  # (nothing left to do after the packed path)
+        return [self.answers[self.condition][i] for i in ids]
+
+    def _inputs(self, key: Key) -> list[int]:
+        """What HFLM feeds the model for a request: (context + continuation)[-(max_length + 1):][:-1]."""
+        ctx, cont = key
+        return list(ctx + cont)[-(self.max_length + 1):][:-1]
+
+    def _record(self, name: str, key: Key, logits: torch.Tensor) -> None:
+        """Keep the answer to `key` under `name` from the logits [len(continuation), vocab] predicting it."""
+        cont = torch.tensor(key[1], device=logits.device)
+        lp = F.log_softmax(logits, dim=-1)
+        greedy = bool((lp.argmax(-1) == cont).all())
+        self.answers[name][self._ids[key]] = (float(lp.gather(-1, cont.unsqueeze(-1)).sum()), greedy)
+
+    def _missing(self, keys: list[Key]) -> list[str]:
+        """The conditions some of `keys` has no answer under yet."""
+        return [n for n, a in self.answers.items() if any(self._ids[k] not in a for k in keys)]
 
     def _score(self, batch: list[Key]) -> None:
         """Answers (log p(continuation), greedy?) under every condition for one batch, as HFLM computes
         them: (context + continuation)[-(max_length + 1):][:-1], right-padded."""
-        inputs = [list(ctx + cont)[-(self.max_length + 1):][:-1] for ctx, cont in batch]
+        if not batch or not self._missing(batch):
+            return
+        inputs = [self._inputs(key) for key in batch]
         width = max(len(x) for x in inputs)
         tokens = torch.zeros(len(batch), width, dtype=torch.long)
         for i, x in enumerate(inputs):
             tokens[i, :len(x)] = torch.tensor(x)
-        names = [n for n, a in self.answers.items() if any(k not in a for k in batch)]
+        names = self._missing(batch)
         # only the continuations' rows are unembedded (HFLM unembeds and log-softmaxes every position)
         first = min(len(x) - len(key[1]) for key, x in zip(batch, inputs))
         for name, logits in self.condition_logits(tokens, names, positions=torch.arange(first, width)):
             for i, (key, x) in enumerate(zip(batch, inputs)):
-                cont = torch.tensor(key[1], device=logits.device)
-                lp = F.log_softmax(logits[i, len(x) - len(cont) - first:len(x) - first], dim=-1)
-                greedy = bool((lp.argmax(-1) == cont).all())
-                self.answers[name][key] = (float(lp.gather(-1, cont.unsqueeze(-1)).sum()), greedy)
+                self._record(name, key, logits[i, len(x) - len(key[1]) - first:len(x) - first])
+
+    def _score_packed(self, todo: list[Key]) -> None:
+        """The same answers from packed prefix trees (packing.py): each shared prefix (a multiple-choice
+        document's context) runs once per condition, no padding; only the continuations' nodes are
+        unembedded."""
+        inputs = [tuple(self._inputs(key)) for key in todo]
+        for row in pack(inputs, max(self.pack_tokens, 1)):
+            keys = [todo[i] for i, _ in row.members]
+            names = self._missing(keys)
+            wanted = sorted({node for i, nodes in row.members for node in nodes[len(nodes) - len(todo[i][1]):]})
+            where = {node: j for j, node in enumerate(wanted)}
+            tokens = torch.tensor([row.tokens])
+            packed = (row.mask().unsqueeze(0), torch.tensor([row.depth]))
+            for name, logits in self.condition_logits(tokens, names, positions=torch.tensor(wanted), packed=packed):
+                for i, nodes in row.members:
+                    cont_nodes = nodes[len(nodes) - len(todo[i][1]):]
+                    self._record(name, todo[i], logits[0, [where[n] for n in cont_nodes]])
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Whole-document log-likelihood in disjoint windows of max_length, as HFLM."""
