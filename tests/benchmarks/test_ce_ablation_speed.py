@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from saebench_scaffold.sources import data
-from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, build_conditions, per_context_ce
+from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, build_conditions
+from saebench_scaffold.evals.ablation.ce_passes import per_context_ce
 from saebench_scaffold.evals.ablation.ce import masked_ce
 from saebench_scaffold.sources.hooks import parse_hook
 from saebench_scaffold.saes import SAEConfig, make_sae

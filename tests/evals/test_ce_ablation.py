@@ -11,7 +11,9 @@ import torch
 
 from saebench_scaffold.evals.ablation import conditions as ab
 from saebench_scaffold.evals.base import EvalContext
-from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, CEAblationTask, bootstrap_ce, per_context_ce
+from saebench_scaffold.evals.ablation.ce_ablation import CEAblationConfig, CEAblationTask
+from saebench_scaffold.evals.ablation.ce_draws import bootstrap_ce
+from saebench_scaffold.evals.ablation.ce_passes import per_context_ce
 from saebench_scaffold.evals.ablation.ce import BODY
 from saebench_scaffold.saes import SAEConfig, make_sae
 from saebench_scaffold.settings import UserError
@@ -360,7 +362,7 @@ def test_replicates_block_shape_and_agreement_with_the_interval():
 
 
 def test_curve_interpolation_on_a_synthetic_curve():
-    from saebench_scaffold.evals.ablation.ce_ablation import interpolate_at
+    from saebench_scaffold.evals.ablation.ce_draws import interpolate_at
 
     e = [[0.6], [0.1], [0.3]]  # unsorted on purpose; (0, 1) is added
     r = [[4.0], [1.2], [2.0]]

@@ -41,7 +41,7 @@ def _perturb(doc: dict, factor: float) -> None:
     core's FVU (and explained variance = 1 − FVU), each CE-ablation condition's CE increase over clean
     (its ratio, increase, CIs and the summary ratios follow). Probing / TPP / MMLU headlines are
     recomputed from their per-split details, so they stay as they are."""
-    from saebench_scaffold.evals.ablation.ce_ablation import SUMMARY
+    from saebench_scaffold.evals.ablation.checks import SUMMARY
 
     m = doc["eval_result_metrics"]
     if doc["eval_type_id"] == "core":
