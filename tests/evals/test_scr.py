@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers.probing_fakes import FakeLM, fake_context, random_sae, sae_reading_and_writing, write_labeled_data
+from helpers.probing_fakes import FakeLM, fake_context, random_sae, signed_pairs_sae, write_labeled_data
 from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals import stats
 from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, metric_prefix, plan_quadrants
@@ -58,18 +58,9 @@ def planted_lm(vocab: int = 200_003) -> FakeLM:
 
 
 def planted_sae(aligned: bool = True, seed: int = 1):
-    """A ReLU SAE whose latents 0..9 are ±e_0 (sentiment) and ±e_1..±e_4 (domains) when `aligned`
-    (else random directions outside dims 0-4), then 22 random directions outside dims 0-4."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for i in range(32):
-        if aligned and i < 10:
-            rows.append(torch.eye(D)[i // 2] * (1 if i % 2 == 0 else -1))
-        else:
-            v = torch.zeros(D)
-            v[5:] = torch.randn(D - 5, generator=g)
-            rows.append(v / v.norm())
-    return sae_reading_and_writing(torch.stack(rows))
+    """Latents 0..9 are ±e_0 (sentiment) and ±e_1..±e_4 (domains) when `aligned`, then 22 random
+    directions outside dims 0-4."""
+    return signed_pairs_sae(D, 32, 5, aligned, seed)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from sae_bench.sae_bench_utils import dataset_info as sb_info  # noqa: E402
 from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 
 from helpers.probing_fakes import (SCR_BIOS_PROFESSIONS, SCR_COLUMN2_WORDS, FakeLM, fake_context, random_sae,  # noqa: E402
-                                   sae_reading_and_writing, write_labeled_data, write_saebench_scr_data)
+                                   signed_pairs_sae, write_labeled_data, write_saebench_scr_data)
 from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (SAEBENCH_SCR_SETS, SAEBENCH_SET_NAMES as SB, SCRConfig,  # noqa: E402
                                                  SCRTask, choose_design, columns_prefix, not_saebench_data,
@@ -307,16 +307,7 @@ def _planted_lm() -> FakeLM:
 def _planted_sae(aligned: bool = True):
     """Latents 0..17 = ±e_0 (gender), ±e_1..±e_8 (professions) when `aligned`, else random directions
     outside dims 0-8, like latents 18..39."""
-    g = torch.Generator().manual_seed(1)
-    rows = []
-    for i in range(40):
-        if aligned and i < 18:
-            rows.append(torch.eye(D)[i // 2] * (1 if i % 2 == 0 else -1))
-        else:
-            v = torch.zeros(D)
-            v[9:] = torch.randn(D - 9, generator=g)
-            rows.append(v / v.norm())
-    return sae_reading_and_writing(torch.stack(rows))
+    return signed_pairs_sae(D, 40, 9, aligned)
 
 
 def test_planted_latents_remove_the_spurious_signal_on_saebench_design(tmp_path):

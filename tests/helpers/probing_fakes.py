@@ -165,6 +165,22 @@ def sae_reading_and_writing(dirs: torch.Tensor):
     return sae.eval()
 
 
+def signed_pairs_sae(d: int, n_latents: int, n_dirs: int, aligned: bool = True, seed: int = 1):
+    """A ReLU SAE for SCR: latents 0..2·n_dirs−1 are ±e_0, ±e_1, …, ±e_{n_dirs−1} (one attribute
+    direction each, both signs) when `aligned`, else random directions outside dims 0..n_dirs−1 like
+    every later latent."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n_latents):
+        if aligned and i < 2 * n_dirs:
+            rows.append(torch.eye(d)[i // 2] * (1 if i % 2 == 0 else -1))
+        else:
+            v = torch.zeros(d)
+            v[n_dirs:] = torch.randn(d - n_dirs, generator=g)
+            rows.append(v / v.norm())
+    return sae_reading_and_writing(torch.stack(rows))
+
+
 # SAEBench's SCR sets in the data directory's layout (sources/data/two_label.py): the professions and
 # categories of SAEBench's pairs plus one set aside, stored by id as the hub stores them.
 SCR_BIOS_PROFESSIONS = ("professor", "nurse", "architect", "journalist", "surgeon", "psychologist", "attorney", "teacher",
