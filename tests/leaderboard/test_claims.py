@@ -147,6 +147,19 @@ def test_interval_is_the_t_interval_without_evaluation_noise_and_wider_with_it()
     assert expansion(5) == pytest.approx(2.776 * (5 / 4) ** 0.5 / 1.96, rel=1e-3)
 
 
+def test_a_shared_evaluation_sample_does_not_average_out_over_seeds():
+    """Every seed scored on the same contexts: the contexts' noise is one draw for all of them, so
+    the interval keeps its full width instead of shrinking as 1/sqrt(seeds)."""
+    rng = np.random.default_rng(3)
+    effects = [1.0, 1.0, 1.0, 1.0, 1.0]
+    common = rng.normal(0, 0.3, size=200)  # replicate b moves every seed's effect alike
+    shared = hierarchical_interval(effects, [common] * 5, null=0.0, shared_draws=True)
+    independent = hierarchical_interval(effects, [common] * 5, null=0.0)
+    one = np.percentile(common, [2.5, 97.5])
+    assert shared["high"] - shared["low"] >= 0.9 * (one[1] - one[0])
+    assert independent["high"] - independent["low"] < 0.7 * (shared["high"] - shared["low"])
+
+
 def test_replicates_make_the_row_hierarchical_and_paired_draws_cancel_shared_noise(tmp_path):
     """r24 and r0 of a seed evaluated on the same contexts share their evaluation noise: paired
     replicates cancel it; evaluation noise that is not shared widens the interval beyond seeds only."""

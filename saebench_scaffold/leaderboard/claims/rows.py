@@ -29,7 +29,10 @@ INTERVAL (hierarchical bootstrap, `hierarchical_interval`). A result may carry e
 replicate index b and take that seed's effect computed from replicate b of both figures (the same b
 for r24 and r0 of one seed, or for tested and reference of one checkpoint, when their blocks share
 unit, N and draw seed: shared evaluation noise cancels as in a paired test; otherwise independent
-indices); the round's figure is the mean over the drawn seeds. Replicates supply evaluation noise
+indices). When every seed's results share one evaluation sample (the same unit, N and draw seed,
+as on the board: all checkpoints are scored on the same contexts and questions), a round uses one
+replicate index b for all its seeds: the sample's noise is common to them and must not shrink as
+1/√seeds. The round's figure is the mean over the drawn seeds. Replicates supply evaluation noise
 only: each seed's replicate effects are re-centred on its effect from the stored figures. The 95%
 percentile interval of the rounds is then widened about the row's effect by
 c = t(n−1, 0.975) · √(n/(n−1)) / z(0.975) (Hesterberg's expanded percentile interval: with n seeds the
@@ -272,7 +275,9 @@ def _row(claim: Claim, setting: tuple, here: list[Checkpoint], board: list[Check
                 unpaired = True
                 b = min(len(r), len(t))
                 reps.append(_effect(claim.effect, np.random.default_rng(BOOTSTRAP_SEED).permutation(r[:b]), t[:b]))
-        h = hierarchical_interval(effects, [np.asarray(x, dtype=np.float64) for x in reps], row["null"])
+        blocks = {f.block for s in inputs for f in (s.tst, s.ref) if f is not None}
+        h = hierarchical_interval(effects, [np.asarray(x, dtype=np.float64) for x in reps], row["null"],
+                                  shared_draws=len(blocks) == 1)
         low, high, p = h["low"], h["high"], h["p"]
         unit = inputs[0].tst.block[0]
         row["interval"] = (f"seeds × evaluation replicates ({unit}"

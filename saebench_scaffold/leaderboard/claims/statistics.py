@@ -45,10 +45,14 @@ def expansion(n: int, level: float = LEVEL) -> float:
 
 
 def hierarchical_interval(effects: list[float], replicates: list[np.ndarray], null: float = 0.0,
-                          level: float = LEVEL, rounds: int = ROUNDS, seed: int = BOOTSTRAP_SEED) -> dict:
+                          level: float = LEVEL, rounds: int = ROUNDS, seed: int = BOOTSTRAP_SEED,
+                          shared_draws: bool = False) -> dict:
     """The interval of `rows.py`'s docstring (INTERVAL). `effects`: each seed's effect from the stored
     figures; `replicates`: each seed's effect per evaluation replicate (re-centred here on its effect;
-    nan replicates drop the rounds that draw them). Returns {low, high, p, rounds (kept), percentile: [lo, hi]}."""
+    nan replicates drop the rounds that draw them). `shared_draws`: every seed was evaluated on the
+    same units with the same draws (one evaluation sample for all checkpoints), so a round takes the
+    same replicate index for all its seeds — the sample's noise is common to the seeds and does not
+    average out over them. Returns {low, high, p, rounds (kept), percentile: [lo, hi]}."""
     from scipy import stats
 
     n = len(effects)
@@ -61,7 +65,10 @@ def hierarchical_interval(effects: list[float], replicates: list[np.ndarray], nu
         table[i, :len(r)] = eff[i] + (r - np.nanmean(r))
     rng = np.random.default_rng(seed)
     who = rng.integers(0, n, size=(rounds, n))
-    which = np.floor(rng.random((rounds, n)) * sizes[who]).astype(int)
+    if shared_draws:
+        which = np.broadcast_to(np.floor(rng.random((rounds, 1)) * sizes.min()).astype(int), (rounds, n))
+    else:
+        which = np.floor(rng.random((rounds, n)) * sizes[who]).astype(int)
     stat = table[who, which].mean(axis=1)
     stat = stat[np.isfinite(stat)]
     if stat.size < rounds / 2:
