@@ -315,6 +315,9 @@ def test_latents_orthogonal_to_the_scaffold_have_no_headline():
     assert m["summary"]["aligned_matched_ce_ratio"] is None
     assert out.unstructured["summary_status"]["aligned_matched_ce_ratio"] == matched["status"]
     assert m["summary"]["scaffold_ce_ratio"] is not None  # the scaffold's own headline is unaffected
+    # a hybrid's twin figures are not "missing a twin": they live on its r = 0 twin's result
+    assert m["summary"]["twin_aligned_fixed_ce_ratio"] is None
+    assert out.unstructured["summary_status"]["twin_aligned_fixed_ce_ratio"].startswith("not applicable: this checkpoint has a scaffold")
 
 
 def test_unreachable_match_is_a_status_not_a_figure():

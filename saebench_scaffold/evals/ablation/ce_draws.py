@@ -128,6 +128,8 @@ def interpolate_at(energies: np.ndarray, ratios: np.ndarray, target: np.ndarray)
 
 
 NO_TWIN = "no twin given (--set ce_ablation.twin=<the r > 0 twin of this r = 0 checkpoint>)"
+HAS_SCAFFOLD = ("not applicable: this checkpoint has a scaffold; the paper's aligned-latents comparison is read from "
+                "its r = 0 twin's result (evaluated with --set ce_ablation.twin=<this checkpoint>)")
 
 
 def summary_metrics(d: PerDraw, conditions: list[ab.Condition], curve: dict, cfg: CEAblationConfig
@@ -142,7 +144,8 @@ def summary_metrics(d: PerDraw, conditions: list[ab.Condition], curve: dict, cfg
         if name in by_name:
             return by_name[name].status
         if name.startswith(("twin_", "pca_aligned_")):
-            return NO_TWIN
+            own = by_name.get("scaffold_removed")
+            return HAS_SCAFFOLD if own is not None and own.applicable else NO_TWIN
         return f"condition {name} switched off in this config"
 
     for short, name in SUMMARY.items():
