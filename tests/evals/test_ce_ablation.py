@@ -421,3 +421,27 @@ def test_model_only_conditions_and_curves_are_cached_on_disk(tmp_path):
     assert len(calls) - n_first == len(own) * n_batches < n_first
     assert second.metrics["summary"] == first.metrics["summary"]
     assert second.unstructured["curves"] == first.unstructured["curves"]
+
+
+def test_an_energy_match_that_fails_on_the_evaluation_tokens_is_a_status():
+    """Matched on the training sample, the set of latents removes far less energy on the evaluation
+    contexts than the twin's scaffold: that pair is not at equal energy, so no headline."""
+    from saebench_scaffold.evals.ablation import ce_draws
+    from saebench_scaffold.evals.ablation.conditions import Condition
+
+    n = 6
+    ones = torch.ones(n, dtype=torch.float64)
+    sums = {"clean": ones * 2.0, "twin_scaffold_removed": ones * 3.0,
+            "twin_aligned_latents_removed_energy_matched": ones * 4.0}
+    energy = {"twin_scaffold_removed": ones * 0.77, "twin_aligned_latents_removed_energy_matched": ones * 0.29}
+    d = ce_draws.PerDraw(ce_draws.draw_weights(n, 5), sums, energy, ones * 10, ones)
+    conds = [Condition(name, (lambda x: x), name) for name in sums if name != "clean"]
+    summary, status, _, replicates = ce_draws.summary_metrics(d, conds, {}, v2_cfg())
+    assert summary["twin_scaffold_ce_ratio"] == pytest.approx(1.5)
+    assert summary["twin_aligned_matched_ce_ratio"] is None
+    assert status["twin_aligned_matched_ce_ratio"].startswith("not matched on the evaluation tokens: removes 0.290")
+    assert "summary.twin_aligned_matched_ce_ratio" not in replicates
+    energy["twin_aligned_latents_removed_energy_matched"] = ones * 0.75  # within 10%: a figure
+    d = ce_draws.PerDraw(ce_draws.draw_weights(n, 5), sums, energy, ones * 10, ones)
+    summary, status, _, _ = ce_draws.summary_metrics(d, conds, {}, v2_cfg())
+    assert summary["twin_aligned_matched_ce_ratio"] == pytest.approx(2.0) and status["twin_aligned_matched_ce_ratio"] == "ok"
