@@ -10,11 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from helpers.probing_fakes import FakeLM, fake_context, random_sae, signed_pairs_sae, write_labeled_data
-from saebench_scaffold.evals.probing import features
+from helpers.probing_fakes import (fresh_probing_memo,  # noqa: F401 (autouse fixture)
+                                   FakeLM, fake_context, random_sae, signed_pairs_sae, write_labeled_data)
 from saebench_scaffold.evals import stats
 from saebench_scaffold.evals.probing.scr import SCRConfig, SCRTask, metric_prefix, plan_quadrants
 from saebench_scaffold.leaderboard import ranges
@@ -28,13 +27,6 @@ PAIRS = [("books", "dvd"), ("electronics", "kitchen")]
 # Small sets: SAEBench's lr 1e-3 moves a probe too little in the ~100 steps 80 examples give to leave
 # its random init behind, so the planted runs train with 1e-2 (the procedure is otherwise SAEBench's).
 PLANTED = {"train_set_size": 80, "test_set_size": 160, "column1_pairs": PAIRS, "n_values": [2, 4, 10], "probe_lr": 1e-2}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    features.clear_memo()
-    yield
-    features.clear_memo()
 
 
 def planted_lm(vocab: int = 200_003) -> FakeLM:

@@ -35,9 +35,9 @@ from sae_bench.evals.scr_and_tpp.eval_config import ScrAndTppEvalConfig  # noqa:
 from sae_bench.sae_bench_utils import dataset_info as sb_info  # noqa: E402
 from sae_bench.sae_bench_utils import general_utils as sb_general  # noqa: E402
 
-from helpers.probing_fakes import (SCR_BIOS_PROFESSIONS, SCR_COLUMN2_WORDS, FakeLM, fake_context, random_sae,  # noqa: E402
+from helpers.probing_fakes import (fresh_probing_memo,  # noqa: E402, F401 (autouse fixture)
+                                   SCR_BIOS_PROFESSIONS, SCR_COLUMN2_WORDS, FakeLM, fake_context, random_sae,  # noqa: E402
                                    signed_pairs_sae, write_labeled_data, write_saebench_scr_data)
-from saebench_scaffold.evals.probing import features  # noqa: E402
 from saebench_scaffold.evals.probing.scr import (SAEBENCH_SCR_SETS, SAEBENCH_SET_NAMES as SB, SCRConfig,  # noqa: E402
                                                  SCRTask, choose_design, columns_prefix, not_saebench_data,
                                                  saebench_design_prefix, saebench_groups, saebench_quadrants)
@@ -47,13 +47,6 @@ from saebench_scaffold.settings import DATA_DIR_ENV, UserError  # noqa: E402
 D = 32
 SMALL = {"train_set_size": 16, "test_set_size": 8}  # 4 train / 2 test per quadrant
 SB_SETS = {s.saebench_name: s for s in SAEBENCH_SCR_SETS.values()}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    features.clear_memo()
-    yield
-    features.clear_memo()
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,13 @@ from saebench_scaffold.sources.data import LabeledExample
 from saebench_scaffold.evals import probes
 from saebench_scaffold.evals.probing import data as pdata
 from saebench_scaffold.evals.probing import features
-from helpers.probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from helpers.probing_fakes import (fresh_probing_memo,  # noqa: F401 (autouse fixture)
+                                   FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.probing.sparse_probing import SparseProbingConfig, SparseProbingTask, probe_feature_sets
 from saebench_scaffold.settings import UserError
 
 SMALL = {"train_per_class": 12, "test_per_class": 6, "k_values": [1, 2, 5]}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    features.clear_memo()
-    yield
-    features.clear_memo()
 
 
 @pytest.fixture

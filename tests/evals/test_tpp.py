@@ -13,7 +13,8 @@ from saebench_scaffold.evals import probes
 from saebench_scaffold.evals.probing import data as pdata
 from saebench_scaffold.evals.probing import features
 from saebench_scaffold.evals.base import TaskOutput
-from helpers.probing_fakes import (FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
+from helpers.probing_fakes import (fresh_probing_memo,  # noqa: F401 (autouse fixture)
+                                   FakeLM, fake_context, planted_sae, planted_tokens, random_sae,
                                                      write_labeled_data)
 from saebench_scaffold.evals.probing.tpp import (TPPConfig, TPPTask, ablate_pooled, ablate_tokens, compare_noise, decoder_matrix,
                                          select_top_n, tpp_latent_scores, tpp_resplit)
@@ -21,13 +22,6 @@ from saebench_scaffold.saes.pca import PCASAE, fit_pca
 from saebench_scaffold.settings import UserError
 
 SMALL = {"train_per_class": 12, "test_per_class": 6}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    features.clear_memo()
-    yield
-    features.clear_memo()
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
+from saebench_scaffold.evals.probing import features
 from saebench_scaffold.saes import SAEConfig, make_sae
+
+
+@pytest.fixture(autouse=True)
+def fresh_probing_memo():
+    """The probing tasks' process-wide feature memo, emptied around each test of a module that
+    imports this fixture (tests must not see each other's cached features)."""
+    features.clear_memo()
+    yield
+    features.clear_memo()
 
 
 class _HashTokenizer:
