@@ -87,7 +87,9 @@ N_REPLICATES = 200
 
 
 def unit_draws(n_units: int, n_replicates: int = N_REPLICATES, seed: int = REPLICATE_DRAW_SEED) -> np.ndarray:
-    """[n_replicates, n_units] indices drawn with replacement; a pure function of its arguments."""
+    """[n_replicates, n_units] indices drawn with replacement; a pure function of its arguments. The
+    first B rows of a longer draw are the B-row draw (tasks that bootstrap n_bootstrap rounds store the
+    first 200 as replicates, so results with different n_bootstrap still share their replicate draws)."""
     if n_units <= 0:
         raise ValueError("unit_draws needs at least one unit")
     return np.random.default_rng(seed).integers(0, n_units, size=(n_replicates, n_units))

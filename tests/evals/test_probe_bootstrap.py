@@ -112,3 +112,14 @@ def test_rounds_are_the_evaluation_replicates_and_a_pure_function_of_the_draws()
     out = question_bootstrap({"clean": np.eye(4)[tiny]}, tiny, make, 20, 0.25, seed=0)
     reps = np.asarray(out["clean"]["acc_replicates"])
     assert len(reps) == 20 and np.isnan(reps).any() and out["clean"]["boot_rounds"] == int(np.isfinite(reps).sum())
+
+
+def test_a_longer_draw_starts_with_the_shorter_one():
+    """ce_ablation and downstream bootstrap n_bootstrap rounds (1,000, or 200 under --limit) and store
+    the first 200 as replicates; claims pairs replicates of results on the same units by index, so they
+    must be the same draws whatever n_bootstrap each result used."""
+    from saebench_scaffold.evals.stats import N_REPLICATES, unit_draws
+
+    for n in (33, 40, 128, 2084):
+        assert np.array_equal(unit_draws(n, 1000)[:N_REPLICATES], unit_draws(n, N_REPLICATES))
+    assert not np.array_equal(unit_draws(40, 5, seed=1), unit_draws(40, 5, seed=2))
